@@ -1,0 +1,38 @@
+"""The `sample-smart` command line.
+
+Each subcommand group lives in its own module under ``sample_smart.commands`` and is
+imported lazily, so ``sample-smart --help`` stays fast and a command that needs vLLM
+or transformers imports them only when it runs.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> "module:attribute" of a click command or group
+COMMANDS: dict[str, str] = {
+    "demo": "sample_smart.commands.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="sample_smart")
+def main() -> None:
+    """sample_smart: correctness-first decoding (arXiv 2510.05987)."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
