@@ -13,6 +13,7 @@ import click
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
     "demo": "sample_smart.commands.demo:demo",
+    "model": "sample_smart.commands.model:model",
 }
 
 
