@@ -1,0 +1,130 @@
+"""The decoder chain, top to bottom.
+
+1. temperature or EDT scales each row (rows without either are untouched);
+2. the shared statistics of the tempered rows (max m, logsumexp z, entropy H, p_max) are
+   computed once, and only those some rule needs;
+3. every rule a row uses gives a threshold tau on the tempered logits (see ``rules``); the
+   kept sets are intersected by a row-wise max of the taus; ``tau <= m`` so the argmax is
+   never removed and every row keeps at least one token;
+4. one write: ``x[x < tau] = -inf``.
+
+Which rules run is decided by the host flags of :class:`BatchState` only, so
+:func:`process_core` has no host sync and compiles with ``torch.compile(fullgraph=True)``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from sample_smart.config import DecodeConfig
+from sample_smart.processors import rules
+from sample_smart.processors.state import BatchState
+from sample_smart.processors.stats import finite_std, row_stats
+from sample_smart.processors.temperature import apply_temperature
+
+__all__ = ["process", "process_core", "row_thresholds", "validate_logits"]
+
+_WORK_DTYPES = (torch.float32, torch.float64)
+
+
+def row_thresholds(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = None) -> torch.Tensor:
+    """The combined per-row threshold tau ([B]) on tempered logits ``x``: keep ``x >= tau``."""
+    need_entropy = state.any_eta
+    stats = row_stats(x, need_z=state.needs_logsumexp, need_entropy=need_entropy, m=m)
+    m, z = stats.m, stats.z
+    p_max = (m - z).exp() if z is not None else None
+    taus: list[torch.Tensor] = []
+    if state.any_greedy:
+        taus.append(rules.greedy_tau(m, state.greedy))
+    if state.any_min_p:
+        taus.append(rules.min_p_tau(m, state.log_min_p))
+    if state.any_eps:
+        taus.append(rules.epsilon_tau(z, state.log_eps))
+    if state.any_eta:
+        taus.append(rules.eta_tau(z, stats.entropy, state.log_eta))
+    if state.any_cal:
+        taus.append(rules.calibrated_epsilon_tau(z, state.cal_log_p))
+    if state.any_greedy_threshold:
+        taus.append(rules.greedy_threshold_tau(m, p_max, state.greedy_threshold))
+    if state.any_conf_bin:
+        taus.append(rules.confidence_bin_tau(m, p_max, state.conf_bin))
+    if state.any_n_sigma:
+        taus.append(rules.top_n_sigma_tau(m, finite_std(x), state.n_sigma))
+    if state.any_top_k or state.any_dynamic_top_k:
+        taus.append(rules.top_k_tau(x, state, p_max))
+    if state.any_top_p:
+        taus.append(rules.top_p_tau(x, z, state.top_p))
+    if not taus:
+        return torch.full_like(m, float("-inf"))
+    tau = taus[0]
+    for t in taus[1:]:
+        tau = torch.maximum(tau, t)
+    return torch.minimum(tau, m)  # the argmax always survives
+
+
+def process_core(logits: torch.Tensor, state: BatchState, inplace: bool = False) -> torch.Tensor:
+    """Apply the batch's decoders to ``logits`` [B, V]; no validation, no host sync.
+
+    Returns the tempered logits with -inf outside each row's kept set, in the input dtype
+    (statistics are computed in float32 for half-precision input). Returns ``logits`` itself
+    when no row uses any knob; otherwise a new tensor, or ``logits`` modified in place when
+    ``inplace`` (float32/float64 input only).
+    """
+    if state.is_noop:
+        return logits
+    dtype = logits.dtype
+    work_inplace = inplace and dtype in _WORK_DTYPES
+    x = logits if dtype in _WORK_DTYPES else logits.float()
+    owned = x is not logits or work_inplace  # may we write into x?
+    m = None
+    if state.any_temperature or state.any_edt:
+        x, m = apply_temperature(x, state, inplace=owned)
+        owned = True
+    tau = row_thresholds(x, state, m=m)
+    drop = x < tau.unsqueeze(-1)
+    out = x.masked_fill_(drop, float("-inf")) if owned else x.masked_fill(drop, float("-inf"))
+    return out if out.dtype == dtype else out.to(dtype)
+
+
+def validate_logits(logits: torch.Tensor) -> None:
+    """Raise ValueError unless ``logits`` is a float [B, V] tensor whose every row has a finite max
+    and no NaN (rows may contain -inf, e.g. masked vocabulary padding). Reads the device."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape [batch, vocab], got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating tensor (fp32, fp16, bf16), got {logits.dtype}")
+    row_max = logits.amax(dim=-1) if logits.shape[-1] else logits.new_zeros(logits.shape[0])
+    bad = ~torch.isfinite(row_max) | torch.isnan(logits).any(dim=-1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(
+            f"logits rows {rows[:10]}{'...' if len(rows) > 10 else ''} contain NaN or have no finite "
+            "value (allowed: finite logits, with -inf for masked tokens)"
+        )
+
+
+def process(logits: torch.Tensor, configs: DecodeConfig | Sequence[DecodeConfig] | BatchState,
+            inplace: bool = False) -> torch.Tensor:
+    """Validate ``logits`` and apply the decoders.
+
+    ``configs``: one :class:`DecodeConfig` for all rows, a sequence of B of them (rows may differ
+    in every knob), or a prepared :class:`BatchState`. See :func:`process_core` for the result.
+    """
+    validate_logits(logits)
+    batch = logits.shape[0]
+    if isinstance(configs, BatchState):
+        state = configs
+    else:
+        if isinstance(configs, DecodeConfig):
+            configs = [configs] * batch
+        elif isinstance(configs, dict):
+            raise TypeError("configs must be DecodeConfig objects: use DecodeConfig.from_dict(d)")
+        state = BatchState.from_configs(configs, device=logits.device, vocab_size=logits.shape[-1])
+    if state.batch_size != batch:
+        raise ValueError(f"got {state.batch_size} configs for a batch of {batch} rows")
+    if state.device.type != logits.device.type:
+        raise ValueError(f"BatchState is on {state.device} but logits are on {logits.device}")
+    return process_core(logits, state, inplace=inplace)
