@@ -1,0 +1,110 @@
+"""Build a vLLM engine (``vllm.LLM``) with sample_smart's processor, tuned for this machine.
+
+``make_llm(model=None, **overrides)`` is the one way the project starts an offline engine
+(tests, traces, lm-eval, benchmarks). Without a GPU it uses the CPU settings measured in
+DESIGN.md section 3:
+
+- environment (set before ``import vllm``, only when not already set):
+  ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB of KV cache), ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
+  (engine in-process: ~6 s start instead of ~40 s), ``VLLM_CPU_OMP_THREADS_BIND=<all our
+  cores>``, ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``;
+- engine arguments: ``dtype="float32"`` (bf16 is slower on AVX2), ``enforce_eager=True``,
+  ``max_model_len=512``.
+
+With a GPU only the processor registration is added; vLLM's defaults stay.
+
+Registration: when sample_smart is installed, vLLM already loads the processor through the
+``vllm.logits_processors`` entry point, so it is not listed again (a second copy would be
+harmless anyway: see ``SampleSmartLogitsProcessor``); from a source tree without the
+entry point it is passed as ``logits_processors=[FQCN]``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+PROCESSOR_FQCN = "sample_smart.integrations.vllm:SampleSmartLogitsProcessor"
+ENTRY_POINT_GROUP = "vllm.logits_processors"
+
+# Engine arguments that worked on the 2-core AVX2 machine without a GPU (DESIGN.md section 3).
+CPU_ENGINE_DEFAULTS: dict[str, Any] = {
+    "dtype": "float32",
+    "enforce_eager": True,
+    "max_model_len": 512,
+}
+
+
+def _cpu_bind() -> str:
+    """The cores this process may run on, in VLLM_CPU_OMP_THREADS_BIND syntax ("0-1" or "0,2,5")."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = list(range(os.cpu_count() or 1))
+    if cores == list(range(cores[0], cores[-1] + 1)):
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(map(str, cores))
+
+
+def cpu_environment() -> dict[str, str]:
+    """The vLLM CPU environment variables make_llm sets (when unset) without a GPU."""
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_OMP_THREADS_BIND": _cpu_bind(),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def apply_cpu_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Set the CPU variables in ``environ`` (default ``os.environ``) unless set; return them."""
+    env = os.environ if environ is None else environ
+    for key, value in cpu_environment().items():
+        env.setdefault(key, value)
+    return {k: env[k] for k in cpu_environment()}
+
+
+def processor_entry_point_installed() -> bool:
+    """True when vLLM will load our processor by itself (the package's entry point)."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value == PROCESSOR_FQCN for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def engine_kwargs(model: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
+    """The keyword arguments make_llm passes to ``vllm.LLM`` (no vLLM import, no side effects
+    besides preparing the default model when ``model`` is None)."""
+    if model is None:
+        from sample_smart.models import prepare_default_model
+
+        model = prepare_default_model()
+    kwargs: dict[str, Any] = {"model": str(Path(model)) if isinstance(model, os.PathLike) else model}
+    if not has_gpu():
+        kwargs.update(CPU_ENGINE_DEFAULTS)
+    kwargs.update(overrides)
+    procs = list(kwargs.get("logits_processors") or [])
+    listed = any(p == PROCESSOR_FQCN or getattr(p, "__name__", None) == "SampleSmartLogitsProcessor"
+                 for p in procs)
+    if not listed and not processor_entry_point_installed():
+        procs.append(PROCESSOR_FQCN)
+    if procs:
+        kwargs["logits_processors"] = procs
+    return kwargs
+
+
+def make_llm(model: str | os.PathLike | None = None, **overrides: Any):
+    """A ``vllm.LLM`` on ``model`` (default: the embedded SmolLM2-135M-Instruct) with
+    sample_smart's processor registered; ``overrides`` go to ``vllm.LLM`` as they are
+    (e.g. ``logprobs_mode="processed_logprobs"``, ``seed=1``, ``max_model_len=1024``)."""
+    if not has_gpu():
+        apply_cpu_environment()
+    kwargs = engine_kwargs(model, **overrides)
+    import vllm
+
+    return vllm.LLM(**kwargs)
