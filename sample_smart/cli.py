@@ -12,6 +12,7 @@ import click
 
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
+    "calibrate": "sample_smart.commands.calibrate:calibrate",
     "demo": "sample_smart.commands.demo:demo",
     "model": "sample_smart.commands.model:model",
 }

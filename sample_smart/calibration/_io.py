@@ -29,6 +29,7 @@ def write_json(path: str | Path, data: Any) -> Path:
         with os.fdopen(fd, "w") as fh:
             json.dump(_clean(data), fh, indent=1, allow_nan=False)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a calibration file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
