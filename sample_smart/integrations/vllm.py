@@ -282,7 +282,8 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
             self._v1_key = object()
             self._dirty = False
         state = self._rows.state_for(self._v1_key, self._rows.configs)
-        return self._rows.process_core(logits, state)
+        # vLLM hands over its own float32 buffer (raw logprobs were copied before): write in place.
+        return self._rows.process_core(logits, state, inplace=True)
 
     # -- Model Runner V2 interface --------------------------------------------------------
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
@@ -313,12 +314,13 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
         state = self._rows.state_for(key, configs)
         temps = [self._slot_temp[s] if not c.is_noop else 1.0 for s, c in zip(slots, configs)]
         if all(t == 1.0 for t in temps):
-            return self._rows.process_core(logits, state)
+            # V2 copies the logits into a fresh float32 buffer before the processors: in place is safe.
+            return self._rows.process_core(logits, state, inplace=True)
         if getattr(self, "_temp_key", None) != key:
             self._temp = torch.tensor(temps, dtype=logits.dtype).to(logits.device, non_blocking=True)[:, None]
             self._temp_key = key
         # v1 semantics: our thresholds see vLLM's tempered distribution; vLLM divides by T next.
-        out = self._rows.process_core(logits / self._temp, state)
+        out = self._rows.process_core(logits.div_(self._temp), state, inplace=True)
         return out.mul_(self._temp)
 
 
