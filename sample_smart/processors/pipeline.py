@@ -8,6 +8,8 @@
    never removed and every row keeps at least one token;
 4. one write: ``x[x < tau] = -inf``.
 
+On CPU the rows go through this in cache-sized blocks (see :func:`process_core`).
+
 Which rules run is decided by the host flags of :class:`BatchState` only, so
 :func:`process_core` has no host sync and compiles with ``torch.compile(fullgraph=True)``.
 """
@@ -22,16 +24,18 @@ from sample_smart.processors import rules
 from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import finite_std, row_stats
 from sample_smart.processors.temperature import apply_temperature
+from sample_smart.processors.top_p import CANDIDATES as TOP_P_CANDIDATES
 
 __all__ = ["process", "process_core", "row_thresholds", "validate_logits"]
 
 _WORK_DTYPES = (torch.float32, torch.float64)
+CPU_BLOCK_ELEMENTS = 1 << 20  # logits per row block on CPU (4 MiB of float32)
 
 
 def row_thresholds(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = None) -> torch.Tensor:
     """The combined per-row threshold tau ([B]) on tempered logits ``x``: keep ``x >= tau``."""
-    need_entropy = state.any_eta
-    stats = row_stats(x, need_z=state.needs_logsumexp, need_entropy=need_entropy, m=m)
+    stats = row_stats(x, need_z=state.needs_logsumexp, need_entropy=state.any_eta, m=m,
+                      keep_exp=state.any_top_p)
     m, z = stats.m, stats.z
     p_max = (m - z).exp() if z is not None else None
     taus: list[torch.Tensor] = []
@@ -51,16 +55,48 @@ def row_thresholds(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = 
         taus.append(rules.confidence_bin_tau(m, p_max, state.conf_bin))
     if state.any_n_sigma:
         taus.append(rules.top_n_sigma_tau(m, finite_std(x), state.n_sigma))
-    if state.any_top_k or state.any_dynamic_top_k:
-        taus.append(rules.top_k_tau(x, state, p_max))
+    values = None  # one topk serves top-k, dynamic top-k and top-p's candidate set
+    any_k = state.any_top_k or state.any_dynamic_top_k
+    if any_k or state.any_top_p:
+        k = max(state.max_top_k if any_k else 1, TOP_P_CANDIDATES if state.any_top_p else 1)
+        values = torch.topk(x, max(1, min(k, x.shape[-1])), dim=-1, sorted=True).values
+    if any_k:
+        taus.append(rules.top_k_tau(x, state, p_max, values))
     if state.any_top_p:
-        taus.append(rules.top_p_tau(x, z, state.top_p))
+        taus.append(rules.top_p_tau(x, m, stats.e, stats.s, state.top_p, values))
     if not taus:
         return torch.full_like(m, float("-inf"))
     tau = taus[0]
     for t in taus[1:]:
         tau = torch.maximum(tau, t)
     return torch.minimum(tau, m)  # the argmax always survives
+
+
+def _process_rows(logits: torch.Tensor, state: BatchState, inplace: bool,
+                  out: torch.Tensor | None) -> torch.Tensor:
+    """The chain on a block of rows; the result goes to ``out`` when given (a view of the output)."""
+    dtype = logits.dtype
+    x = logits if dtype in _WORK_DTYPES else logits.float()
+    owned = x is not logits or inplace  # may we write into x?
+    m = None
+    if state.any_temperature or state.any_edt:
+        x, m = apply_temperature(x, state, inplace=owned)
+        owned = True
+    tau = row_thresholds(x, state, m=m).unsqueeze(-1)
+    if out is not None and not owned and out.dtype == x.dtype:
+        return torch.where(x < tau, float("-inf"), x, out=out)  # the one write, straight to out
+    drop = x < tau
+    res = x.masked_fill_(drop, float("-inf")) if owned else x.masked_fill(drop, float("-inf"))
+    if out is None:
+        return res if res.dtype == dtype else res.to(dtype)
+    if res.data_ptr() != out.data_ptr():
+        out.copy_(res)
+    return out
+
+
+def _rows_per_block(batch: int, vocab: int) -> int:
+    """CPU: rows per block so that a block's float32 work tensors stay in cache."""
+    return max(1, min(batch, CPU_BLOCK_ELEMENTS // max(1, vocab)))
 
 
 def process_core(logits: torch.Tensor, state: BatchState, inplace: bool = False) -> torch.Tensor:
@@ -70,21 +106,23 @@ def process_core(logits: torch.Tensor, state: BatchState, inplace: bool = False)
     (statistics are computed in float32 for half-precision input). Returns ``logits`` itself
     when no row uses any knob; otherwise a new tensor, or ``logits`` modified in place when
     ``inplace`` (float32/float64 input only).
+
+    On CPU (eager) the rows are processed in blocks of about ``CPU_BLOCK_ELEMENTS`` logits, so
+    every pass after the first read of a block hits the cache and the temporaries stay small
+    (no fresh vocabulary-sized buffers); elsewhere the whole batch is one block.
     """
     if state.is_noop:
         return logits
-    dtype = logits.dtype
-    work_inplace = inplace and dtype in _WORK_DTYPES
-    x = logits if dtype in _WORK_DTYPES else logits.float()
-    owned = x is not logits or work_inplace  # may we write into x?
-    m = None
-    if state.any_temperature or state.any_edt:
-        x, m = apply_temperature(x, state, inplace=owned)
-        owned = True
-    tau = row_thresholds(x, state, m=m)
-    drop = x < tau.unsqueeze(-1)
-    out = x.masked_fill_(drop, float("-inf")) if owned else x.masked_fill(drop, float("-inf"))
-    return out if out.dtype == dtype else out.to(dtype)
+    work_inplace = inplace and logits.dtype in _WORK_DTYPES
+    batch, vocab = logits.shape
+    block = _rows_per_block(batch, vocab)
+    if logits.device.type != "cpu" or torch.compiler.is_compiling() or block >= batch:
+        return _process_rows(logits, state, work_inplace, out=None)
+    out = logits if work_inplace else torch.empty_like(logits)
+    for start in range(0, batch, block):
+        stop = min(batch, start + block)
+        _process_rows(logits[start:stop], state.rows(start, stop), work_inplace, out=out[start:stop])
+    return out
 
 
 def validate_logits(logits: torch.Tensor) -> None:

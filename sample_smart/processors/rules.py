@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from sample_smart.processors import top_p as _top_p
 from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import decile_bin
 
@@ -79,16 +80,19 @@ def top_n_sigma_tau(m: torch.Tensor, sigma: torch.Tensor, n_sigma: torch.Tensor)
     return _where_on(n_sigma > 0, m - n_sigma * sigma)
 
 
-def top_k_tau(x: torch.Tensor, state: BatchState, p_max: torch.Tensor | None) -> torch.Tensor:
+def top_k_tau(x: torch.Tensor, state: BatchState, p_max: torch.Tensor | None,
+              values: torch.Tensor | None = None) -> torch.Tensor:
     """Top-k and dynamic top-k with one ``topk`` of the batch's largest k.
 
     A row's k is the smaller of its ``top_k`` and, with dynamic top-k, ``dyn_k[9 - bin]``
     (index 0 = highest p_max decile, as in the reference scripts); top-k1 intersected with
     top-k2 is top-min(k1, k2). tau = the k-th largest logit (ties at the k-th value stay,
-    as in transformers' TopKLogitsWarper)."""
+    as in transformers' TopKLogitsWarper). ``values``: the row's largest logits sorted descending
+    (at least ``max_top_k`` columns), when already computed."""
     vocab = x.shape[-1]
     kmax = max(1, min(state.max_top_k, vocab))
-    values = torch.topk(x, kmax, dim=-1, sorted=True).values  # [B, kmax], descending
+    if values is None or values.shape[-1] < kmax:
+        values = torch.topk(x, kmax, dim=-1, sorted=True).values  # [B, kmax], descending
     big = torch.full_like(state.top_k, vocab + 1)
     k = torch.where(state.top_k > 0, state.top_k, big)
     if state.any_dynamic_top_k:
@@ -101,13 +105,9 @@ def top_k_tau(x: torch.Tensor, state: BatchState, p_max: torch.Tensor | None) ->
     return _where_on(on, values.gather(1, idx).squeeze(-1))
 
 
-def top_p_tau(x: torch.Tensor, z: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Nucleus sampling (Holtzman et al. 2020, arXiv 1904.09751): keep the most probable
-    tokens whose preceding mass is < p, i.e. the smallest prefix of the sorted distribution
-    with mass >= p. tau = the logit of the last token of that prefix. ``p >= 1``: off.
-    The only rule that needs a full-vocabulary sort; it runs only when some row sets top_p."""
-    sorted_x = torch.sort(x, dim=-1, descending=True).values
-    cum = (sorted_x - z.unsqueeze(-1)).exp_().cumsum_(dim=-1)
-    last = (cum < top_p.unsqueeze(-1)).sum(dim=-1).clamp_(max=x.shape[-1] - 1)
-    tau = sorted_x.gather(1, last.unsqueeze(-1)).squeeze(-1)
-    return _where_on(top_p < 1.0, tau)
+def top_p_tau(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor,
+              values: torch.Tensor | None = None) -> torch.Tensor:
+    """Nucleus sampling (Holtzman et al. 2020, arXiv 1904.09751): keep the smallest prefix of the
+    sorted distribution with mass >= p; tau = the logit of its last token (ties stay). ``p >= 1``: off.
+    Computed without a vocabulary sort: see :mod:`sample_smart.processors.top_p`."""
+    return _top_p.top_p_tau(x, m, e, s, top_p, values)

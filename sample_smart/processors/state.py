@@ -11,7 +11,7 @@ log space (nothing removed), k = 0 for top-k, 1.0 for temperature.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
 import torch
@@ -91,6 +91,20 @@ class BatchState:
             or self.any_eta or self.any_cal or self.any_greedy_threshold or self.any_conf_bin
             or self.any_n_sigma
         )
+
+    def rows(self, start: int, stop: int) -> "BatchState":
+        """The state of rows ``start:stop`` (tensor views, same host flags, so the same code path);
+        cached, since an engine reuses one state for many steps."""
+        if start == 0 and stop == self.batch_size:
+            return self
+        cache = self.__dict__.setdefault("_row_views", {})
+        view = cache.get((start, stop))
+        if view is None:
+            sliced = {f.name: getattr(self, f.name)[start:stop] for f in fields(self)
+                      if isinstance(getattr(self, f.name), torch.Tensor)}
+            view = replace(self, batch_size=stop - start, **sliced)
+            cache[(start, stop)] = view
+        return view
 
     @property
     def needs_logsumexp(self) -> bool:

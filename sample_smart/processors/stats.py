@@ -3,10 +3,12 @@
 For a row of logits x (finite or -inf) with p = softmax(x):
 
 - ``m = max_i x_i``, the top logit; ``p_max = exp(m - z)``;
-- ``z = log sum_i exp(x_i)`` (logsumexp), so ``log p_i = x_i - z``;
-- ``H = -sum_i p_i ln p_i`` in nats. With ``e_i = exp(x_i - m)`` and ``s = sum_i e_i``:
-  ``H = ln s + (1/s) * sum_i entr(e_i)``, ``entr(e) = -e ln e`` (``entr(0) = 0``, so
-  masked ``-inf`` logits contribute nothing and produce no NaN);
+- ``d_i = x_i - m <= 0``, ``e_i = exp(d_i)``, ``s = sum_i e_i`` (so ``p_i = e_i / s``);
+- ``z = log sum_i exp(x_i) = m + ln s`` (logsumexp), so ``log p_i = x_i - z``;
+- ``H = -sum_i p_i ln p_i`` in nats ``= ln s - (1/s) * sum_i e_i d_i`` (from ``ln p_i = d_i - ln s``).
+  The sum is one dot product of two row vectors already in hand, so the entropy costs no second
+  transcendental pass; masked ``-inf`` logits have ``e_i = 0`` and their ``d_i`` is clamped to the
+  lowest finite float first, so they contribute ``0`` and no NaN;
 - ``sigma`` = population standard deviation of the finite logits (top-n-sigma).
 """
 from __future__ import annotations
@@ -15,29 +17,44 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["RowStats", "row_stats", "finite_std", "decile_bin"]
+__all__ = ["RowStats", "row_stats", "finite_std", "decile_bin", "row_dot"]
 
 
 class RowStats(NamedTuple):
     m: torch.Tensor  # [B] max logit
     z: torch.Tensor | None  # [B] logsumexp
     entropy: torch.Tensor | None  # [B] nats
+    e: torch.Tensor | None = None  # [B, V] exp(x - m), kept only when asked (top-p reuses it)
+    s: torch.Tensor | None = None  # [B] sum of e
 
 
-def row_stats(x: torch.Tensor, need_z: bool, need_entropy: bool, m: torch.Tensor | None = None) -> RowStats:
-    """Max, logsumexp and entropy of each row of ``x`` ([B, V], float32), with one shared exp pass."""
+def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_i a_i b_i`` per row of two [B, V] tensors, without a [B, V] temporary (a batched
+    matrix-vector product)."""
+    return torch.einsum("bv,bv->b", a, b)
+
+
+def row_stats(x: torch.Tensor, need_z: bool, need_entropy: bool, m: torch.Tensor | None = None,
+              keep_exp: bool = False) -> RowStats:
+    """Max, logsumexp and entropy of each row of ``x`` ([B, V], float32/64) with one exp pass.
+
+    ``m`` may be given when the row max is already known. ``keep_exp`` also returns ``e = exp(x - m)``
+    and ``s = sum e`` for later mass computations (top-p).
+    """
     if m is None:
         m = x.amax(dim=-1)
-    if not (need_z or need_entropy):
+    if not (need_z or need_entropy or keep_exp):
         return RowStats(m, None, None)
-    e = (x - m.unsqueeze(-1)).exp_()  # one vocabulary-sized temporary, reused below
+    d = x - m.unsqueeze(-1)  # the one vocabulary-sized temporary besides e
+    e = d.exp() if (need_entropy or keep_exp) else d.exp_()
     s = e.sum(dim=-1)
     log_s = s.log()
     z = m + log_s
     h = None
     if need_entropy:
-        h = log_s + torch.special.entr(e.clamp_(min=0.0)).sum(dim=-1) / s
-    return RowStats(m, z, h)
+        d.clamp_(min=torch.finfo(d.dtype).min)  # -inf -> finite: e * d = 0 there, not NaN
+        h = log_s - row_dot(e, d) / s
+    return RowStats(m, z, h, e if keep_exp else None, s)
 
 
 def finite_std(x: torch.Tensor) -> torch.Tensor:
@@ -46,8 +63,8 @@ def finite_std(x: torch.Tensor) -> torch.Tensor:
     count = finite.sum(dim=-1).clamp_(min=1).to(x.dtype)
     xf = torch.where(finite, x, 0.0)
     mean = xf.sum(dim=-1) / count
-    centred = torch.where(finite, x - mean.unsqueeze(-1), 0.0)
-    return (centred.square_().sum(dim=-1) / count).sqrt_()
+    centred = xf.sub_(mean.unsqueeze(-1)).masked_fill_(~finite, 0.0)
+    return (row_dot(centred, centred) / count).sqrt_()
 
 
 def decile_bin(p_max: torch.Tensor) -> torch.Tensor:

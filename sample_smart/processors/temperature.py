@@ -46,5 +46,5 @@ def apply_temperature(x: torch.Tensor, state: BatchState, inplace: bool) -> tupl
     if inplace:
         x = x.sub_(shift.unsqueeze(-1)).div_(temperature.unsqueeze(-1))
     else:
-        x = (x - shift.unsqueeze(-1)) / temperature.unsqueeze(-1)
+        x = (x - shift.unsqueeze(-1)).div_(temperature.unsqueeze(-1))
     return x, (stats.m - shift) / temperature

@@ -1,0 +1,132 @@
+"""Top-p (nucleus) threshold without sorting the vocabulary.
+
+Nucleus sampling (Holtzman et al. 2020, arXiv 1904.09751) keeps the smallest set of most probable
+tokens whose mass reaches p. As a logit threshold: with ``M(t) = sum_{x_i >= t} p_i`` (non-increasing
+in t), ``tau = max { x_j : M(x_j) >= p }`` and the row keeps ``x >= tau`` (ties at tau all stay,
+as with a stable sort-and-cumsum). Masses are handled in units of ``e_i = exp(x_i - m)``:
+``M(t) >= p  <=>  sum_{x_i >= t} e_i >= p * s``, ``s = sum_i e_i``.
+
+1. **Candidates.** The ``K`` largest logits (one ``topk``, shared with top-k) and their running mass
+   ``c_j = sum_{l <= j} e_l``. If ``c_K >= p s``, tau is the first candidate with ``c_j >= p s``:
+   exact, and the usual case for language models (the nucleus is rarely more than a few hundred
+   tokens).
+2. **Exact fallback** for the other rows (flat distributions), never a sort:
+
+   - on CPU, outside ``torch.compile``: bisection on the logit value over the rows that need it,
+     between ``lo = z + ln((1 - p) / V)`` (tokens below it carry less than 1 - p in total, so
+     ``M(lo) > p``) and ``hi`` just above the K-th candidate (``M(hi) < p``), until at most
+     ``FINISH`` tokens lie in ``[lo, hi)``; then one ``topk`` of those tokens and their running mass
+     on top of ``M(hi)`` give tau exactly. Which rows need it and when to stop are read from CPU
+     tensors (no device to wait for);
+   - elsewhere (CUDA, ``torch.compile``): bisection over the order-preserving integer image of the
+     floats (``KEY_BITS`` steps, a fixed count: no host sync, no data-dependent shape), which ends
+     on the exact tau; computed for all rows, used for those that need it.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["CANDIDATES", "FINISH", "top_p_tau"]
+
+CANDIDATES = 128  # K: size of the candidate set taken with one topk
+FINISH = 512  # CPU fallback: bisect until at most this many tokens are left between lo and hi
+_MAX_STEPS = 64
+
+_INT = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def _to_key(t: torch.Tensor) -> torch.Tensor:
+    """Order-preserving map float -> signed int (as int64): a < b  <=>  key(a) < key(b) (no NaN)."""
+    bits = t.view(_INT[t.dtype])
+    mask = torch.iinfo(bits.dtype).max
+    return torch.where(bits < 0, bits ^ mask, bits).to(torch.int64)
+
+
+def _from_key(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    ity = _INT[dtype]
+    bits = k.to(ity)
+    mask = torch.iinfo(ity).max
+    return torch.where(bits < 0, bits ^ mask, bits).view(dtype)
+
+
+def _mass_at_least(x: torch.Tensor, e: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of e over x >= t, count of x >= t) per row, t: [B]."""
+    keep = x >= t.unsqueeze(-1)
+    return torch.where(keep, e, 0.0).sum(dim=-1), keep.sum(dim=-1)
+
+
+def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, hi_value: torch.Tensor) -> torch.Tensor:
+    """Exact tau by a fixed number of bisection steps on float keys (no sync, fixed shapes)."""
+    lo = _to_key(torch.full_like(hi_value, float("-inf")))  # M(-inf) = s >= p s
+    hi = _to_key(hi_value) + 1  # just above the K-th candidate: M(hi) < p s
+    steps = 32 if x.dtype == torch.float32 else 64
+    for _ in range(steps):
+        mid = lo + torch.div(hi - lo, 2, rounding_mode="floor")
+        mass, _ = _mass_at_least(x, e, _from_key(mid, x.dtype))
+        ok = mass >= target
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    return _from_key(lo, x.dtype)
+
+
+def _bisect_values(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: torch.Tensor,
+                   hi: torch.Tensor, mass_hi: torch.Tensor, count_hi: torch.Tensor) -> torch.Tensor:
+    """CPU fallback: value bisection to a small band [lo, hi), then an exact finish with topk."""
+    vocab = x.shape[-1]
+    count_lo = torch.full_like(count_hi, vocab)
+    for _ in range(_MAX_STEPS):
+        if int((count_lo - count_hi).max()) <= FINISH:
+            break
+        t = 0.5 * (lo + hi)
+        if not bool(((t > lo) & (t < hi)).any()):  # float resolution reached (ties)
+            break
+        mass, count = _mass_at_least(x, e, t)
+        ok = mass >= target
+        lo = torch.where(ok, t, lo)
+        count_lo = torch.where(ok, count, count_lo)
+        hi = torch.where(ok, hi, t)
+        mass_hi = torch.where(ok, mass_hi, mass)
+        count_hi = torch.where(ok, count_hi, count)
+    band = (x >= lo.unsqueeze(-1)) & (x < hi.unsqueeze(-1))
+    k = max(1, min(vocab, int(band.sum(dim=-1).max())))
+    cand = torch.topk(torch.where(band, x, float("-inf")), k, dim=-1, sorted=True).values
+    cum = (cand - m.unsqueeze(-1)).exp_().cumsum_(dim=-1).add_(mass_hi.unsqueeze(-1))
+    j = (cum < target.unsqueeze(-1)).sum(dim=-1)
+    tau = cand.gather(1, j.clamp(max=k - 1).unsqueeze(-1)).squeeze(-1)
+    return torch.where(j < k, tau, lo)
+
+
+def top_p_tau(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor,
+              values: torch.Tensor | None = None) -> torch.Tensor:
+    """tau per row (see module doc); ``-inf`` where ``top_p >= 1`` (off).
+
+    ``x`` [B, V] tempered logits, ``m`` row max, ``e = exp(x - m)``, ``s = sum e``; ``values``: the
+    largest logits per row, sorted descending (at least ``min(CANDIDATES, V)`` columns), if known.
+    """
+    vocab = x.shape[-1]
+    kc = min(vocab, CANDIDATES)
+    if values is None or values.shape[-1] < kc:
+        values = torch.topk(x, kc, dim=-1, sorted=True).values
+    on = top_p < 1.0
+    target = torch.where(on, top_p, torch.zeros_like(top_p)) * s  # off rows: found at j = 0
+    cum = (values - m.unsqueeze(-1)).exp_().cumsum_(dim=-1)
+    kv = values.shape[-1]
+    j = (cum < target.unsqueeze(-1)).sum(dim=-1)
+    tau = values.gather(1, j.clamp(max=kv - 1).unsqueeze(-1)).squeeze(-1)
+    if kv < vocab:
+        v_last = values[:, -1]
+        need = (j >= kv) & torch.isfinite(v_last)  # candidates hold less than p (flat rows)
+        if x.device.type == "cpu" and not torch.compiler.is_compiling():
+            rows = need.nonzero().flatten()
+            if rows.numel():
+                p, vl = top_p[rows], v_last[rows]
+                hi = torch.nextafter(vl, torch.full_like(vl, float("inf")))
+                above = values[rows] > vl.unsqueeze(-1)  # candidates strictly above the K-th
+                mass_hi = torch.where(above, cum[rows], 0.0).amax(dim=-1)
+                z = m[rows] + s[rows].log()
+                lo = torch.minimum(z + torch.log((1.0 - p) / vocab), vl)
+                tau[rows] = _bisect_values(x[rows], m[rows], e[rows], target[rows], lo, hi, mass_hi,
+                                           above.sum(dim=-1))
+        else:
+            tau = torch.where(need, _bisect_keys(x, e, target, v_last), tau)
+    return torch.where(on, tau, torch.full_like(tau, float("-inf")))
