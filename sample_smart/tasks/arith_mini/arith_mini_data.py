@@ -1,0 +1,2 @@
+"""lm-eval ``!function`` hook of arith_mini.yaml: the generator lives in sample_smart.tasks.arith."""
+from sample_smart.tasks.arith import load_dataset  # noqa: F401
