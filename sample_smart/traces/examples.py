@@ -34,7 +34,7 @@ from .reader import TraceFormatError, read_jsonl
 class Example:
     id: str
     prompt: str | list[dict[str, Any]]
-    target: str
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,12 @@ def load_examples(
     *,
     id_field: str = "id",
     prompt_field: str = "prompt",
-    target_field: str = "target",
+    target_field: str | None = "target",
     on_error: str = "raise",
 ) -> Iterator[Example]:
-    """Stream examples from a JSONL file; a bad line raises ``TraceFormatError`` at path:line."""
+    """Stream examples from a JSONL file; a bad line raises ``TraceFormatError`` at path:line.
+
+    ``target_field=None``: prompts only (generation); the target is not read."""
     index = -1
     for lineno, rec in read_jsonl(path, on_error=on_error):
         index += 1
@@ -64,12 +66,13 @@ def load_examples(
             if not isinstance(rec, dict):
                 raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
             for field in (prompt_field, target_field):
-                if field not in rec:
+                if field is not None and field not in rec:
                     raise ValueError(f"missing field {field!r} (fields present: {sorted(rec)})")
-            prompt, target = rec[prompt_field], rec[target_field]
+            prompt = rec[prompt_field]
+            target = rec[target_field] if target_field is not None else None
             if not (isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt))):
                 raise ValueError(f"field {prompt_field!r} must be a string or a list of chat messages")
-            if not isinstance(target, str) or not target:
+            if target_field is not None and (not isinstance(target, str) or not target):
                 raise ValueError(f"field {target_field!r} must be a non-empty string")
             ex_id = str(rec[id_field]) if rec.get(id_field) is not None else str(index)
         except ValueError as exc:
@@ -118,6 +121,8 @@ def encode_target(tokenizer, target: str) -> list[int]:
 def encode_example(tokenizer, example: Example, *, chat_template: bool) -> EncodedExample:
     """Tokenise one example with an exact prompt/target boundary."""
     prompt_ids = render_prompt(tokenizer, example.prompt, chat_template=chat_template)
+    if example.target is None:
+        raise ValueError(f"example {example.id!r} has no target to teacher-force")
     target_ids = encode_target(tokenizer, example.target)
     if not target_ids:
         raise ValueError(f"example {example.id!r}: the target tokenises to no tokens")

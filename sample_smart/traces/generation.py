@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .schemas import GENERATION
+from .stats import f32_lists
 from .stop import TraceStop
 from .vllm_logprobs import check_top_k, engine_info, position_entries
 
@@ -58,6 +59,8 @@ def _step_columns(container: Any, token_ids: Sequence[int], offset: int, top_k: 
         cols["p_max"].append(math.exp(top_lps[0]))
         cols["top_ids"].append(top_ids)
         cols["top_logprobs"].append(top_lps)
+    for key in ("logprob", "p_max", "top_logprobs"):
+        cols[key] = f32_lists(cols[key]) if cols[key] else []
     return cols
 
 

@@ -18,8 +18,21 @@ vocabulary-sized temporaries stay bounded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import orjson
 import torch
+
+
+def f32_lists(values: Any) -> list:
+    """Nested Python lists of the float32 values in ``values``, each float holding the
+    shortest decimal that round-trips to its float32 (so JSON stores ~8 digits, not 17,
+    and no precision the model computed is lost)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to("cpu", torch.float32).numpy()
+    arr = np.asarray(values, dtype=np.float32)
+    return orjson.loads(orjson.dumps(arr, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
 @dataclass

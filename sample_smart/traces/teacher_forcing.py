@@ -14,13 +14,13 @@ and the crash-safe writer. Nothing here trains: the backends run under
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from .examples import EncodedExample, Example, encode_example
 from .reader import completed_ids
 from .schemas import TEACHER_FORCED
-from .stats import TokenStats
+from .stats import TokenStats, f32_lists
 from .writer import TraceWriter
 
 
@@ -42,14 +42,16 @@ def teacher_forced_record(
         cols = {
             "gold_id": stats.token_id.tolist(),
             "gold_rank": stats.rank.tolist(),
-            "gold_logprob": stats.logprob.tolist(),
-            "p_max": stats.p_max.tolist(),
-            "entropy": stats.entropy.tolist(),
+            "gold_logprob": f32_lists(stats.logprob),
+            "p_max": f32_lists(stats.p_max),
+            "entropy": f32_lists(stats.entropy),
             "top_ids": stats.top_ids.tolist(),
-            "top_logprobs": stats.top_logprobs.tolist(),
+            "top_logprobs": f32_lists(stats.top_logprobs),
         }
     else:
         cols = dict(stats)
+        for key in ("gold_logprob", "p_max", "entropy", "top_logprobs"):
+            cols[key] = f32_lists(cols[key]) if cols[key] else []
     return {
         "schema": TEACHER_FORCED,
         "id": str(ex_id),
@@ -85,12 +87,14 @@ def run_teacher_forcing(
     chunk_size: int = 32,
     progress: bool = True,
     total: int | None = None,
+    on_record: Callable[[dict], Any] | None = None,
 ) -> dict:
     """Score ``examples`` with ``backend`` and append records to ``output``.
 
     ``resume``: examples whose id already has a complete record in ``output`` are
     skipped (a partial last line left by a crash is removed and redone).
     ``limit`` caps the number of examples taken from the input (skipped ones included).
+    ``on_record`` sees each record after it is written (e.g. a reference-format writer).
     Returns counts: ``{"written", "skipped", "tokens", "bytes"}``.
     """
     if limit is not None and limit < 0:
@@ -126,6 +130,8 @@ def run_teacher_forcing(
                 encoded = [encode_example(backend.tokenizer, ex, chat_template=chat_template) for ex in chunk]
                 for rec in backend.score(encoded):
                     writer.write(rec)
+                    if on_record is not None:
+                        on_record(rec)
                     counts["written"] += 1
                     counts["tokens"] += rec["n_tokens"]
                 bar.update(len(chunk))
