@@ -13,8 +13,11 @@ import click
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
     "calibrate": "sample_smart.commands.calibrate:calibrate",
+    "analyze": "sample_smart.commands.analyze:analyze",
     "demo": "sample_smart.commands.demo:demo",
+    "eval": "sample_smart.commands.eval:eval_command",
     "model": "sample_smart.commands.model:model",
+    "trace": "sample_smart.commands.trace:trace",
 }
 
 
