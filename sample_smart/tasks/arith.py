@@ -2,7 +2,7 @@
 
 An offline task with known answers, so ``sample-smart eval`` runs end to end without a
 hub or a data download. Every problem chains two or three integer operations (+, -, x,
-exact /) on small numbers; its chain-of-thought solution spells each step out and ends
+exact /) on single-digit numbers (so that a 135M model gets some right); its chain-of-thought solution spells each step out and ends
 with "The answer is N." (the GSM8K chain-of-thought convention, Wei et al. 2022), which
 is what the task's answer regex extracts.
 
@@ -27,7 +27,7 @@ _ITEMS = ["apples", "marbles", "stickers", "pencils", "cookies", "stamps", "shel
 def _buy_give(rng: random.Random) -> dict[str, Any]:
     name, friend = rng.sample(_NAMES, 2)
     item = rng.choice(_ITEMS)
-    a, b = rng.randint(5, 30), rng.randint(2, 20)
+    a, b = rng.randint(3, 9), rng.randint(1, 5)
     c = rng.randint(1, a + b - 1)
     s, r = a + b, a + b - c
     return {
@@ -42,7 +42,7 @@ def _buy_give(rng: random.Random) -> dict[str, Any]:
 def _boxes(rng: random.Random) -> dict[str, Any]:
     name = rng.choice(_NAMES)
     item = rng.choice(_ITEMS)
-    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    a, b = rng.randint(2, 5), rng.randint(2, 3)
     c = rng.randint(1, a * b - 1)
     s, r = a * b, a * b - c
     return {
@@ -56,9 +56,9 @@ def _boxes(rng: random.Random) -> dict[str, Any]:
 
 def _wage(rng: random.Random) -> dict[str, Any]:
     name = rng.choice(_NAMES)
-    a, b = rng.randint(3, 12), rng.randint(2, 8)
+    a, b = rng.randint(2, 5), rng.randint(2, 3)
     c = rng.randint(1, a * b - 1)
-    d = rng.randint(1, 10)
+    d = rng.randint(1, 5)
     s = a * b
     t = s - c
     r = t + d
@@ -74,9 +74,9 @@ def _wage(rng: random.Random) -> dict[str, Any]:
 def _share(rng: random.Random) -> dict[str, Any]:
     name = rng.choice(_NAMES)
     item = rng.choice(_ITEMS)
-    b, k = rng.randint(2, 6), rng.randint(2, 9)
+    b, k = rng.randint(2, 3), rng.randint(2, 5)
     a = b * k
-    c = rng.randint(1, 10)
+    c = rng.randint(1, 5)
     r = k + c
     return {
         "question": f"{name} shares {a} {item} equally among {b} friends. One friend already had {c} {item}. "

@@ -1,0 +1,67 @@
+"""`sample-smart eval` refuses bad flag values at parse time, naming the flag, before any model loads."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from sample_smart.cli import main
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail loudly if the command gets as far as building the lm-eval model (engine)."""
+    import sample_smart.integrations.lm_eval as lm_eval_mod
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was about to load although a flag was bad")
+
+    monkeypatch.setattr(lm_eval_mod.SampleSmartLM, "__init__", refuse)
+
+
+BAD = [
+    (["--temperature", "-1"], "--temperature", "temperature=-1.0 is invalid"),
+    (["--top-k", "-5"], "--top-k", "top_k=-5 is invalid"),
+    (["--top-p", "0"], "--top-p", "0 < top_p <= 1"),
+    (["--min-p", "1.5"], "--min-p", "0 <= min_p <= 1"),
+    (["--greedy-threshold", "2"], "--greedy-threshold", "0 <= greedy_threshold <= 1"),
+    (["--prob-threshold", "-0.1"], "--prob-threshold", "prob_threshold"),
+    (["--dynamic-top-k", "1,2,3"], "--dynamic-top-k", "got 3 values"),
+    (["--edt-var", "0,1,1"], "--edt-var", "N > 0"),
+    (["--hewitt-epsilon", "3"], "--hewitt-epsilon", "hewitt_epsilon"),
+    (["--confidence-bin-only", "11"], "--confidence-bin-only", "1..10"),
+    (["--cal-acc", "1,-1,0.5"], "--cal-acc", "B > 0"),
+    (["--cal-acc-base", "2"], "--cal-acc-base", "10 or 'e'"),
+    (["--top-n-sigma", "0"], "--top-n-sigma", "top_n_sigma"),
+    (["--repeats", "0"], "--repeats", ">= 1"),
+    (["--limit", "-3"], "--limit", ">= 1"),
+    (["--calibration", "/nonexistent/calibration.json"], "--calibration", "does not exist"),
+    (["--calibration-threshold", "1.5"], "--calibration-threshold", "1.5"),
+]
+
+
+@pytest.mark.parametrize("args,flag,message", BAD, ids=[b[1] for b in BAD])
+def test_bad_flag_is_refused_before_the_model_loads(no_model, args, flag, message):
+    result = CliRunner().invoke(main, ["eval", *args])
+    assert result.exit_code == 2, result.output
+    assert flag in result.output and message in result.output, result.output
+
+
+def test_bad_calibration_file_is_refused_naming_the_flag(no_model, tmp_path):
+    bad = tmp_path / "calibration.json"
+    bad.write_text('{"schema": "not a calibration"}')
+    result = CliRunner().invoke(main, ["eval", "--calibration", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert "--calibration" in result.output and str(bad) in result.output
+
+
+def test_decoder_flags_build_one_config_and_label():
+    from sample_smart.commands.eval import _decoders
+
+    params = {"min_p": 0.1, "greedy_threshold": 0.3, "temperature": 0.7, "compare": False,
+              "calibration": None, "calibration_mode": "epsilon", "label": None}
+    [(label, cfg)] = _decoders(params)
+    assert cfg.to_dict() == {"temperature": 0.7, "min_p": 0.1, "greedy_threshold": 0.3}
+    assert "min_p_0.1" in label and "greedy_threshold_0.3" in label
+    runs = _decoders({**params, "compare": True})
+    assert [name for name, _ in runs][:4] == ["greedy", "sampling_t1", "min_p_0.1", "greedy_threshold_0.3"]
+    assert runs[-1][1] == cfg  # the flags' decoder joins the comparison
