@@ -6,7 +6,7 @@ For a row of logits x (finite or -inf) with p = softmax(x):
 - ``d_i = x_i - m <= 0``, ``e_i = exp(d_i)``, ``s = sum_i e_i`` (so ``p_i = e_i / s``);
 - ``z = log sum_i exp(x_i) = m + ln s`` (logsumexp), so ``log p_i = x_i - z``;
 - ``H = -sum_i p_i ln p_i`` in nats ``= ln s - (1/s) * sum_i e_i d_i`` (from ``ln p_i = d_i - ln s``).
-  The sum is one dot product of two row vectors already in hand, so the entropy costs no second
+  The sum is one product of two row vectors already in hand, so the entropy costs no second
   transcendental pass; masked ``-inf`` logits have ``e_i = 0`` and their ``d_i`` is clamped to the
   lowest finite float first, so they contribute ``0`` and no NaN;
 - ``sigma`` = population standard deviation of the finite logits (top-n-sigma).
@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["RowStats", "row_stats", "finite_std", "decile_bin", "row_dot"]
+__all__ = ["RowStats", "row_stats", "finite_std", "decile_bin", "row_dot_"]
 
 
 class RowStats(NamedTuple):
@@ -28,10 +28,12 @@ class RowStats(NamedTuple):
     s: torch.Tensor | None = None  # [B] sum of e
 
 
-def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum_i a_i b_i`` per row of two [B, V] tensors, without a [B, V] temporary (a batched
-    matrix-vector product)."""
-    return torch.einsum("bv,bv->b", a, b)
+def row_dot_(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_i a_i b_i`` per row of two [B, V] tensors, written into ``a`` (no new temporary).
+
+    torch's cascade summation keeps the float32 error near ``eps * log V``; a BLAS dot (plain
+    running sums) was measurably less accurate for 150k-token rows."""
+    return a.mul_(b).sum(dim=-1)
 
 
 def row_stats(x: torch.Tensor, need_z: bool, need_entropy: bool, m: torch.Tensor | None = None,
@@ -53,7 +55,7 @@ def row_stats(x: torch.Tensor, need_z: bool, need_entropy: bool, m: torch.Tensor
     h = None
     if need_entropy:
         d.clamp_(min=torch.finfo(d.dtype).min)  # -inf -> finite: e * d = 0 there, not NaN
-        h = log_s - row_dot(e, d) / s
+        h = log_s - row_dot_(d, e) / s
     return RowStats(m, z, h, e if keep_exp else None, s)
 
 
@@ -64,7 +66,7 @@ def finite_std(x: torch.Tensor) -> torch.Tensor:
     xf = torch.where(finite, x, 0.0)
     mean = xf.sum(dim=-1) / count
     centred = xf.sub_(mean.unsqueeze(-1)).masked_fill_(~finite, 0.0)
-    return (row_dot(centred, centred) / count).sqrt_()
+    return (centred.square_().sum(dim=-1) / count).sqrt_()
 
 
 def decile_bin(p_max: torch.Tensor) -> torch.Tensor:

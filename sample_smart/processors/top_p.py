@@ -12,7 +12,8 @@ as with a stable sort-and-cumsum). Masses are handled in units of ``e_i = exp(x_
    tokens).
 2. **Exact fallback** for the other rows (flat distributions), never a sort:
 
-   - on CPU, outside ``torch.compile``: bisection on the logit value over the rows that need it,
+   - on CPU, outside ``torch.compile``: a search on the logit value (secant and bisection steps
+     alternating) over the rows that need it,
      between ``lo = z + ln((1 - p) / V)`` (tokens below it carry less than 1 - p in total, so
      ``M(lo) > p``) and ``hi`` just above the K-th candidate (``M(hi) < p``), until at most
      ``FINISH`` tokens lie in ``[lo, hi)``; then one ``topk`` of those tokens and their running mass
@@ -50,9 +51,14 @@ def _from_key(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _mass_at_least(x: torch.Tensor, e: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of e over x >= t, count of x >= t) per row, t: [B]."""
-    keep = x >= t.unsqueeze(-1)
-    return torch.where(keep, e, 0.0).sum(dim=-1), keep.sum(dim=-1)
+    """(sum of e over x >= t, count of x >= t) per row, t: [B].
+
+    The comparison is written as 0.0/1.0 floats, multiplied into e and summed (torch's cascade
+    summation: a BLAS dot was measurably less exact for 1 - p ~ 1e-3 over 150k tokens): on CPU
+    this is several times faster than a ``where``/``masked_fill`` select (not vectorised)."""
+    keep = torch.ge(x, t.unsqueeze(-1)).to(e.dtype)
+    count = keep.sum(dim=-1)
+    return keep.mul_(e).sum(dim=-1), count
 
 
 def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, hi_value: torch.Tensor) -> torch.Tensor:
@@ -71,24 +77,32 @@ def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, hi_valu
 
 def _bisect_values(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: torch.Tensor,
                    hi: torch.Tensor, mass_hi: torch.Tensor, count_hi: torch.Tensor) -> torch.Tensor:
-    """CPU fallback: value bisection to a small band [lo, hi), then an exact finish with topk."""
+    """CPU fallback: shrink [lo, hi) (``M(lo) >= p s > M(hi)``) to at most ``FINISH`` tokens, then
+    finish exactly with one topk. Steps alternate a secant step on ``M(t) - p s`` (fast where the
+    mass varies smoothly, as in flat rows) and a bisection step (guaranteed halving)."""
     vocab = x.shape[-1]
     count_lo = torch.full_like(count_hi, vocab)
-    for _ in range(_MAX_STEPS):
+    mass_lo = e.sum(dim=-1)  # upper bound of M(lo), exact when lo is below every token
+    for step in range(_MAX_STEPS):
         if int((count_lo - count_hi).max()) <= FINISH:
             break
-        t = 0.5 * (lo + hi)
+        if step % 2 == 0:
+            frac = (mass_lo - target) / (mass_lo - mass_hi).clamp(min=1e-30)
+            t = hi - (hi - lo) * frac.clamp(0.02, 0.98)
+        else:
+            t = 0.5 * (lo + hi)
         if not bool(((t > lo) & (t < hi)).any()):  # float resolution reached (ties)
             break
         mass, count = _mass_at_least(x, e, t)
         ok = mass >= target
         lo = torch.where(ok, t, lo)
+        mass_lo = torch.where(ok, mass, mass_lo)
         count_lo = torch.where(ok, count, count_lo)
         hi = torch.where(ok, hi, t)
         mass_hi = torch.where(ok, mass_hi, mass)
         count_hi = torch.where(ok, count_hi, count)
     band = (x >= lo.unsqueeze(-1)) & (x < hi.unsqueeze(-1))
-    k = max(1, min(vocab, int(band.sum(dim=-1).max())))
+    k = max(1, min(vocab, int((count_lo - count_hi).max())))
     cand = torch.topk(torch.where(band, x, float("-inf")), k, dim=-1, sorted=True).values
     cum = (cand - m.unsqueeze(-1)).exp_().cumsum_(dim=-1).add_(mass_hi.unsqueeze(-1))
     j = (cum < target.unsqueeze(-1)).sum(dim=-1)
