@@ -157,3 +157,14 @@ def test_sigkilled_writer_leaves_only_complete_readable_lines(tmp_path):
         with TraceWriter(path) as w:
             w.write({"id": "next", "payload": [], "tail": "end"})
     assert [r["id"] for r in read_records(path)][-2:] == [str(n_complete - 1), "next"]
+
+
+def test_trace_modules_do_not_import_vllm_or_transformers():
+    code = (
+        "import sys, importlib, pkgutil, sample_smart.traces as t\n"
+        "for m in pkgutil.iter_modules(t.__path__): importlib.import_module('sample_smart.traces.' + m.name)\n"
+        "import sample_smart.commands.trace\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('vllm', 'transformers', 'lm_eval')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
