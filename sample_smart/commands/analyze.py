@@ -118,3 +118,17 @@ def bins(metrics: tuple[Path, ...], output_dir: Path) -> None:
     except (ValueError, KeyError) as exc:
         raise click.ClickException(str(exc)) from None
     _write(study, output_dir, "confidence_bin_curves", plot_bin_curves)
+
+
+@analyze.command("table")
+@click.argument("metrics", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--k", type=int, default=None, help="k of maj@k and pass@k [default: the runs' repeats].")
+def table(metrics: tuple[Path, ...], k: int | None) -> None:
+    """The accuracy table of `sample-smart eval` runs from their *_metrics.json files."""
+    from sample_smart.commands.eval import _table
+
+    rows = [json.loads(p.read_text()) for p in metrics]
+    k = k or min(r["metrics"]["repeats"] for r in rows)
+    if any(str(k) not in r["metrics"]["maj_at_k"] for r in rows):
+        raise click.BadParameter(f"k={k} exceeds the repeats of some run", param_hint="'--k'")
+    click.echo(_table(rows, k))

@@ -70,11 +70,10 @@ def derive_seed(base_seed: int, repeat: int, context: str = "") -> int:
 
 
 def _is_decoder_key(key: str) -> bool:
-    try:
-        DecodeConfig.from_dict({key: None})
-    except ValueError:
-        return False
-    return True
+    """A DecodeConfig key or one of the reference aliases (shared with the vLLM processor)."""
+    from sample_smart.integrations.vllm import _is_setting_key
+
+    return _is_setting_key(key)
 
 
 def request_config(
@@ -128,8 +127,12 @@ class SampleSmartLM(TemplateLM):
         decoder: str | Mapping[str, Any] | None = None,
         llm: Any = None,
         add_bos_token: bool = False,
+        device: str | None = None,
+        max_batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
+        # batch_size, max_batch_size, device: lm-eval passes them to every model; vLLM schedules
+        # its own batches and picks its own device, so they are accepted and not used.
         super().__init__()
         settings: dict[str, Any] = {}
         if decoder:
@@ -138,7 +141,8 @@ class SampleSmartLM(TemplateLM):
         if unknown:
             raise ValueError(
                 f"unknown model_args {sorted(unknown)}: allowed pretrained, max_model_len, seed, max_gen_toks, "
-                "batch_size, trace_path, trace_top_k, decoder, add_bos_token and sample_smart decoder keys"
+                "batch_size, trace_path, trace_top_k, decoder, add_bos_token, device, max_batch_size and "
+                "sample_smart decoder keys"
             )
         settings.update(kwargs)
         self.default_settings = DecodeConfig.from_dict(settings).to_dict()  # validates now
@@ -274,16 +278,16 @@ class SampleSmartLM(TemplateLM):
         u_params = [params[i] for i in unique]
         u_entries = [entries[i] for i in unique]
         if self._trace_writer is not None:
-            u_texts = self._generate_traced(u_prompts, u_params, u_entries)
+            u_texts = self._generate_traced(u_prompts, u_params, u_entries, disable_tqdm)
         else:
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in u_prompts], u_params,
                                      use_tqdm=not disable_tqdm)
             u_texts = []
-            for out, entry in zip(outs, u_entries):
+            for out, entry, p in zip(outs, u_entries, u_params):
                 seq = out.outputs[0]
                 entry["n_tokens"] = len(seq.token_ids)
                 entry["finish_reason"] = seq.finish_reason
-                u_texts.append(seq.text)
+                u_texts.append(self._text(seq.token_ids, p.stop))
         by_index = dict(zip(unique, u_texts))
         texts = []
         for i, (src, entry) in enumerate(zip(source, entries)):
@@ -294,20 +298,37 @@ class SampleSmartLM(TemplateLM):
         self.generation_log.extend(entries)
         return texts
 
-    def _generate_traced(self, prompts: list[list[int]], params: list[Any], entries: list[dict]) -> list[str]:
+    def _text(self, token_ids: Sequence[int], stops: Sequence[str] | None) -> str:
+        """The answer text of generated ``token_ids``, the same with and without traces: decoded
+        without special tokens, cut before the first stop string, without the replacement
+        characters of a multi-byte character cut off by max_gen_toks (vLLM's own incremental text
+        withholds those; decoding the ids is what the traced path can do, so both paths do it)."""
+        text = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        cuts = [i for i in (text.find(s) for s in stops or []) if i >= 0]
+        if cuts:
+            text = text[:min(cuts)]
+        return text.rstrip("\ufffd")
+
+    trace_chunk = 64  # traced requests per vLLM call
+
+    def _generate_traced(self, prompts: list[list[int]], params: list[Any], entries: list[dict],
+                         disable_tqdm: bool = False) -> list[str]:
         """Generate with per-token raw logprobs and write one generation trace per sample."""
         from sample_smart.traces.generation import GenerationPrompt, trace_generations
 
         gens = [GenerationPrompt(id=f"{e['context_sha1'][:16]}/{e['repeat']}", prompt_ids=ids)
                 for e, ids in zip(entries, prompts)]
         texts = []
-        records = trace_generations(self.llm, gens, params, top_k=self.trace_top_k, model_name=self.model_name)
-        for rec, entry, p in zip(records, entries, params):
-            text = self.tokenizer.decode(rec["token_id"], skip_special_tokens=True)
-            for stop in p.stop or []:
-                cut = text.find(stop)
-                if cut >= 0:
-                    text = text[:cut]
+
+        def records():  # chunks: a progress bar, and traces on disk as each chunk finishes
+            step = self.trace_chunk
+            for start in tqdm(range(0, len(gens), step), desc=f"generating (traced, {step} per chunk)",
+                              disable=disable_tqdm):
+                yield from trace_generations(self.llm, gens[start:start + step], params[start:start + step],
+                                             top_k=self.trace_top_k, model_name=self.model_name)
+
+        for rec, entry, p in zip(records(), entries, params):
+            text = self._text(rec["token_id"], p.stop)
             rec["sample_smart_eval"] = {"repeat": entry["repeat"], "seed": entry["seed"],
                                         "context_sha1": entry["context_sha1"]}
             self._trace_writer.write(rec)
