@@ -41,9 +41,10 @@ engine ran in processed-logprobs mode also the processed logprob of the sampled 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 TEACHER_FORCED = "sample_smart.teacher_forced/1"
 GENERATION = "sample_smart.generation/1"
@@ -86,36 +87,56 @@ def _require(cond: bool, field: str, msg: str) -> None:
         raise SchemaError(f"field {field!r}: {msg}")
 
 
+def _first_bad(ok: np.ndarray) -> int:
+    """Index of the first False in a boolean array (over the leading axis)."""
+    ok = ok.reshape(ok.shape[0], -1).all(axis=1) if ok.ndim > 1 else ok
+    return int(np.argmin(ok))
+
+
 def _check_steps(record: Mapping[str, Any], fields: Mapping[str, str], n: int, top_k: int) -> None:
+    """Vectorised checks of the per-step arrays (numpy), naming field and first bad step."""
     for field, kind in fields.items():
         values = record.get(field)
         _require(isinstance(values, list), field, f"must be a list of {n} values, got {type(values).__name__}")
         _require(len(values) == n, field, f"has {len(values)} values, n_tokens is {n}")
-        for i, v in enumerate(values):
-            if kind.endswith("_row"):
-                _require(isinstance(v, list) and len(v) == top_k, field,
-                         f"step {i}: must be a list of top_k={top_k} values")
-                if kind == "logprob_row":
-                    _require(all(isinstance(x, (int, float)) and x <= _EPS for x in v), field,
-                             f"step {i}: log-probabilities must be numbers <= 0")
-                    _require(all(v[j] >= v[j + 1] for j in range(len(v) - 1)), field,
-                             f"step {i}: must be in descending order")
-                else:
-                    _require(all(isinstance(x, int) and x >= 0 for x in v), field,
-                             f"step {i}: token ids must be ints >= 0")
-            elif kind == "int":
-                _require(isinstance(v, int) and v >= 0, field, f"step {i}: token id must be an int >= 0, got {v!r}")
-            elif kind == "rank":
-                _require(isinstance(v, int) and v >= 1, field, f"step {i}: rank must be an int >= 1, got {v!r}")
-            elif kind == "logprob":
-                _require(isinstance(v, (int, float)) and v <= _EPS, field,
-                         f"step {i}: log-probability must be a number <= 0, got {v!r}")
-            elif kind == "prob":
-                _require(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 + _EPS, field,
-                         f"step {i}: probability must be in [0, 1], got {v!r}")
-            elif kind == "nats":
-                _require(isinstance(v, (int, float)) and v >= -_EPS and math.isfinite(v), field,
-                         f"step {i}: entropy must be a finite number >= 0, got {v!r}")
+        if n == 0:
+            continue
+        is_row = kind.endswith("_row")
+        integer = kind in ("int", "rank", "int_row")
+        try:
+            arr = np.asarray(values, dtype=np.int64 if integer else np.float64)
+        except (TypeError, ValueError, OverflowError):
+            arr = None
+        shape = (n, top_k) if is_row else (n,)
+        if arr is None or arr.shape != shape:
+            what = f"a list of top_k={top_k} numbers per step" if is_row else "one number per step"
+            raise SchemaError(f"field {field!r}: must hold {what}")
+        if integer:
+            # reject floats and booleans that numpy would silently convert
+            flat = values if not is_row else [x for row in values for x in row]
+            _require(all(type(x) is int for x in flat), field, "must hold ints")
+        if kind in ("int", "int_row"):
+            ok = arr >= 0
+            msg = "token ids must be ints >= 0"
+        elif kind == "rank":
+            ok = arr >= 1
+            msg = "rank must be an int >= 1"
+        elif kind in ("logprob", "logprob_row"):
+            ok = ~np.isnan(arr) & (arr <= _EPS)
+            msg = "log-probabilities must be numbers <= 0"
+        elif kind == "prob":
+            ok = (arr >= 0.0) & (arr <= 1.0 + _EPS)
+            msg = "probability must be in [0, 1]"
+        else:  # nats
+            ok = np.isfinite(arr) & (arr >= -_EPS)
+            msg = "entropy must be a finite number >= 0"
+        if not ok.all():
+            i = _first_bad(ok)
+            raise SchemaError(f"field {field!r}: step {i}: {msg}, got {values[i]!r}")
+        if kind == "logprob_row" and top_k > 1:
+            desc = (arr[:, :-1] >= arr[:, 1:]).all(axis=1)
+            if not desc.all():
+                raise SchemaError(f"field {field!r}: step {_first_bad(desc)}: must be in descending order")
 
 
 def _check_header(record: Mapping[str, Any], schema: str) -> tuple[int, int]:
