@@ -12,8 +12,8 @@ dict; :mod:`sample_smart.analysis.plots` draws it.
 * ``mean_rank_study``: accuracy by the mean raw rank of the sampled tokens, binned by
   ``MEAN_RANK_EDGES`` (left-closed, right-open; 1.0 = all tokens were the argmax).
 * ``confidence_vote_study``: majority vote over all k samples versus votes conditioned on
-  confidence: (a) only the samples with at most the question's median number of
-  low-confidence tokens, (b) votes weighted by the sample's mean token logprob,
+  confidence: (a) only the most confident half of the samples (the ceil(k/2) with the
+  fewest low-confidence tokens, ties to the earlier repeat), (b) votes weighted by the sample's mean token logprob,
   ``w = exp(mean_t log p(x_t))`` (the geometric-mean probability of its tokens).
 * ``bin_curves_study``: majority-vote accuracy versus k for runs restricted to one
   confidence bin each (``--confidence-bin-only b``), one curve per bin: the paper's figure
@@ -166,8 +166,8 @@ def confidence_vote_study(joined: Sequence[Mapping[str, Any]], threshold: float 
         gold = rows[0]["gold"]
         answers = [r["answer"] for r in rows]
         lows = [low_conf_count(r["p_max"], threshold) for r in rows]
-        median = sorted(lows)[(len(lows) - 1) // 2]
-        keep = [a for a, n in zip(answers, lows) if n <= median]
+        half = sorted(range(len(rows)), key=lambda i: (lows[i], i))[: (len(rows) + 1) // 2]
+        keep = [answers[i] for i in sorted(half)]
         weights = [math.exp(sum(r["logprob"]) / len(r["logprob"])) if r["logprob"] else 1.0 for r in rows]
         plain += majority_answer(answers) == gold and gold is not None
         filtered += majority_answer(keep) == gold and gold is not None
@@ -178,7 +178,8 @@ def confidence_vote_study(joined: Sequence[Mapping[str, Any]], threshold: float 
         "study": "majority_vote_conditioned_on_confidence",
         "definition": {
             "majority": "plain vote over all samples of the question",
-            "low_conf_filtered": f"vote over samples with at most the question's median number of tokens with raw p_max < {threshold}",
+            "low_conf_filtered": f"vote over the most confident half (ceil(k/2)) of the question's samples: fewest tokens "
+                                 f"with raw p_max < {threshold}, ties to the earlier repeat",
             "logprob_weighted": "vote weighted by exp(mean raw logprob of the sample's tokens)",
         },
         "n_questions": m,
