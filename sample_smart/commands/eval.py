@@ -170,9 +170,20 @@ def _table(rows: list[dict[str, Any]], k: int) -> str:
 def eval_command(**params: Any) -> None:
     """Evaluate decoders on an lm-eval task with vLLM: accuracy, maj@k, pass@k per decoder.
 
-    Example (the comparison of the README):
+    \b
+    The comparison of the README (arith_mini, embedded model):
+        sample-smart eval --compare --limit 25 --repeats 4 --max-gen-toks 64
+            [--calibration docs/calibration/calibration.json]
+    GSM8K from local files, 8-shot (needs a longer context):
+        sample-smart eval --task-config gsm8k_fewshot --data-dir DIR --max-model-len 1536
+            --limit 100 --repeats 4 --max-gen-toks 256 --min-p 0.1
+    The ten-curve figure (maj@k vs k, sampling in one p_max decile only):
+        for b in $(seq 1 10); do sample-smart eval --confidence-bin-only $b --temperature 1
+            --repeats 8 --limit 50 --output-dir bins; done
+        sample-smart analyze bins bins/*_metrics.json -o bins
 
-        sample-smart eval --compare --limit 40 --repeats 4 --max-gen-toks 96
+    Files: <task>_<label>_<UTC time>_{metrics.json,samples.jsonl[,traces.jsonl]}.
+    Without decoder flags the run is greedy.
     """
     runs = _decoders(params)  # every flag is checked before the model loads
     from sample_smart.integrations.lm_eval import SampleSmartLM
