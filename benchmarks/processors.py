@@ -311,6 +311,22 @@ def format_table(run_: dict, machine: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: dict) -> str:
+    """The runs as markdown tables (for benchmarks/README.md)."""
+    parts = []
+    for run_ in results["runs"]:
+        b, v = run_["shape"]
+        parts.append(f"**[{b}, {v}] {run_['dtype']}, {run_['kind']} logits** ({results['machine']['threads']} "
+                     f"threads, allocator: {results['machine']['allocator']})\n")
+        parts.append("| case | median ms | min ms | x read | tokens differing from ours |")
+        parts.append("|---|---:|---:|---:|---|")
+        for r in run_["results"]:
+            agree = "" if r["same_as"] is None else f"{r['mismatch']} (vs {r['same_as'][6:]})"
+            parts.append(f"| {r['case']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['x_read']:.1f} | {agree} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
 def plot(results: dict, path: str) -> None:
     """Bar chart of ``x read`` (log scale) per case, one panel per run."""
     import matplotlib
@@ -366,6 +382,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-vllm", action="store_true")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--plot", help="write a bar chart (PNG) here")
+    p.add_argument("--markdown", help="write the tables as markdown here")
     return p
 
 
@@ -394,10 +411,10 @@ def _strip(argv: list[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if a in ("--allocator", "--json", "--plot"):
+        if a in ("--allocator", "--json", "--plot", "--markdown"):
             skip = True
             continue
-        if a.startswith(("--allocator=", "--json=", "--plot=")):
+        if a.startswith(("--allocator=", "--json=", "--plot=", "--markdown=")):
             continue
         out.append(a)
     return out
@@ -422,6 +439,9 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.plot:
         plot(runs_for_plot, args.plot)
+    if args.markdown:
+        runs = results.get("by_allocator", [results])
+        Path(args.markdown).write_text("\n".join(markdown(r) for r in runs))
     return results
 
 
