@@ -20,6 +20,8 @@ greedy_threshold       if p_max < t keep only the argmax                        
 confidence_bin_only    sample only if p_max falls in decile b, else greedy           int 1..10 (1 = lowest)
 cal_acc                calibrated-epsilon: keep base**A * p**B >= thr                "A,B,thr", B > 0, thr > 0
 cal_acc_base           the log base of the cal_acc fit (reference: 10)               10 or "e"
+calibration            a calibration file (``sample-smart calibrate fit``) turned    path, or {"path",
+                       into Calibrated-TopK or Calibrated-epsilon knobs              "mode", "threshold"}
 top_n_sigma            keep logit >= max - n * std(finite logits) (Tang et al. 2024) n > 0
 =====================  ===========================================================  =====================
 
@@ -133,11 +135,19 @@ class DecodeConfig:
         if not isinstance(d, Mapping):
             raise ValueError(f"decoder settings must be a mapping of key -> value, got {type(d).__name__}")
         kwargs: dict[str, Any] = {}
+        d = dict(d)
+        calibration = d.pop("calibration", None)
+        if calibration is not None:
+            for key, value in _calibration_settings(calibration).items():
+                if d.get(key) is not None:
+                    raise ValueError(f"decoder setting {key!r} given both directly and by 'calibration'")
+                d[key] = value
         for raw_key, value in d.items():
             key = _ALIASES.get(raw_key, raw_key)
             if key not in KEYS:
                 raise ValueError(
-                    f"unknown decoder setting {raw_key!r}: allowed keys are {', '.join(sorted(KEYS))}"
+                    f"unknown decoder setting {raw_key!r}: allowed keys are "
+                    f"{', '.join(sorted(KEYS | {'calibration'}))}"
                 )
             if value is None:
                 continue
@@ -207,6 +217,31 @@ class DecodeConfig:
 
 
 KEYS = frozenset(f.name for f in fields(DecodeConfig))
+
+
+def _calibration_settings(value: Any) -> dict[str, Any]:
+    """The knobs of a ``calibration`` setting: a path (mode "epsilon", the file's default
+    threshold) or a mapping {"path", "mode": "topk"|"epsilon", "threshold"}."""
+    allowed = "a calibration file path, or {'path': ..., 'mode': 'topk'|'epsilon', 'threshold': c}"
+    if isinstance(value, str):
+        path, mode, threshold = value, "epsilon", None
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {"path", "mode", "threshold"}
+        if unknown or "path" not in value:
+            raise _bad("calibration", value, allowed)
+        path, mode, threshold = value["path"], value.get("mode", "epsilon"), value.get("threshold")
+        if threshold is not None:
+            threshold = _in_range("calibration.threshold",
+                                  _as_float("calibration.threshold", threshold, "0 < c <= 1"), 0.0, 1.0,
+                                  "0 < c <= 1", lo_open=True)
+    else:
+        raise _bad("calibration", value, allowed)
+    from sample_smart.calibration import load_decoder_settings
+
+    try:
+        return dict(load_decoder_settings(path, mode, threshold))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"calibration={value!r} could not be loaded: {exc}") from exc
 
 
 def _normalise_fields(cfg: DecodeConfig) -> dict[str, Any]:

@@ -86,3 +86,22 @@ def test_bad_values_name_key_value_and_range(d, key, allowed):
 def test_non_mapping_rejected():
     with pytest.raises(ValueError, match="mapping"):
         DecodeConfig.from_dict([("top_k", 1)])
+
+
+def test_calibration_key_loads_a_file(tmp_path):
+    from sample_smart.calibration import load_decoder_settings
+
+    path = "docs/calibration/calibration.json"
+    topk = DecodeConfig.from_dict({"calibration": {"path": path, "mode": "topk", "threshold": 0.05}})
+    assert list(topk.dynamic_top_k) == load_decoder_settings(path, "topk", 0.05)["dynamic_top_k"]
+    eps = DecodeConfig.from_dict({"calibration": {"path": path, "threshold": 0.05}, "temperature": 0.8})
+    assert eps.cal_acc is not None and eps.temperature == 0.8
+    assert DecodeConfig.from_dict(eps.to_dict()) == eps
+    with pytest.raises(ValueError, match="calibration=.*missing.json"):
+        DecodeConfig.from_dict({"calibration": str(tmp_path / "missing.json")})
+    with pytest.raises(ValueError, match="no threshold given"):  # this file has no default c_min
+        DecodeConfig.from_dict({"calibration": path})
+    with pytest.raises(ValueError, match="calibration.threshold"):
+        DecodeConfig.from_dict({"calibration": {"path": path, "threshold": 2}})
+    with pytest.raises(ValueError, match="both directly"):
+        DecodeConfig.from_dict({"calibration": {"path": path, "mode": "topk"}, "dynamic_top_k": [1] * 10})
