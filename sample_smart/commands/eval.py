@@ -98,8 +98,9 @@ def _decoders(params: dict[str, Any]) -> list[tuple[str, DecodeConfig]]:
     if calibration is not None:
         for mode in ("epsilon", "topk"):
             try:
+                # one threshold (an estimated correctness) serves both modes; default: the file's
                 runs.append((f"calibrated_{mode}", DecodeConfig.from_calibration(
-                    str(calibration), mode, params.get("calibration_threshold") if mode == params["calibration_mode"] else None)))
+                    str(calibration), mode, params.get("calibration_threshold"))))
             except (ValueError, OSError, KeyError) as exc:
                 raise click.BadParameter(f"{calibration}: {exc}", param_hint="'--calibration'") from None
     if cfg is not None:
