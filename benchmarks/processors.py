@@ -265,7 +265,7 @@ def allocator_setting() -> str:
 
 def run(shapes=DEFAULT_SHAPES, dtypes=("float32",), kinds=("peaked", "flat"), device: str = "cpu",
         repeats: int = 21, budget: float = 2.0, quick: bool = False, with_transformers: bool = True,
-        with_vllm: bool = True, max_mismatch: float = 1e-4, log=print) -> dict:
+        with_vllm: bool = True, max_mismatch: float = 1e-4, only: list[str] | None = None, log=print) -> dict:
     """Run the benchmark; return the JSON-ready results. ``quick``: every case once, no warm-up."""
     results = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -275,12 +275,14 @@ def run(shapes=DEFAULT_SHAPES, dtypes=("float32",), kinds=("peaked", "flat"), de
         "runs": [],
     }
     for batch, vocab in shapes:
-        cases_proto = None
         for dtype in dtypes:
             for kind in kinds:
                 x = make_logits(batch, vocab, kind, getattr(torch, dtype), device)
                 cases = build_cases(batch, device, with_transformers, with_vllm)
-                cases_proto = cases_proto or cases
+                if only:  # the one-read floor always stays (the ratios' reference)
+                    cases = [c for i, c in enumerate(cases) if i == 0 or any(o in c.name for o in only)]
+                    names = {c.name for c in cases}
+                    cases = [c for c in cases if c.same_as is None or c.same_as in names]
                 check_agreement(cases, x)
                 bad = [c for c in cases if c.mismatch is not None and dtype == "float32"
                        and c.mismatch > max(2 * batch, max_mismatch * x.numel())]
@@ -378,6 +380,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allocator", choices=["current", "reuse", "default", "both"], default="current",
                    help="CPU: run under the given glibc allocator setting (subprocesses); default: as started")
     p.add_argument("--quick", action="store_true", help="CI mode: small shapes, every case once, outputs checked")
+    p.add_argument("--only", action="append", help="run only the cases whose name contains this (repeatable)")
     p.add_argument("--no-transformers", action="store_true")
     p.add_argument("--no-vllm", action="store_true")
     p.add_argument("--json", help="write the results here")
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
         dtypes = args.dtype or (["float32"] if args.quick else ["float32", "bfloat16"])
         results = run(shapes=shapes, dtypes=dtypes, kinds=args.kind or ["peaked", "flat"], device=args.device,
                       repeats=args.repeats, budget=args.budget, quick=args.quick,
-                      with_transformers=not args.no_transformers, with_vllm=not args.no_vllm)
+                      with_transformers=not args.no_transformers, with_vllm=not args.no_vllm, only=args.only)
         runs_for_plot = results
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
