@@ -17,7 +17,7 @@ a semantic difference: thousands) and a run fails if it exceeds ``--max-mismatch
 
 Timing: warm-up calls excluded, then rounds in which every case runs once (interleaved, so a
 change of machine load hits all cases alike) until each case has ``--repeats`` runs or used its
-``--budget`` seconds (at least 5 runs). In-place alternatives (vLLM's) get a fresh copy made
+``--budget`` seconds (at least ``--min-runs``, default 5). In-place alternatives (vLLM's) get a fresh copy made
 outside the timed region. CUDA: ``torch.cuda.synchronize()`` before and after each call.
 Reported: median and min milliseconds and ``x read`` = median / median of the one-read floor.
 
@@ -233,8 +233,8 @@ def check_agreement(cases: list[Case], x: torch.Tensor) -> None:
 
 
 def time_cases(cases: list[Case], x: torch.Tensor, device: str, repeats: int, budget: float,
-               warmup: int = 2) -> None:
-    """Interleaved rounds; each case runs until ``repeats`` runs or ``budget`` seconds (>= 5 runs)."""
+               warmup: int = 2, min_runs: int = 5) -> None:
+    """Interleaved rounds; each case runs until ``repeats`` runs or ``budget`` seconds (>= ``min_runs``)."""
     want = {}
     for case in cases:
         for _ in range(warmup):
@@ -244,7 +244,7 @@ def time_cases(cases: list[Case], x: torch.Tensor, device: str, repeats: int, bu
             case.fn(arg)
             _sync(device)
             first = time.perf_counter() - t0
-        want[case.name] = repeats if warmup == 0 else max(min(5, repeats), min(repeats, int(budget / max(first, 1e-6))))
+        want[case.name] = repeats if warmup == 0 else max(min(min_runs, repeats), min(repeats, int(budget / max(first, 1e-6))))
     for _ in range(max(want.values())):
         for case in cases:
             if len(case.times) >= want[case.name]:
@@ -265,7 +265,8 @@ def allocator_setting() -> str:
 
 def run(shapes=DEFAULT_SHAPES, dtypes=("float32",), kinds=("peaked", "flat"), device: str = "cpu",
         repeats: int = 21, budget: float = 2.0, quick: bool = False, with_transformers: bool = True,
-        with_vllm: bool = True, max_mismatch: float = 1e-4, only: list[str] | None = None, log=print) -> dict:
+        with_vllm: bool = True, max_mismatch: float = 1e-4, only: list[str] | None = None,
+        warmup: int = 2, min_runs: int = 5, log=print) -> dict:
     """Run the benchmark; return the JSON-ready results. ``quick``: every case once, no warm-up."""
     results = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -290,7 +291,7 @@ def run(shapes=DEFAULT_SHAPES, dtypes=("float32",), kinds=("peaked", "flat"), de
                     raise AssertionError("outputs disagree before timing: " + ", ".join(
                         f"{c.name} vs {c.same_as}: {c.mismatch} tokens" for c in bad))
                 time_cases(cases, x, device, repeats=1 if quick else repeats, budget=budget,
-                           warmup=0 if quick else 2)
+                           warmup=0 if quick else warmup, min_runs=min_runs)
                 read = statistics.median(cases[0].times)
                 rows = [{"case": c.name, "group": c.group, "median_ms": 1e3 * statistics.median(c.times),
                          "min_ms": 1e3 * min(c.times), "x_read": statistics.median(c.times) / read,
@@ -375,7 +376,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", action="append", choices=["peaked", "flat"], help="repeatable; default both")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
     p.add_argument("--repeats", type=int, default=21, help="timed runs per case at most (default 21)")
-    p.add_argument("--budget", type=float, default=2.0, help="seconds per case at most, >= 5 runs (default 2)")
+    p.add_argument("--budget", type=float, default=2.0, help="seconds per case at most (default 2)")
+    p.add_argument("--min-runs", type=int, default=5, help="timed runs per case at least (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs per case first (default 2)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--allocator", choices=["current", "reuse", "default", "both"], default="current",
                    help="CPU: run under the given glibc allocator setting (subprocesses); default: as started")
@@ -436,7 +439,8 @@ def main(argv: list[str] | None = None) -> dict:
         dtypes = args.dtype or (["float32"] if args.quick else ["float32", "bfloat16"])
         results = run(shapes=shapes, dtypes=dtypes, kinds=args.kind or ["peaked", "flat"], device=args.device,
                       repeats=args.repeats, budget=args.budget, quick=args.quick,
-                      with_transformers=not args.no_transformers, with_vllm=not args.no_vllm, only=args.only)
+                      with_transformers=not args.no_transformers, with_vllm=not args.no_vllm, only=args.only,
+                      warmup=args.warmup, min_runs=args.min_runs)
         runs_for_plot = results
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
