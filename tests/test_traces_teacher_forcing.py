@@ -11,7 +11,7 @@ from traces_data import PAIRS, assert_ranks_agree, plain_logprobs, write_pairs
 
 from sample_smart.cli import main
 from sample_smart.models import require_default_model
-from sample_smart.traces import TraceFormatError, iter_teacher_forced, read_jsonl, validate_teacher_forced
+from sample_smart.traces import TraceFormatError, iter_teacher_forced, read_jsonl
 from sample_smart.traces.examples import Example, encode_example, load_examples
 from sample_smart.traces.teacher_forcing import run_teacher_forcing
 from sample_smart.traces.transformers_backend import TransformersTeacherForcer
@@ -154,10 +154,3 @@ def test_cli_rejects_bad_options(tmp_path):
     res = CliRunner().invoke(main, ["trace", "generate", "--data", str(data), "-o", str(tmp_path / "o"),
                                     "--stop-regex", "("])
     assert res.exit_code == 2 and "does not compile" in res.output
-
-
-def test_records_validate(hf, tmp_path):
-    enc = encode_example(hf.tokenizer, Example("v", "Say yes.", "Yes."), chat_template=True)
-    (rec,) = hf.score([enc])
-    validate_teacher_forced(rec)
-    assert len(rec["top_ids"][0]) == 20

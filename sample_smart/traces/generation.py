@@ -79,7 +79,6 @@ def trace_generations(
     ``sample_smart.integrations.vllm.sampling_params(config, max_tokens=..., n=...)``);
     their ``logprobs`` is set to ``top_k`` (and ``flat_logprobs`` on) here.
     """
-    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
     check_top_k(llm, top_k)
