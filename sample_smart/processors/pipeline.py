@@ -8,7 +8,8 @@
    never removed and every row keeps at least one token;
 4. one write: ``x[x < tau] = -inf``.
 
-On CPU the rows go through this in cache-sized blocks (see :func:`process_core`).
+With the opt-in CPU fast path the rows go through this in cache-sized blocks
+(see :mod:`~sample_smart.processors.paths`).
 
 Which rules run is decided by the host flags of :class:`BatchState` only, so
 :func:`process_core` has no host sync and compiles with ``torch.compile(fullgraph=True)``.
@@ -20,7 +21,7 @@ from typing import Sequence
 import torch
 
 from sample_smart.config import DecodeConfig
-from sample_smart.processors import rules
+from sample_smart.processors import paths, rules
 from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import finite_std, row_stats
 from sample_smart.processors.temperature import apply_temperature
@@ -119,16 +120,17 @@ def process_core(logits: torch.Tensor, state: BatchState, inplace: bool = False)
     when no row uses any knob; otherwise a new tensor, or ``logits`` modified in place when
     ``inplace`` (float32/float64 input only).
 
-    On CPU (eager) the rows are processed in blocks of about ``CPU_BLOCK_ELEMENTS`` logits, so
-    every pass after the first read of a block hits the cache and the temporaries stay small
-    (no fresh vocabulary-sized buffers); elsewhere the whole batch is one block.
+    With the opt-in CPU fast path (see :mod:`~sample_smart.processors.paths`) the rows are
+    processed in blocks of about ``CPU_BLOCK_ELEMENTS`` logits, so every pass after the first
+    read of a block hits the cache and the temporaries stay small; by default the whole batch
+    is one block of whole-tensor ops.
     """
     if state.is_noop:
         return logits
     work_inplace = inplace and logits.dtype in _WORK_DTYPES
     batch, vocab = logits.shape
     block = _rows_per_block(batch, vocab)
-    if logits.device.type != "cpu" or torch.compiler.is_compiling():
+    if not paths.use_cpu_fast_path(logits):
         return _process_rows(logits, state, work_inplace, out=None)
     out = logits if work_inplace else torch.empty_like(logits)
     for start in range(0, batch, block):

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from sample_smart.processors.paths import use_cpu_fast_path
+
 __all__ = ["CANDIDATES", "FINISH", "top_p_tau"]
 
 CANDIDATES = 128  # K: size of the candidate set taken with one topk
@@ -168,7 +170,7 @@ def top_p_tau(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor
     if kv < vocab:
         v_last = values[:, -1]
         need = (j >= kv) & torch.isfinite(v_last)  # candidates hold less than p (flat rows)
-        if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if use_cpu_fast_path(x):
             rows = need.nonzero().flatten()
             if rows.numel():
                 p, vl = top_p[rows], v_last[rows]
