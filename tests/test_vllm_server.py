@@ -70,6 +70,8 @@ def server():
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
            "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port),
            "--dtype", "float32", "--max-model-len", "512", "--enforce-eager",
+           # seeded requests on CPU must not be split by chunked prefill (see vllm_engine)
+           "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
            "--logits-processors", PROCESSOR_FQCN]
     log = tempfile.NamedTemporaryFile(prefix="vllm-server-", suffix=".log", delete=False)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -9,7 +9,11 @@ DESIGN.md section 3:
   (engine in-process: ~6 s start instead of ~40 s), ``VLLM_CPU_OMP_THREADS_BIND=<all our
   cores>``, ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``;
 - engine arguments: ``dtype="float32"`` (bf16 is slower on AVX2), ``enforce_eager=True``,
-  ``max_model_len=512``.
+  ``max_model_len=512``, and no chunked prefill (``enable_chunked_prefill=False``,
+  ``max_num_batched_tokens=max(max_model_len, 8192)``): vLLM 0.32 rewinds a seeded request's
+  ``torch.Generator`` after a partial prefill, which CPU generators cannot do
+  (``RuntimeError: CPU Generator does not use offset`` kills the engine as soon as many seeded
+  prompts arrive at once).
 
 With a GPU only the processor registration is added; vLLM's defaults stay.
 
@@ -87,6 +91,9 @@ def engine_kwargs(model: str | os.PathLike | None = None, **overrides: Any) -> d
     kwargs: dict[str, Any] = {"model": str(Path(model)) if isinstance(model, os.PathLike) else model}
     if not has_gpu():
         kwargs.update(CPU_ENGINE_DEFAULTS)
+        if "enable_chunked_prefill" not in overrides:
+            max_len = int(overrides.get("max_model_len") or CPU_ENGINE_DEFAULTS["max_model_len"])
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_len, 8192))
     kwargs.update(overrides)
     procs = list(kwargs.get("logits_processors") or [])
     listed = any(p == PROCESSOR_FQCN or getattr(p, "__name__", None) == "SampleSmartLogitsProcessor"
