@@ -93,6 +93,14 @@ def _as_list(key: str, value: Any, allowed: str) -> list[Any]:
     raise _bad(key, value, allowed)
 
 
+def _as_tuple(key: str, value: Any, length: int, convert, allowed: str) -> tuple:
+    """Exactly ``length`` values (a list, tuple or "a,b,..." string), each converted."""
+    items = _as_list(key, value, allowed)
+    if len(items) != length:
+        raise ValueError(f"{key}={value!r} is invalid: got {len(items)} values, allowed {allowed}")
+    return tuple(convert(key, v, allowed) for v in items)
+
+
 def _in_range(key: str, value: float, lo: float, hi: float, allowed: str, lo_open=False) -> float:
     if value < lo or value > hi or (lo_open and value == lo):
         raise _bad(key, value, allowed)
@@ -283,10 +291,7 @@ def _normalise_fields(cfg: DecodeConfig) -> dict[str, Any]:
     dtk = cfg.dynamic_top_k
     if dtk is not None:
         allowed = "exactly 10 integers >= 0 (index 0 = p_max decile [0.9, 1], 0 = greedy), list or 'a,b,...'"
-        items = _as_list("dynamic_top_k", dtk, allowed)
-        if len(items) != 10:
-            raise ValueError(f"dynamic_top_k={dtk!r} is invalid: got {len(items)} values, allowed {allowed}")
-        ks = tuple(_as_int("dynamic_top_k", v, allowed) for v in items)
+        ks = _as_tuple("dynamic_top_k", dtk, 10, _as_int, allowed)
         if any(k < 0 for k in ks):
             raise _bad("dynamic_top_k", dtk, allowed)
         dtk = ks
@@ -295,10 +300,7 @@ def _normalise_fields(cfg: DecodeConfig) -> dict[str, Any]:
     edt = cfg.edt_var
     if edt is not None:
         allowed = "'N,theta,T0' with N > 0, theta finite, T0 > 0"
-        items = _as_list("edt_var", edt, allowed)
-        if len(items) != 3:
-            raise ValueError(f"edt_var={edt!r} is invalid: got {len(items)} values, allowed {allowed}")
-        n, theta, t0 = (_as_float("edt_var", v, allowed) for v in items)
+        n, theta, t0 = _as_tuple("edt_var", edt, 3, _as_float, allowed)
         if n <= 0 or t0 <= 0:
             raise _bad("edt_var", edt, allowed)
         edt = (n, theta, t0)
@@ -319,10 +321,7 @@ def _normalise_fields(cfg: DecodeConfig) -> dict[str, Any]:
     cal = cfg.cal_acc
     if cal is not None:
         allowed = "'A,B,thr' with A finite, B > 0, thr > 0 (keep base**A * p**B >= thr)"
-        items = _as_list("cal_acc", cal, allowed)
-        if len(items) != 3:
-            raise ValueError(f"cal_acc={cal!r} is invalid: got {len(items)} values, allowed {allowed}")
-        a, b, thr = (_as_float("cal_acc", v, allowed) for v in items)
+        a, b, thr = _as_tuple("cal_acc", cal, 3, _as_float, allowed)
         if b <= 0 or thr <= 0:
             raise _bad("cal_acc", cal, allowed)
         cal = (a, b, thr)
