@@ -112,22 +112,6 @@ def request_config(
     return cfg, generic, extra
 
 
-def _no_partial_prefill(max_model_len: int | None) -> dict[str, Any]:
-    """Engine arguments that keep every prompt's prefill in one step.
-
-    vLLM 0.32's v1 runner rewinds a seeded request's ``torch.Generator`` when a step only
-    prefilled part of its prompt (``gen.set_offset``), which CPU generators do not support:
-    ``RuntimeError: CPU Generator does not use offset`` kills the engine as soon as a seeded
-    request's prompt is split by chunked prefill (many prompts at once, e.g. 4 repeats x 100
-    GSM8K questions). Without chunked prefill no prompt is split (vLLM's own CPU platform code
-    does the same for MLA models)."""
-    from sample_smart.integrations.vllm_engine import has_gpu
-
-    if has_gpu():
-        return {}
-    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(int(max_model_len or 512), 8192)}
-
-
 class SampleSmartLM(TemplateLM):
     """lm-eval model running vLLM with sample_smart's processor (see the module doc)."""
 
@@ -172,8 +156,8 @@ class SampleSmartLM(TemplateLM):
         if llm is None:
             from sample_smart.integrations.vllm_engine import make_llm
 
+            # make_llm turns chunked prefill off on CPU (seeded requests would crash vLLM 0.32)
             overrides = {"max_model_len": int(max_model_len)} if max_model_len else {}
-            overrides.update(_no_partial_prefill(max_model_len))
             llm = make_llm(pretrained, **overrides)
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
