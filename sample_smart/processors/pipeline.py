@@ -120,14 +120,20 @@ def process_core(logits: torch.Tensor, state: BatchState, inplace: bool = False)
     when no row uses any knob; otherwise a new tensor, or ``logits`` modified in place when
     ``inplace`` (float32/float64 input only).
 
-    With the opt-in CPU fast path (see :mod:`~sample_smart.processors.paths`) the rows are
-    processed in blocks of about ``CPU_BLOCK_ELEMENTS`` logits, so every pass after the first
-    read of a block hits the cache and the temporaries stay small; by default the whole batch
-    is one block of whole-tensor ops.
+    By default the whole batch is one block of whole-tensor ops, run op by op. With the compiled
+    backend (``SAMPLE_SMART_BACKEND=compiled``, see :mod:`~sample_smart.processors.compiled`) the
+    same program runs through ``torch.compile``; with the opt-in CPU fast path (eager backend only,
+    see :mod:`~sample_smart.processors.paths`) the rows are processed in blocks of about
+    ``CPU_BLOCK_ELEMENTS`` logits, so every pass after the first read of a block hits the cache and
+    the temporaries stay small.
     """
     if state.is_noop:
         return logits
     work_inplace = inplace and logits.dtype in _WORK_DTYPES
+    if paths.use_compiled(logits):
+        from sample_smart.processors import compiled  # calls back into this module
+
+        return compiled.run(logits, state, work_inplace)
     batch, vocab = logits.shape
     block = _rows_per_block(batch, vocab)
     if not paths.use_cpu_fast_path(logits):
