@@ -8,6 +8,11 @@ settings, measured in the same run, interleaved (so a change of machine load hit
 - ``full chain``: the same engine, every request on the full chain (EDT + dynamic top-k + epsilon
   + eta + min-p + greedy-threshold + calibrated-epsilon, ``benchmarks.processors.FULL_CHAIN``).
 
+``--backend`` picks the processor backend of the engines with the processor (``eager``, the default;
+``compiled``: ``SAMPLE_SMART_BACKEND=compiled`` in the worker, so ``torch.compile``; ``both``: one
+engine per backend, and the full chain is measured on each, as ``full chain`` and
+``full chain [compiled]``). The compile happens during the excluded warm-up generate.
+
 Each engine lives in its own worker process (one engine per process), started once; the parent
 sends it "generate B prompts x T tokens" requests. Every request samples (vLLM temperature 1.0,
 seeded) and runs to exactly T tokens (``ignore_eos``). Per batch size, one warm-up generate per
@@ -35,6 +40,15 @@ PROMPTS = [
     "Summarise the plot of Hamlet.", "Why is the sky blue?",
 ]
 MODES = ("bare", "installed", "full chain")
+BACKENDS = ("eager", "compiled")
+
+
+def full_chain_mode(backend: str) -> str:
+    return "full chain" if backend == "eager" else f"full chain [{backend}]"
+
+
+def modes_for(backends: tuple[str, ...]) -> tuple[str, ...]:
+    return ("bare", "installed", *(full_chain_mode(b) for b in backends))
 
 
 def prompts(batch: int) -> list[str]:
@@ -50,7 +64,7 @@ def request_params(mode: str, batch: int, tokens: int) -> list[Any]:
     from sample_smart.integrations.vllm import sampling_params
 
     common = {"max_tokens": tokens, "min_tokens": tokens, "ignore_eos": True, "temperature": 1.0}
-    if mode == "full chain":
+    if mode.startswith("full chain"):
         return [sampling_params(FULL_CHAIN, seed=i, **common) for i in range(batch)]
     return [SamplingParams(seed=i, **common) for i in range(batch)]
 
@@ -101,9 +115,11 @@ def _bare_llm():
 
 
 class Worker:
-    def __init__(self, with_processor: bool) -> None:
+    def __init__(self, with_processor: bool, backend: str | None = None) -> None:
         root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        if backend is not None:  # the processor's backend, read in the engine's process(es)
+            env["SAMPLE_SMART_BACKEND"] = backend
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.engine", "--worker", "processor" if with_processor else "bare"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
@@ -125,28 +141,36 @@ class Worker:
         self.proc.wait(timeout=120)
 
 
-def run(batches=(1, 8, 32), tokens: int = 64, repeats: int = 3, log=print) -> dict:
+def run(batches=(1, 8, 32), tokens: int = 64, repeats: int = 3, backends: tuple[str, ...] = ("eager",),
+        log=print) -> dict:
+    for b in backends:
+        if b not in BACKENDS:
+            raise ValueError(f"backend {b!r} is invalid: allowed {', '.join(BACKENDS)}")
+    modes = modes_for(backends)
     workers = {"bare": Worker(False)}
-    workers["installed"] = workers["full chain"] = Worker(True)
-    results: dict = {"tokens": tokens, "repeats": repeats, "batches": {}}
+    for b in backends:  # one engine per backend; "installed" runs on the first
+        workers[full_chain_mode(b)] = Worker(True, b)
+    workers["installed"] = workers[full_chain_mode(backends[0])]
+    results: dict = {"tokens": tokens, "repeats": repeats, "backends": list(backends), "batches": {}}
     try:
         for batch in batches:
-            runs = {mode: [] for mode in MODES}
-            for mode in MODES:  # warm-up, excluded
+            runs = {mode: [] for mode in modes}
+            for mode in modes:  # warm-up, excluded (the compiled backend compiles here)
                 workers[mode].run(mode, batch, tokens)
             for _ in range(repeats):
-                for mode in MODES:
+                for mode in modes:
                     r = workers[mode].run(mode, batch, tokens)
                     assert r["tokens"] == batch * tokens, r
                     runs[mode].append(r["tokens_per_s"])
             med = {mode: statistics.median(v) for mode, v in runs.items()}
-            results["batches"][str(batch)] = {
-                "tokens_per_s": runs, "median_tokens_per_s": med,
-                "ratio_installed": med["installed"] / med["bare"], "ratio_full_chain": med["full chain"] / med["bare"],
-            }
-            log(f"batch {batch:>3} x {tokens} tokens: bare {med['bare']:.1f} tok/s, installed "
-                f"{med['installed']:.1f} ({med['installed'] / med['bare']:.3f}x), full chain "
-                f"{med['full chain']:.1f} ({med['full chain'] / med['bare']:.3f}x)")
+            entry = {"tokens_per_s": runs, "median_tokens_per_s": med,
+                     "ratio": {mode: med[mode] / med["bare"] for mode in modes if mode != "bare"},
+                     "ratio_installed": med["installed"] / med["bare"]}
+            if "full chain" in med:
+                entry["ratio_full_chain"] = med["full chain"] / med["bare"]
+            results["batches"][str(batch)] = entry
+            log(f"batch {batch:>3} x {tokens} tokens: bare {med['bare']:.1f} tok/s, " + ", ".join(
+                f"{mode} {med[mode]:.1f} ({med[mode] / med['bare']:.3f}x)" for mode in modes if mode != "bare"))
     finally:
         for w in {id(w): w for w in workers.values()}.values():
             w.close()
@@ -158,6 +182,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, action="append", help="prompts per generate (repeatable; default 1, 8, 32)")
     p.add_argument("--tokens", type=int, default=64, help="tokens per prompt (default 64)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per batch size (default 3)")
+    p.add_argument("--backend", choices=["eager", "compiled", "both"], default="eager",
+                   help="processor backend: eager (default), compiled (torch.compile, compiled in the warm-up) "
+                        "or both (one engine each, full chain measured on each)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--worker", choices=["bare", "processor"], help=argparse.SUPPRESS)
     return p
@@ -171,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     for name, value in (("--tokens", args.tokens), ("--repeats", args.repeats), *(("--batch", b) for b in args.batch or ())):
         if value < 1:
             raise SystemExit(f"{name}={value} is invalid: allowed integers >= 1")
-    results = run(batches=tuple(args.batch or (1, 8, 32)), tokens=args.tokens, repeats=args.repeats)
+    results = run(batches=tuple(args.batch or (1, 8, 32)), tokens=args.tokens, repeats=args.repeats,
+                  backends=BACKENDS if args.backend == "both" else (args.backend,))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

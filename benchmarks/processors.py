@@ -7,7 +7,12 @@ tensor**, in one process, with the same thread count:
 - floors: one read (``amax(-1)``), one read+write (``clone``), ``softmax``, a full ``sort``;
 - ours (``process_core`` with a prepared ``BatchState``, as an engine calls it): each knob alone,
   the paper's decoders, the full chain with one config for all rows and with every row different,
-  and the full chain per row through ``process`` (validation included);
+  and the full chain per row through ``process`` (validation included). ``--backend`` picks the
+  processor backend (``eager``, the default, ``compiled``: ``torch.compile``, see
+  ``sample_smart.processors.compiled``, or ``both``: every ours case under each, interleaved in the
+  same run; compiled cases are named ``ours [compiled]: ...`` and their kept sets are compared with
+  the eager ones). The compile happens in the first (untimed) call of a case; compiled callables
+  are dropped between shapes, so each shape gets a static-vocabulary compile as in an engine;
 - alternatives with the same semantics: transformers' warpers, vLLM's built-in min-p processor and
   top-k/top-p op, and the sort-based "naive" chain (``benchmarks.naive``).
 
@@ -43,12 +48,13 @@ from typing import Any, Callable
 import torch
 
 from sample_smart import DecodeConfig, process
-from sample_smart.processors import BatchState, process_core
+from sample_smart.processors import BatchState, compiled, get_backend, process_core, set_backend
 
 from benchmarks.naive import naive_process
 
 REUSE_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 DEFAULT_SHAPES = ((64, 49152), (256, 151936))
+BACKENDS = ("eager", "compiled")
 QUICK_SHAPES = ((4, 3000), (6, 20000))
 
 # Calibrated-TopK: K per p_max decile, index 0 = [0.9, 1] (the reference scripts' order); 0 = greedy.
@@ -129,8 +135,21 @@ class Case:
     mismatch: int | None = None
 
 
-def _ours(name: str, state: BatchState) -> Case:
-    return Case(f"ours: {name}", "ours", lambda x: process_core(x, state))
+def ours_name(name: str, backend: str = "eager") -> str:
+    """Case name of ours under ``backend``: ``ours: name`` (eager) or ``ours [compiled]: name``."""
+    return f"ours: {name}" if backend == "eager" else f"ours [{backend}]: {name}"
+
+
+def _under(backend: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn`` with the processor backend set to ``backend`` for the call (a module-level switch)."""
+    def call(x):
+        set_backend(backend)
+        return fn(x)
+    return call
+
+
+def _ours(name: str, state: BatchState, backend: str = "eager") -> Case:
+    return Case(ours_name(name, backend), "ours", _under(backend, lambda x: process_core(x, state)))
 
 
 def _state(cfg: dict | list[DecodeConfig], batch: int, device: str) -> BatchState:
@@ -182,24 +201,36 @@ def _vllm_cases(batch: int, device: str) -> list[Case]:
     ]
 
 
-def build_cases(batch: int, device: str, with_transformers: bool = True, with_vllm: bool = True) -> list[Case]:
+def build_cases(batch: int, device: str, with_transformers: bool = True, with_vllm: bool = True,
+                backends: tuple[str, ...] = ("eager",)) -> list[Case]:
+    """Every case; ours once per backend. The alternatives are compared with ours under the first
+    backend, and ours under a later backend with ours under the first."""
+    for b in backends:
+        if b not in BACKENDS:
+            raise ValueError(f"backend {b!r} is invalid: allowed {', '.join(BACKENDS)}")
     cases = [
         Case("floor: one read (amax)", "floor", lambda x: x.amax(dim=-1)),
         Case("floor: read+write (clone)", "floor", lambda x: x.clone()),
         Case("floor: softmax", "floor", lambda x: torch.softmax(x, dim=-1)),
         Case("floor: full sort", "floor", lambda x: torch.sort(x, dim=-1, descending=True)),
     ]
-    for name, cfg in KNOBS.items():
-        cases.append(_ours(name, _state(cfg, batch, device)))
-    for name, cfg in DECODERS.items():
-        cases.append(_ours(name, _state(cfg, batch, device)))
     full = _state(FULL_CHAIN, batch, device)
     rows = per_row_chain(batch)
     per_row = _state(rows, batch, device)
-    cases.append(_ours("full chain, one config", full))
-    cases.append(_ours("full chain, per-row configs", per_row))
-    cases.append(Case("ours: full chain, per-row, process() (validated)", "ours", lambda x: process(x, per_row),
-                      same_as="ours: full chain, per-row configs"))
+    states = {name: _state(cfg, batch, device) for name, cfg in {**KNOBS, **DECODERS}.items()}
+    states["full chain, one config"] = full
+    states["full chain, per-row configs"] = per_row
+    first = backends[0]
+    for backend in backends:
+        for name, state in states.items():
+            case = _ours(name, state, backend)
+            if backend != first:
+                case.same_as = ours_name(name, first)
+            cases.append(case)
+        cases.append(Case(ours_name("full chain, per-row, process() (validated)", backend), "ours",
+                          _under(backend, lambda x: process(x, per_row)),
+                          same_as=ours_name("full chain, per-row configs", backend)))
+    n_ours = len(cases)
     naive_of = {f"ours: {n}": _state(c, batch, device) for n, c in {**DECODERS, "top_p": KNOBS["top_p"],
                                                                      "min_p": KNOBS["min_p"]}.items()}
     naive_of["ours: full chain, one config"] = full
@@ -211,6 +242,10 @@ def build_cases(batch: int, device: str, with_transformers: bool = True, with_vl
         cases += _transformers_cases()
     if with_vllm:
         cases += _vllm_cases(batch, device)
+    if first != "eager":  # the alternatives compare with ours under the first backend
+        for case in cases[n_ours:]:
+            if case.same_as is not None and case.same_as.startswith("ours: "):
+                case.same_as = ours_name(case.same_as[len("ours: "):], first)
     return cases
 
 
@@ -266,20 +301,35 @@ def allocator_setting() -> str:
 def run(shapes=DEFAULT_SHAPES, dtypes=("float32",), kinds=("peaked", "flat"), device: str = "cpu",
         repeats: int = 21, budget: float = 2.0, quick: bool = False, with_transformers: bool = True,
         with_vllm: bool = True, max_mismatch: float = 1e-4, only: list[str] | None = None,
-        warmup: int = 2, min_runs: int = 5, log=print) -> dict:
-    """Run the benchmark; return the JSON-ready results. ``quick``: every case once, no warm-up."""
+        warmup: int = 2, min_runs: int = 5, backends: tuple[str, ...] = ("eager",), log=print) -> dict:
+    """Run the benchmark; return the JSON-ready results. ``quick``: every case once, no warm-up.
+    ``backends``: the processor backends ours runs under (see ``build_cases``)."""
     results = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "cpu": platform.processor() or platform.machine(), "device": device,
-                    "allocator": allocator_setting() if device == "cpu" else "n/a"},
-        "method": "median and min of interleaved runs after warm-up; x_read = median / median(one read)",
+                    "allocator": allocator_setting() if device == "cpu" else "n/a", "backends": list(backends)},
+        "method": "median and min of interleaved runs after warm-up (compiles included in the warm-up); "
+                  "x_read = median / median(one read)",
         "runs": [],
     }
+    previous = get_backend()
+    try:
+        _run_shapes(results, shapes, dtypes, kinds, device, repeats, budget, quick, with_transformers, with_vllm,
+                    max_mismatch, only, warmup, min_runs, tuple(backends), log)
+    finally:
+        set_backend(previous)
+    return results
+
+
+def _run_shapes(results, shapes, dtypes, kinds, device, repeats, budget, quick, with_transformers, with_vllm,
+                max_mismatch, only, warmup, min_runs, backends, log) -> None:
     for batch, vocab in shapes:
+        if "compiled" in backends:
+            compiled.reset()  # one vocabulary per compile, as in an engine (no dynamic-vocab recompile)
         for dtype in dtypes:
             for kind in kinds:
                 x = make_logits(batch, vocab, kind, getattr(torch, dtype), device)
-                cases = build_cases(batch, device, with_transformers, with_vllm)
+                cases = build_cases(batch, device, with_transformers, with_vllm, backends)
                 if only:  # the one-read floor always stays (the ratios' reference)
                     cases = [c for i, c in enumerate(cases) if i == 0 or any(o in c.name for o in only)]
                     names = {c.name for c in cases}
@@ -299,19 +349,24 @@ def run(shapes=DEFAULT_SHAPES, dtypes=("float32",), kinds=("peaked", "flat"), de
                 run_ = {"shape": [batch, vocab], "dtype": dtype, "kind": kind, "results": rows}
                 results["runs"].append(run_)
                 log(format_table(run_, results["machine"]))
-    return results
 
 
 def format_table(run_: dict, machine: dict) -> str:
     b, v = run_["shape"]
     head = (f"\n[{b}, {v}] {run_['dtype']} {run_['kind']} logits | device {machine['device']}, "
-            f"{machine['threads']} threads, allocator: {machine['allocator']}")
-    lines = [head, f"{'case':<52} {'median ms':>10} {'min ms':>9} {'x read':>8} {'runs':>5}  agrees with ours"]
+            f"{machine['threads']} threads, allocator: {machine['allocator']}, "
+            f"backend: {'+'.join(machine.get('backends', ['eager']))}")
+    width = max([52] + [len(r["case"]) for r in run_["results"]])
+    lines = [head, f"{'case':<{width}} {'median ms':>10} {'min ms':>9} {'x read':>8} {'runs':>5}  agrees with ours"]
     for r in run_["results"]:
         agree = "" if r["same_as"] is None else f"{r['mismatch']} tokens differ from {r['same_as']}"
-        lines.append(f"{r['case']:<52} {r['median_ms']:>10.2f} {r['min_ms']:>9.2f} {r['x_read']:>8.1f} "
+        lines.append(f"{r['case']:<{width}} {r['median_ms']:>10.2f} {r['min_ms']:>9.2f} {r['x_read']:>8.1f} "
                      f"{r['runs']:>5}  {agree}")
     return "\n".join(lines)
+
+
+def _short(name: str) -> str:
+    return name[len("ours: "):] if name.startswith("ours: ") else name
 
 
 def markdown(results: dict) -> str:
@@ -320,11 +375,12 @@ def markdown(results: dict) -> str:
     for run_ in results["runs"]:
         b, v = run_["shape"]
         parts.append(f"**[{b}, {v}] {run_['dtype']}, {run_['kind']} logits** ({results['machine']['threads']} "
-                     f"threads, allocator: {results['machine']['allocator']})\n")
+                     f"threads, allocator: {results['machine']['allocator']}, backend: "
+                     f"{'+'.join(results['machine'].get('backends', ['eager']))})\n")
         parts.append("| case | median ms | min ms | x read | tokens differing from ours |")
         parts.append("|---|---:|---:|---:|---|")
         for r in run_["results"]:
-            agree = "" if r["same_as"] is None else f"{r['mismatch']} (vs {r['same_as'][6:]})"
+            agree = "" if r["same_as"] is None else f"{r['mismatch']} (vs {_short(r['same_as'])})"
             parts.append(f"| {r['case']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['x_read']:.1f} | {agree} |")
         parts.append("")
     return "\n".join(parts)
@@ -382,6 +438,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--allocator", choices=["current", "reuse", "default", "both"], default="current",
                    help="CPU: run under the given glibc allocator setting (subprocesses); default: as started")
+    p.add_argument("--backend", choices=["eager", "compiled", "both"], default="eager",
+                   help="processor backend for ours: eager (default), compiled (torch.compile; the compile is "
+                        "part of the untimed warm-up) or both (each ours case under each, same run)")
     p.add_argument("--quick", action="store_true", help="CI mode: small shapes, every case once, outputs checked")
     p.add_argument("--only", action="append", help="run only the cases whose name contains this (repeatable)")
     p.add_argument("--no-transformers", action="store_true")
@@ -440,7 +499,8 @@ def main(argv: list[str] | None = None) -> dict:
         results = run(shapes=shapes, dtypes=dtypes, kinds=args.kind or ["peaked", "flat"], device=args.device,
                       repeats=args.repeats, budget=args.budget, quick=args.quick,
                       with_transformers=not args.no_transformers, with_vllm=not args.no_vllm, only=args.only,
-                      warmup=args.warmup, min_runs=args.min_runs)
+                      warmup=args.warmup, min_runs=args.min_runs,
+                      backends=BACKENDS if args.backend == "both" else (args.backend,))
         runs_for_plot = results
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -206,3 +206,52 @@ def test_warmup_is_a_no_op_on_the_eager_backend(monkeypatch):
     with pytest.raises(ValueError, match="vocab_size"):
         warmup(BatchState.from_configs([DecodeConfig(min_p=0.1)] * 2), 0)
     set_backend(None)
+
+
+def test_benchmark_backend_cases_are_labelled_and_compared():
+    """benchmarks/processors.py --backend: ours under each backend, the compiled cases compared with
+    the eager ones (and, compiled alone, the alternatives compared with the compiled ones)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import processors as bench
+
+    set_backend(None)
+    before = get_backend()
+    res = bench.run(shapes=((3, 500),), dtypes=("float32",), kinds=("peaked",), quick=True,
+                    with_transformers=False, with_vllm=False, only=["min_p"], backends=("eager", "compiled"),
+                    log=lambda _: None)
+    rows = {r["case"]: r for r in res["runs"][0]["results"]}
+    assert rows["ours [compiled]: min_p"]["same_as"] == "ours: min_p"
+    assert rows["ours [compiled]: min_p"]["mismatch"] == 0 and rows["naive (sort) min_p"]["mismatch"] == 0
+    assert res["machine"]["backends"] == ["eager", "compiled"] and get_backend() == before  # restored
+    alone = bench.build_cases(3, "cpu", with_transformers=False, with_vllm=False, backends=("compiled",))
+    names = {c.name for c in alone}
+    assert "ours: min_p" not in names and "ours [compiled]: min_p" in names
+    assert all(c.same_as in names for c in alone if c.same_as is not None)
+
+
+@pytest.mark.engine
+def test_vllm_processor_follows_the_backend(llm, llm_processor, monkeypatch):
+    """The vLLM processor calls process_core, so it runs compiled when the backend says so, and
+    samples the same tokens (same kept sets, same seeds)."""
+    from sample_smart.integrations.vllm import sampling_params
+
+    calls = []
+    run = compiled.run
+    monkeypatch.setattr(compiled, "run", lambda *a: calls.append(a[0].shape) or run(*a))
+    prompts = ["The capital of France is", "def fibonacci(n):"]
+
+    def generate():
+        params = [sampling_params({"min_p": 0.1, "top_k": 20}, max_tokens=6, seed=i, temperature=1.0)
+                  for i in range(len(prompts))]
+        return [list(o.outputs[0].token_ids) for o in llm.generate(prompts, params, use_tqdm=False)]
+
+    set_backend("eager")
+    want = generate()
+    assert not calls
+    set_backend("compiled")
+    try:
+        got = generate()
+    finally:
+        set_backend(None)
+    assert calls and all(len(shape) == 2 for shape in calls)  # every decode step went through it
+    assert got == want
