@@ -22,6 +22,7 @@ import torch
 
 from sample_smart.config import DecodeConfig
 from sample_smart.processors import paths, rules
+from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
 from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import finite_std, row_stats
 from sample_smart.processors.temperature import apply_temperature
@@ -33,8 +34,13 @@ _WORK_DTYPES = (torch.float32, torch.float64)
 CPU_BLOCK_ELEMENTS = 1 << 20  # logits per row block on CPU (4 MiB of float32)
 
 
-def row_thresholds(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = None) -> torch.Tensor:
-    """The combined per-row threshold tau ([B]) on tempered logits ``x``: keep ``x >= tau``."""
+def row_thresholds(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = None,
+                   cmax: torch.Tensor | None = None) -> torch.Tensor:
+    """The combined per-row threshold tau ([B]) on tempered logits ``x``: keep ``x >= tau``.
+
+    ``m``: the row max of ``x``, ``cmax``: its chunk maxima (see ``select``), when known."""
+    if m is None and cmax is not None:
+        m = cmax.amax(dim=-1)
     stats = row_stats(x, need_z=state.needs_logsumexp, need_entropy=state.any_eta, m=m,
                       keep_exp=state.any_top_p)
     m, z = stats.m, stats.z
@@ -59,8 +65,7 @@ def row_thresholds(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = 
     values = None  # one topk serves top-k, dynamic top-k and top-p's candidate set
     any_k = state.any_top_k or state.any_dynamic_top_k
     if any_k or state.any_top_p:
-        k = max(state.max_top_k if any_k else 1, TOP_P_CANDIDATES if state.any_top_p else 1)
-        values = torch.topk(x, max(1, min(k, x.shape[-1])), dim=-1, sorted=True).values
+        values = largest_values(x, candidates_needed(state), cmax)
     if any_k:
         taus.append(rules.top_k_tau(x, state, p_max, values))
     if state.any_top_p:
@@ -73,17 +78,31 @@ def row_thresholds(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = 
     return torch.minimum(tau, m)  # the argmax always survives
 
 
+def candidates_needed(state: BatchState) -> int:
+    """How many of each row's largest logits the batch's rules need (0: none): the largest k of
+    top-k / dynamic top-k, and top-p's candidate set."""
+    any_k = state.any_top_k or state.any_dynamic_top_k
+    if not (any_k or state.any_top_p):
+        return 0
+    return max(state.max_top_k if any_k else 1, TOP_P_CANDIDATES if state.any_top_p else 1)
+
+
 def _process_rows(logits: torch.Tensor, state: BatchState, inplace: bool,
                   out: torch.Tensor | None) -> torch.Tensor:
     """The chain on a block of rows; the result goes to ``out`` when given (a view of the output)."""
     dtype = logits.dtype
     x = logits if dtype in _WORK_DTYPES else logits.float()
     owned = x is not logits or inplace  # may we write into x?
-    m = None
+    m = cmax = None
+    k = candidates_needed(state)
+    if k and uses_chunks(x.shape[-1], k):  # chunk maxima: top-k candidates, and the row max for free
+        cmax = chunk_maxima(x)
+        m = cmax.amax(dim=-1)
     if state.any_temperature or state.any_edt:
-        x, m = apply_temperature(x, state, inplace=owned)
-        owned = True
-    tau = row_thresholds(x, state, m=m).unsqueeze(-1)
+        tempered = apply_temperature(x, state, inplace=owned, m=m)
+        x, m, owned = tempered.x, tempered.m, True
+        cmax = None if cmax is None else tempered.map(cmax)
+    tau = row_thresholds(x, state, m=m, cmax=cmax).unsqueeze(-1)
     if out is not None:  # CPU block: the one write, row by row with a vectorised select
         _write_rows(x, tau.flatten(), out if out.dtype == x.dtype else x)  # x: our float copy
         if out.dtype != x.dtype:

@@ -12,14 +12,32 @@
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import row_stats
 
-__all__ = ["EDT_MAX_LOG", "apply_temperature"]
+__all__ = ["EDT_MAX_LOG", "Tempered", "apply_temperature"]
 
 EDT_MAX_LOG = 30.0  # |ln(T / T0)| <= 30, i.e. T within T0 * [1e-13, 1e13]
+
+
+class Tempered(NamedTuple):
+    """Tempered logits ``x = (logits - shift) / temperature`` (``shift`` None: 0)."""
+
+    x: torch.Tensor
+    m: torch.Tensor | None  # [B] row max of x, when known without another read
+    shift: torch.Tensor | None  # [B]
+    temperature: torch.Tensor  # [B]
+
+    def map(self, v: torch.Tensor) -> torch.Tensor:
+        """The same map on other values of the rows (``[B, n]``), e.g. their chunk maxima:
+        the same float operations as on ``x``, so maxima map to maxima exactly."""
+        if self.shift is not None:
+            v = v - self.shift.unsqueeze(-1)
+        return v / self.temperature.unsqueeze(-1)
 
 
 def edt_temperature(entropy: torch.Tensor, state: BatchState) -> torch.Tensor:
@@ -29,17 +47,19 @@ def edt_temperature(entropy: torch.Tensor, state: BatchState) -> torch.Tensor:
     return (state.edt_log_t0 + exponent).exp()
 
 
-def apply_temperature(x: torch.Tensor, state: BatchState, inplace: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scale the rows of ``x`` by their temperature. Returns (tempered, row max of tempered or None).
+def apply_temperature(x: torch.Tensor, state: BatchState, inplace: bool,
+                      m: torch.Tensor | None = None) -> Tempered:
+    """Scale the rows of ``x`` by their temperature. ``m``: the row max of ``x`` if known.
 
-    When EDT runs, the row max is known without another read: ``(m - m) / T = 0`` for EDT rows
-    and ``m / T`` for the others.
+    The tempered row max comes without another read: ``(m - m) / T = 0`` for EDT rows and
+    ``m / T`` for the others.
     """
     temperature = state.temperature
     if not state.any_edt:
         scale = temperature.unsqueeze(-1)
-        return (x.div_(scale) if inplace else x / scale), None
-    stats = row_stats(x, need_z=False, need_entropy=True)
+        x = x.div_(scale) if inplace else x / scale
+        return Tempered(x, None if m is None else m / temperature, None, temperature)
+    stats = row_stats(x, need_z=False, need_entropy=True, m=m)
     t_edt = edt_temperature(stats.entropy, state)
     temperature = torch.where(state.edt, t_edt, temperature)
     shift = torch.where(state.edt, stats.m, torch.zeros_like(stats.m))
@@ -47,4 +67,4 @@ def apply_temperature(x: torch.Tensor, state: BatchState, inplace: bool) -> tupl
         x = x.sub_(shift.unsqueeze(-1)).div_(temperature.unsqueeze(-1))
     else:
         x = (x - shift.unsqueeze(-1)).div_(temperature.unsqueeze(-1))
-    return x, (stats.m - shift) / temperature
+    return Tempered(x, (stats.m - shift) / temperature, shift, temperature)

@@ -6,36 +6,45 @@ in t), ``tau = max { x_j : M(x_j) >= p }`` and the row keeps ``x >= tau`` (ties 
 as with a stable sort-and-cumsum). Masses are handled in units of ``e_i = exp(x_i - m)``:
 ``M(t) >= p  <=>  sum_{x_i >= t} e_i >= p * s``, ``s = sum_i e_i``.
 
-1. **Candidates.** The ``K`` largest logits (one ``topk``, shared with top-k) and their running mass
-   ``c_j = sum_{l <= j} e_l``. If ``c_K >= p s``, tau is the first candidate with ``c_j >= p s``:
-   exact, and the usual case for language models (the nucleus is rarely more than a few hundred
-   tokens).
-2. **Exact fallback** for the other rows (flat distributions), never a sort:
+1. **Candidates.** The ``CANDIDATES`` largest logits (shared with top-k, see ``select``) and their
+   running mass. If it reaches ``p s``, tau is the first candidate where it does: exact, and the
+   usual case for language models (the nucleus is rarely more than a few hundred tokens).
+2. **Search** for the other rows (flat distributions), in a fixed number of passes, never a sort
+   of the vocabulary. Every pass keeps a bracket ``M(lo) >= p s > M(hi)``:
 
-   - on CPU, outside ``torch.compile``: a search on the logit value (secant and bisection steps
-     alternating) over the rows that need it,
-     between ``lo = z + ln((1 - p) / V)`` (tokens below it carry less than 1 - p in total, so
-     ``M(lo) > p``) and ``hi`` just above the K-th candidate (``M(hi) < p``), until at most
-     ``FINISH`` tokens lie in ``[lo, hi)``; then one ``topk`` of those tokens and their running mass
-     on top of ``M(hi)`` give tau exactly. Which rows need it and when to stop are read from CPU
-     tensors (no device to wait for);
-   - elsewhere (CUDA, ``torch.compile``): bisection over the order-preserving integer image of the
-     floats (``KEY_BITS`` steps, a fixed count: no host sync, no data-dependent shape), which ends
-     on the exact tau; computed for all rows, used for those that need it.
+   - start: ``lo = z + ln((1 - p) / V)`` (tokens below it carry less than ``1 - p`` in total) and
+     ``hi = +inf``;
+   - pass 1: probes from a sorted strided sample of the row (``SAMPLE`` logits). The sample
+     estimates the mass *below* a value (the tail, where the many small tokens make the estimate
+     good), and ``PROBE_OFFSETS`` sample ranks around the estimated crossing, plus the last
+     candidate, are probed with exact masses;
+   - pass 2: ``FINE_PROBES`` probes evenly spaced inside the bracket;
+   - finish: the ``BAND`` largest logits in ``[lo, hi)`` and their running mass on top of
+     ``M(hi)`` give tau exactly when the bracket holds at most ``BAND`` tokens (or one tied value).
+
+   The probes only decide how fast the bracket shrinks; every mass is exact, so the result never
+   depends on the sample. Rows whose bracket still holds more than ``BAND`` distinct tokens (rare:
+   adversarial rows) finish with a bisection on the order-preserving integer image of the floats
+   (32 steps for float32), which is exact for any row.
+3. **No host sync.** On CUDA every step runs for every row and ``where`` picks the result. On CPU
+   the search and the bisection run only when some row needs them: decided by ``torch.cond``
+   under ``torch.compile``, and by reading the CPU flag in eager mode (a CPU tensor has no device
+   to wait for).
 """
 from __future__ import annotations
 
 import torch
 
-from sample_smart.processors.paths import use_cpu_fast_path
+from sample_smart.processors.select import largest_values
 
-__all__ = ["CANDIDATES", "FINISH", "top_p_tau"]
+__all__ = ["CANDIDATES", "BAND", "top_p_tau"]
 
-CANDIDATES = 128  # K: size of the candidate set taken with one topk
-FINISH = 2048  # CPU fallback: search until at most this many tokens are left between lo and hi
-SAMPLE_STRIDE = 32  # CPU fallback: the first probes come from every 32nd logit of the row
-SAMPLE_MARGIN = 12  # ... placed this many sample ranks on either side of the estimated crossing
-_MAX_STEPS = 64
+CANDIDATES = 128  # size of the candidate set (the row's largest logits)
+SAMPLE = 1024  # about this many logits in the strided sample that places the first probes
+PROBE_OFFSETS = (-48, -16, -6, -2, 2, 6, 16, 48)  # sample ranks around the estimated crossing
+FINE_STEPS = tuple(sorted((sgn * 2.0 ** -k for k in range(1, 9) for sgn in (1, -1)), reverse=True))
+# ... second pass: probes at these fractions of the bracket around the interpolated crossing
+BAND = 128  # the finish resolves a bracket of at most this many tokens exactly
 
 _INT = {torch.float32: torch.int32, torch.float64: torch.int64}
 
@@ -54,100 +63,106 @@ def _from_key(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(bits < 0, bits ^ mask, bits).view(dtype)
 
 
-def _mass_at_least(x: torch.Tensor, e: torch.Tensor, t: torch.Tensor,
-                   buf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of e over x >= t, count of x >= t) per row, t: [B].
-
-    The comparison is written as 0.0/1.0 floats (into ``buf`` when given), multiplied into e and
-    summed with torch's cascade summation (a BLAS dot was measurably less exact for 1 - p ~ 1e-3
-    over 150k tokens). On CPU this is several times faster than a ``where``/``masked_fill`` select,
-    which is not vectorised."""
-    keep = torch.ge(x, t.unsqueeze(-1), out=buf) if buf is not None else torch.ge(x, t.unsqueeze(-1)).to(e.dtype)
-    count = keep.sum(dim=-1)
-    return keep.mul_(e).sum(dim=-1), count
-
-
-def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, hi_value: torch.Tensor) -> torch.Tensor:
-    """Exact tau by a fixed number of bisection steps on float keys (no sync, fixed shapes)."""
-    lo = _to_key(torch.full_like(hi_value, float("-inf")))  # M(-inf) = s >= p s
-    hi = _to_key(hi_value) + 1  # just above the K-th candidate: M(hi) < p s
-    steps = 32 if x.dtype == torch.float32 else 64
-    for _ in range(steps):
-        mid = lo + torch.div(hi - lo, 2, rounding_mode="floor")
-        mass, _ = _mass_at_least(x, e, _from_key(mid, x.dtype))
-        ok = mass >= target
-        lo = torch.where(ok, mid, lo)
-        hi = torch.where(ok, hi, mid)
-    return _from_key(lo, x.dtype)
+def _masses(x: torch.Tensor, e: torch.Tensor, probes: torch.Tensor) -> torch.Tensor:
+    """``[B, J]``: the exact mass ``sum_{x_i >= probes[:, j]} e_i`` of each probe (one pass over
+    the row under ``torch.compile``, where the J sums fuse)."""
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        # eager CPU: ``where`` is not vectorised there; a 0/1 float mask times e is (~20x faster)
+        keep = torch.empty_like(x)
+        return torch.stack([torch.ge(x, probes[:, j:j + 1], out=keep).mul_(e).sum(dim=-1)
+                            for j in range(probes.shape[-1])], dim=-1)
+    return torch.stack([torch.where(x >= probes[:, j:j + 1], e, 0.0).sum(dim=-1)
+                        for j in range(probes.shape[-1])], dim=-1)
 
 
-def _bisect_values(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: torch.Tensor,
-                   hi: torch.Tensor, mass_hi: torch.Tensor, count_hi: torch.Tensor) -> torch.Tensor:
-    """CPU fallback: shrink [lo, hi) (``M(lo) >= p s > M(hi)``) to at most ``FINISH`` tokens, then
-    finish exactly with one topk of those tokens.
+def _narrow(probes: torch.Tensor, masses: torch.Tensor, target: torch.Tensor, lo: torch.Tensor,
+            mass_lo: torch.Tensor, hi: torch.Tensor, mass_hi: torch.Tensor):
+    """The new bracket from probes sorted descending (so ``masses`` ascending): ``lo`` = the highest
+    probe whose mass reaches the target, ``hi`` = the probe above it (or the old bounds)."""
+    above = (masses < target.unsqueeze(-1)).sum(dim=-1, keepdim=True)  # probes above tau
 
-    The first two probes come from a strided sample of the row (every ``SAMPLE_STRIDE``-th logit,
-    sorted; its running mass times the stride estimates M), placed ``SAMPLE_MARGIN`` sample ranks
-    on either side of the estimated crossing; they usually bracket tau within a few hundred tokens.
-    Then secant steps on ``M(t) - p s`` alternate with bisection steps (guaranteed halving). Every
-    probe's mass is exact, so the bracket stays valid whatever the estimates."""
+    def pick(old: torch.Tensor, new: torch.Tensor, low: bool) -> torch.Tensor:
+        both = torch.cat([new, old.unsqueeze(-1)] if low else [old.unsqueeze(-1), new], dim=-1)
+        return both.gather(1, above).squeeze(1)
+
+    return (pick(lo, probes, True), pick(mass_lo, masses, True), pick(hi, probes, False),
+            pick(mass_hi, masses, False))
+
+
+def _sample_probes(x: torch.Tensor, m: torch.Tensor, s: torch.Tensor, target: torch.Tensor,
+                   offsets: torch.Tensor) -> torch.Tensor:
+    """Probes (descending) around the crossing estimated from a strided sample of the row."""
     vocab = x.shape[-1]
-    count_lo = torch.full_like(count_hi, vocab, dtype=e.dtype)
-    count_hi = count_hi.to(e.dtype)
-    mass_lo = e.sum(dim=-1)  # upper bound of M(lo), exact when lo is below every token
-    buf = torch.empty_like(x)
-    probes: list[torch.Tensor] = []
-    if vocab >= 64 * SAMPLE_STRIDE:
-        sample = torch.sort(x[:, ::SAMPLE_STRIDE], dim=-1, descending=True).values
-        n = sample.shape[-1]
-        est = (sample - m.unsqueeze(-1)).exp_().cumsum_(dim=-1).mul_(vocab / n)
-        j = (est < target.unsqueeze(-1)).sum(dim=-1, keepdim=True)
-        for off in (-SAMPLE_MARGIN, SAMPLE_MARGIN):
-            probes.append(sample.gather(1, (j + off).clamp_(0, n - 1)).squeeze(-1))
-    for step in range(_MAX_STEPS):
-        if int((count_lo - count_hi).max()) <= FINISH:
-            break
-        if probes:
-            t = probes.pop(0)
-        elif step % 2 == 0:
-            frac = (mass_lo - target) / (mass_lo - mass_hi).clamp(min=1e-30)
-            t = hi - (hi - lo) * frac.clamp(0.02, 0.98)
-        else:
-            t = 0.5 * (lo + hi)
-        inside = (t > lo) & (t < hi)
-        if not bool(inside.any()):
-            if probes:
-                continue
-            break  # float resolution reached (ties)
-        t = torch.where(inside, t, 0.5 * (lo + hi))
-        mass, count = _mass_at_least(x, e, t, buf)
-        ok = mass >= target
-        lo = torch.where(ok, t, lo)
-        mass_lo = torch.where(ok, mass, mass_lo)
-        count_lo = torch.where(ok, count, count_lo)
-        hi = torch.where(ok, hi, t)
-        mass_hi = torch.where(ok, mass_hi, mass)
-        count_hi = torch.where(ok, count_hi, count)
-    k = max(1, min(vocab, int((count_lo - count_hi).max())))
-    cand = torch.topk(_band(x, lo, hi, buf), k, dim=-1, sorted=True).values
-    cum = (cand - m.unsqueeze(-1)).exp_().cumsum_(dim=-1).add_(mass_hi.unsqueeze(-1))
+    stride = max(1, vocab // SAMPLE)
+    sample = torch.sort(x[:, ::stride], dim=-1).values  # ascending
+    n = sample.shape[-1]
+    below = (sample - m.unsqueeze(-1)).exp_().cumsum_(dim=-1).mul_(vocab / n)  # est. mass <= sample
+    cross = (below < (s - target).unsqueeze(-1)).sum(dim=-1, keepdim=True)
+    return sample.gather(1, (cross - offsets).clamp_(0, n - 1))  # descending
+
+
+def _search(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor,
+            v_last: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bracket and finish for every row (step 2 of the module doc).
+
+    Returns (tau, exact, lo, hi): ``exact`` is False where the bracket ``[lo, hi)`` still held more
+    than ``BAND`` distinct tokens, so tau needs :func:`_bisect_keys`."""
+    vocab = x.shape[-1]
+    target = top_p * s
+    z = m + s.log()
+    lo = torch.minimum(z + torch.log((1.0 - top_p) / vocab), v_last)  # M(lo) >= p s
+    mass_lo = s  # an upper bound of M(lo) until lo is a probe
+    hi = torch.full_like(lo, float("inf"))
+    mass_hi = torch.zeros_like(lo)
+    probes = torch.cat([v_last.unsqueeze(-1), _sample_probes(x, m, s, target, offsets)], dim=-1)
+    probes = torch.maximum(torch.minimum(probes, v_last.unsqueeze(-1)), lo.unsqueeze(-1))
+    probes = torch.sort(probes, dim=-1, descending=True).values
+    lo, mass_lo, hi, mass_hi = _narrow(probes, _masses(x, e, probes), target, lo, mass_lo, hi, mass_hi)
+    # pass 2: around the linear interpolation of M between the bracket's ends, spaced geometrically
+    top = torch.minimum(hi, v_last)  # hi = +inf only if v_last itself fell short
+    span = top - lo
+    frac = ((mass_lo - target) / (mass_lo - mass_hi).clamp(min=torch.finfo(s.dtype).tiny)).clamp(0.0, 1.0)
+    guess = lo + span * frac
+    probes = torch.minimum(torch.maximum(guess.unsqueeze(-1) + span.unsqueeze(-1) * steps, lo.unsqueeze(-1)),
+                           top.unsqueeze(-1))
+    lo, mass_lo, hi, mass_hi = _narrow(probes, _masses(x, e, probes), target, lo, mass_lo, hi, mass_hi)
+    band = (x >= lo.unsqueeze(-1)) & (x < hi.unsqueeze(-1))
+    n_band = band.sum(dim=-1)
+    cand = largest_values(torch.where(band, x, float("-inf")), BAND)  # [B, k] descending
+    k = cand.shape[-1]
+    cum = (cand - m.unsqueeze(-1)).exp().cumsum(dim=-1) + mass_hi.unsqueeze(-1)
     j = (cum < target.unsqueeze(-1)).sum(dim=-1)
-    tau = cand.gather(1, j.clamp(max=k - 1).unsqueeze(-1)).squeeze(-1)
-    return torch.where(j < k, tau, lo)
+    last = (torch.minimum(n_band, torch.full_like(n_band, k)) - 1).clamp(min=0)  # lowest band token
+    tau = cand.gather(1, torch.minimum(j, last).unsqueeze(-1)).squeeze(1)
+    tau = torch.where(n_band > 0, tau, lo)
+    one_value = cand[:, 0] == cand.gather(1, last.unsqueeze(-1)).squeeze(1)
+    exact = (n_band <= k) | (j < k) | one_value  # j < k: tau is among the band's top k anyway
+    return tau, exact, lo, hi
 
 
-def _band(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``x`` where ``lo <= x < hi``, else -inf, row by row with vectorised selects (CPU):
-    ``threshold(v, t, value)`` keeps ``v > t``; negation is exact."""
-    below_lo = torch.nextafter(lo, torch.full_like(lo, float("-inf"))).tolist()
-    neg_hi = (-hi).tolist()
-    for i, (a, b) in enumerate(zip(below_lo, neg_hi)):
-        row = out[i]
-        torch.ops.aten.threshold.out(x[i], a, float("-inf"), out=row)  # x >= lo, else -inf
-        row.neg_()
-        torch.ops.aten.threshold.out(row, b, float("inf"), out=row)  # -x > -hi, i.e. x < hi
-        row.neg_()
-    return out
+def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: torch.Tensor,
+                 hi: torch.Tensor) -> torch.Tensor:
+    """Exact tau inside a bracket ``M(lo) >= target > M(hi)`` by bisection on float keys: a fixed
+    number of steps (32 for float32), no host sync, fixed shapes."""
+    klo, khi = _to_key(lo), _to_key(hi)
+    for _ in range(32 if x.dtype == torch.float32 else 64):
+        mid = klo + torch.div(khi - klo, 2, rounding_mode="floor")
+        ok = _masses(x, e, _from_key(mid, x.dtype).unsqueeze(-1)).squeeze(-1) >= target
+        klo = torch.where(ok, mid, klo)
+        khi = torch.where(ok, khi, mid)
+    return _from_key(klo, x.dtype)
+
+
+def _run_if(flag: torch.Tensor, fn, operands: tuple, otherwise: torch.Tensor) -> torch.Tensor:
+    """``fn(*operands)`` if any ``flag``, else ``otherwise``, without a device sync.
+
+    CUDA: always computed (the caller selects with ``where``). CPU: skipped when no row needs it,
+    via ``torch.cond`` under ``torch.compile`` and a read of the CPU flag in eager mode."""
+    if flag.device.type != "cpu":
+        return fn(*operands)
+    if torch.compiler.is_compiling():
+        return torch.cond(flag.any(), fn, lambda *args: otherwise.clone(), operands)
+    return fn(*operands) if bool(flag.any()) else otherwise
 
 
 def top_p_tau(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor,
@@ -160,27 +175,28 @@ def top_p_tau(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor
     vocab = x.shape[-1]
     kc = min(vocab, CANDIDATES)
     if values is None or values.shape[-1] < kc:
-        values = torch.topk(x, kc, dim=-1, sorted=True).values
+        values = largest_values(x, kc)
     on = top_p < 1.0
-    target = torch.where(on, top_p, torch.zeros_like(top_p)) * s  # off rows: found at j = 0
-    cum = (values - m.unsqueeze(-1)).exp_().cumsum_(dim=-1)
+    p = torch.where(on, top_p, torch.zeros_like(top_p))  # off rows: found at j = 0
+    target = p * s
+    cum = (values - m.unsqueeze(-1)).exp().cumsum(dim=-1)
     kv = values.shape[-1]
     j = (cum < target.unsqueeze(-1)).sum(dim=-1)
     tau = values.gather(1, j.clamp(max=kv - 1).unsqueeze(-1)).squeeze(-1)
     if kv < vocab:
         v_last = values[:, -1]
         need = (j >= kv) & torch.isfinite(v_last)  # candidates hold less than p (flat rows)
-        if use_cpu_fast_path(x):
-            rows = need.nonzero().flatten()
-            if rows.numel():
-                p, vl = top_p[rows], v_last[rows]
-                hi = torch.nextafter(vl, torch.full_like(vl, float("inf")))
-                above = values[rows] > vl.unsqueeze(-1)  # candidates strictly above the K-th
-                mass_hi = torch.where(above, cum[rows], 0.0).amax(dim=-1)
-                z = m[rows] + s[rows].log()
-                lo = torch.minimum(z + torch.log((1.0 - p) / vocab), vl)
-                tau[rows] = _bisect_values(x[rows], m[rows], e[rows], target[rows], lo, hi, mass_hi,
-                                           above.sum(dim=-1))
-        else:
-            tau = torch.where(need, _bisect_keys(x, e, target, v_last), tau)
+
+        # constants made here: torch.cond's branches must not create tensors from Python lists
+        offsets = torch.tensor(PROBE_OFFSETS, device=x.device)
+        steps = torch.tensor(FINE_STEPS, device=x.device, dtype=x.dtype)  # descending
+
+        def search(x, m, e, s, p, v_last, need, tau, offsets, steps):
+            found, exact, lo, hi = _search(x, m, e, s, p, v_last, offsets, steps)
+            bad = need & ~exact
+            found = _run_if(bad, lambda x, e, t, lo, hi, bad, f: torch.where(bad, _bisect_keys(x, e, t, lo, hi), f),
+                            (x, e, p * s, lo, hi, bad, found), found)
+            return torch.where(need, found, tau)
+
+        tau = _run_if(need, search, (x, m, e, s, p, v_last, need, tau, offsets, steps), tau)
     return torch.where(on, tau, torch.full_like(tau, float("-inf")))

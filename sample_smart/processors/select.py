@@ -1,0 +1,58 @@
+"""The k largest logits of each row without a vocabulary-wide ``topk``.
+
+Two-level selection: split each row into chunks of ``CHUNK`` logits and take every chunk's max
+(one read of the row). Each of the row's k largest values lies in a chunk whose max is at least
+that value, and at most k chunks have a max of at least the k-th largest value (each such chunk
+holds a distinct element that large), so the k largest values of the row are the k largest values
+of the union of the k chunks with the largest maxima (plus the last, partial chunk, which is
+always included). ``topk`` then runs on ``k * CHUNK`` values instead of V. Ties are harmless: only
+the values are returned, and tied values are interchangeable.
+
+On CPU ``torch.topk`` over [256, 151936] costs about 5-7 reads of the tensor even for small k;
+the chunk maxima cost about one. Fixed shapes and no host reads, so it also runs under
+``torch.compile(fullgraph=True)`` and on CUDA.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["CHUNK", "chunk_maxima", "largest_values", "uses_chunks"]
+
+CHUNK = 64  # logits per chunk
+
+
+def uses_chunks(vocab: int, k: int) -> bool:
+    """Whether the two levels pay off for the ``k`` largest of ``vocab`` logits (else one topk)."""
+    return k * CHUNK * 4 <= vocab
+
+
+def chunk_maxima(x: torch.Tensor) -> torch.Tensor:
+    """``[B, ceil(V / CHUNK)]``: the max of every chunk of ``CHUNK`` logits; the last column is the
+    partial chunk at the end of the row when ``V`` is not a multiple of ``CHUNK``. Its row max is
+    the row max of ``x`` (so callers get ``m`` from it for free). Any non-decreasing map of ``x``
+    (a temperature, a shift) maps the chunk maxima alike."""
+    batch, vocab = x.shape
+    n_full = vocab // CHUNK
+    cmax = x[:, : n_full * CHUNK].reshape(batch, n_full, CHUNK).amax(dim=-1)
+    if n_full * CHUNK < vocab:
+        cmax = torch.cat([cmax, x[:, n_full * CHUNK:].amax(dim=-1, keepdim=True)], dim=-1)
+    return cmax
+
+
+def largest_values(x: torch.Tensor, k: int, cmax: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``k`` largest values of each row of ``x`` [B, V], sorted descending ([B, k]).
+
+    ``cmax``: :func:`chunk_maxima` of ``x``, when already known."""
+    batch, vocab = x.shape
+    k = max(1, min(k, vocab))
+    if not uses_chunks(vocab, k):
+        return torch.topk(x, k, dim=-1, sorted=True).values
+    n_full = vocab // CHUNK
+    if cmax is None:
+        cmax = chunk_maxima(x)
+    main = x[:, : n_full * CHUNK].reshape(batch, n_full, CHUNK)
+    top_chunks = torch.topk(cmax[:, :n_full], k, dim=-1, sorted=False).indices  # [B, k]
+    cand = main.gather(1, top_chunks.unsqueeze(-1).expand(batch, k, CHUNK)).reshape(batch, k * CHUNK)
+    if n_full * CHUNK < vocab:  # the partial last chunk always joins the candidates
+        cand = torch.cat([cand, x[:, n_full * CHUNK:]], dim=-1)
+    return torch.topk(cand, k, dim=-1, sorted=True).values

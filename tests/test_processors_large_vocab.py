@@ -1,0 +1,90 @@
+"""Large vocabularies, where the chain takes its fast routes: the two-level selection of each row's
+largest logits (``select``), the chunk maxima carried through temperature and EDT, and top-p's
+bracketing search with its exact bisection fallback. Each is checked against ``torch.topk`` or the
+float64 textbook rules."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sample_smart.processors.top_p as top_p_mod
+from sample_smart import DecodeConfig, process
+from sample_smart.processors.select import CHUNK, chunk_maxima, largest_values, uses_chunks
+from test_processors_reference import check_against_reference, make_logits
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    chunks=st.integers(8, 60),
+    tail=st.integers(0, CHUNK - 1),
+    k=st.integers(1, 12),
+    ties=st.booleans(),
+    masked=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_largest_values_equals_topk(batch, chunks, tail, k, ties, masked, seed):
+    vocab = chunks * CHUNK + tail
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, vocab, generator=g)
+    if ties:  # many equal values, some of them among the largest
+        x = (x * 2).round() / 2
+    if masked:  # -inf padding, as a vocabulary padded to a multiple of 64 has
+        x[:, vocab // 2:] = float("-inf")
+    got = largest_values(x, k)
+    assert torch.equal(got, torch.topk(x, min(k, vocab), dim=-1).values)
+    assert torch.equal(chunk_maxima(x).amax(-1), x.amax(-1))
+
+
+def test_largest_values_takes_the_two_level_route_and_finds_the_tail():
+    vocab = 200 * CHUNK + 5
+    assert uses_chunks(vocab, 40)
+    x = torch.randn(3, vocab)
+    x[0, -1] = 50.0  # the largest value sits in the partial last chunk
+    x[1, :40] = 9.0  # forty tied maxima in one chunk
+    assert torch.equal(largest_values(x, 40), torch.topk(x, 40, dim=-1).values)
+
+
+MIXED = [
+    {"top_p": 0.9},
+    {"temperature": 0.7, "top_k": 50},
+    {"edt_var": [0.8, 1.0, 1.0], "dynamic_top_k": [1, 2, 3, 5, 8, 13, 20, 30, 40, 50]},
+    {"edt_var": [2.0, 0.5, 0.7], "top_p": 0.95, "hewitt_epsilon": 1e-3},
+    {"temperature": 1.3, "top_p": 0.5, "min_p": 0.01},
+    {"top_k": 7, "top_p": 0.99, "prob_threshold": 1e-6},
+]
+
+
+@pytest.mark.parametrize("vocab", [49152, 49152 + 37])
+@pytest.mark.parametrize("kind", ["random", "peaked"])
+def test_mixed_batch_at_a_real_vocabulary_size_matches_textbook(vocab, kind):
+    x64 = make_logits(kind, len(MIXED), vocab, seed=vocab % 97)
+    out = process(x64.float(), [DecodeConfig.from_dict(c) for c in MIXED])
+    for i, cfg in enumerate(MIXED):
+        check_against_reference(x64[i:i + 1], out[i:i + 1], cfg)
+    kept = torch.isfinite(out).sum(-1)
+    assert kept[0] > top_p_mod.CANDIDATES or kind == "peaked"  # flat rows take the search
+
+
+def _adversarial_row(vocab: int) -> torch.Tensor:
+    """A row the sample cannot see: 4000 distinct, nearly equal logits that carry the crossing,
+    placed off the sample's stride, over a flat tail."""
+    stride = max(1, vocab // top_p_mod.SAMPLE)
+    x = torch.randn(vocab, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) - 4.0
+    slots = torch.tensor([i for i in range(vocab) if i % stride][:4000])
+    x[slots] = 2.0 + torch.arange(4000, dtype=torch.float64) * 1e-6
+    return x
+
+
+def test_top_p_bisection_fallback_is_exact(monkeypatch):
+    calls = []
+    bisect = top_p_mod._bisect_keys
+    monkeypatch.setattr(top_p_mod, "_bisect_keys", lambda *a: calls.append(1) or bisect(*a))
+    x64 = torch.stack([_adversarial_row(40000), make_logits("random", 1, 40000, seed=1)[0]])
+    for p in (0.5, 0.9):
+        calls.clear()
+        out = process(x64.float(), DecodeConfig(top_p=p))
+        assert calls, "the adversarial row must need the bisection"
+        check_against_reference(x64, out, {"top_p": p})
