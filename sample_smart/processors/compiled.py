@@ -11,13 +11,16 @@ Compiled callables. Which ops run depends on the host flags of
 device type and whether the result is written in place; each combination ("key") gets its own
 ``torch.compile`` region (``isolate_recompiles=True``), so a batch that switches between flag
 sets never uses up another combination's recompile budget (``RECOMPILE_LIMIT`` each), and a key
-that ever exceeds it says so in a warning (with ``fullgraph=True`` dynamo raises there instead of
-silently running eager; :func:`run` then runs the eager program for that call). The batch dimension is
-dynamic (``maybe_mark_dynamic``), so a change of batch size does not recompile; batch size 1 is
-specialised by dynamo and compiles once more. The vocabulary size is static (it is fixed per
+that ever exceeds it says so in a warning (with ``fullgraph=True`` dynamo raises there instead
+of silently running eager; :func:`run` then runs the eager program for that call). The batch
+dimension is dynamic (``maybe_mark_dynamic``), so a change of batch size does not recompile;
+batch size 1 is specialised by dynamo and compiles once more. The vocabulary size is static (it is fixed per
 model; a second vocabulary compiles once more, then dynamo makes it dynamic as well).
 
-Cost: the first call per key compiles, a few seconds on CPU (2-12 s for the full chain);
+Cost: the first call per key compiles: on a 2-core CPU 2-12 s for the decoders' chains, ~35 s
+for a batch using every knob at once (top-p's exact search included), plus about a third of that
+again for batch size 1. Inductor's on-disk FX graph cache cuts a later process's compile of the
+same graph to a few seconds (when the graph is cacheable: a ``torch.cond`` in it is not).
 :func:`warmup` does it ahead of serving. In place: the write into ``logits`` happens inside the
 compiled graph (inductor stores straight into the input buffer; no extra copy).
 """
