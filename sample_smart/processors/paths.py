@@ -68,7 +68,7 @@ def set_backend(name: str | None) -> None:
 
 def use_compiled(t: torch.Tensor) -> bool:
     """True when the compiled backend runs for tensor ``t`` (not already inside a compile)."""
-    return get_backend() == "compiled" and not torch.compiler.is_compiling()
+    return not torch.compiler.is_compiling() and get_backend() == "compiled"
 
 
 def use_cpu_fast_path(t: torch.Tensor) -> bool:

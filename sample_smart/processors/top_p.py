@@ -28,7 +28,7 @@ as with a stable sort-and-cumsum). Masses are handled in units of ``e_i = exp(x_
    (32 steps for float32), which is exact for any row.
 3. **No host sync.** On CUDA every step runs for every row and ``where`` picks the result. On CPU
    the search and the bisection run only when some row needs them: decided by ``torch.cond``
-   under ``torch.compile``, and by reading the CPU flag in eager mode (a CPU tensor has no device
+   under ``torch.compile`` and by reading the CPU flag in eager mode (a CPU tensor has no device
    to wait for).
 """
 from __future__ import annotations
@@ -156,8 +156,9 @@ def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: tor
 def _run_if(flag: torch.Tensor, fn, operands: tuple, otherwise: torch.Tensor) -> torch.Tensor:
     """``fn(*operands)`` if any ``flag``, else ``otherwise``, without a device sync.
 
-    CUDA: always computed (the caller selects with ``where``). CPU: skipped when no row needs it,
-    via ``torch.cond`` under ``torch.compile`` and a read of the CPU flag in eager mode."""
+    CUDA: always computed (``fn`` selects its rows with ``where``). CPU: skipped when no row needs
+    it: by ``torch.cond`` under ``torch.compile`` and by reading the CPU flag in eager mode (a CPU
+    tensor has no device to wait for)."""
     if flag.device.type != "cpu":
         return fn(*operands)
     if torch.compiler.is_compiling():
@@ -187,7 +188,7 @@ def top_p_tau(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor
         v_last = values[:, -1]
         need = (j >= kv) & torch.isfinite(v_last)  # candidates hold less than p (flat rows)
 
-        # constants made here: torch.cond's branches must not create tensors from Python lists
+        # made here: torch.cond's branches must not create tensors from Python lists
         offsets = torch.tensor(PROBE_OFFSETS, device=x.device)
         steps = torch.tensor(FINE_STEPS, device=x.device, dtype=x.dtype)  # descending
 
