@@ -88,3 +88,38 @@ def test_top_p_bisection_fallback_is_exact(monkeypatch):
         out = process(x64.float(), DecodeConfig(top_p=p))
         assert calls, "the adversarial row must need the bisection"
         check_against_reference(x64, out, {"top_p": p})
+
+
+@pytest.mark.parametrize("p", [0.3, 0.7, 0.9])
+def test_top_p_with_heavy_ties_matches_textbook(p):
+    """Logits of a bfloat16 model: few distinct values, so the bracket can end on a tie group of
+    hundreds of tokens, with the exact tau at that value or below it."""
+    g = torch.Generator().manual_seed(11)
+    flat = (torch.randn(3, 60000, generator=g, dtype=torch.float64) * 2.0).to(torch.bfloat16).double()
+    groups = torch.full((60000,), -4.0, dtype=torch.float64)
+    groups[:3000] = 2.0  # one tie group carrying part of the mass
+    groups[3000:6000] = 1.9 + torch.arange(3000, dtype=torch.float64) * 3e-5  # distinct values just below
+    x64 = torch.cat([flat, groups.unsqueeze(0)])
+    out = process(x64.float(), DecodeConfig(top_p=p))
+    check_against_reference(x64, out, {"top_p": p})
+
+
+def test_finish_flags_a_tie_group_with_the_crossing_below_it():
+    """The finish's shortcut for a bracket of one tied value must not apply when smaller values
+    share the bracket: 300 copies of 2.0 and 300 distinct values below, the crossing among those."""
+    x = torch.full((1, 20000), -8.0)
+    x[0, :300] = 2.0
+    x[0, 300:600] = 1.5 + torch.arange(300) * 1e-3
+    m = x.amax(-1)
+    e = (x - m).exp()
+    tie_mass = 300.0
+    target = torch.tensor([tie_mass + 100.0])  # needs the tie group and ~100 of the values below
+    lo, hi = torch.tensor([1.0]), torch.tensor([3.0])
+    tau, exact = top_p_mod._finish(x, m, target, lo, hi, torch.zeros(1))
+    if bool(exact):
+        above = e[x >= tau].sum()
+        assert above >= target and e[x > tau].sum() < target, (float(tau), float(above))
+    else:
+        assert float(tau) <= 2.0  # flagged: the bisection takes over
+    tau, exact = top_p_mod._finish(x, m, torch.tensor([100.0]), lo, hi, torch.zeros(1))
+    assert bool(exact) and float(tau) == 2.0  # crossing inside the tie group: the shortcut is exact

@@ -67,7 +67,7 @@ def _masses(x: torch.Tensor, e: torch.Tensor, probes: torch.Tensor) -> torch.Ten
     """``[B, J]``: the exact mass ``sum_{x_i >= probes[:, j]} e_i`` of each probe (one pass over
     the row under ``torch.compile``, where the J sums fuse)."""
     if x.device.type == "cpu" and not torch.compiler.is_compiling():
-        # eager CPU: ``where`` is not vectorised there; a 0/1 float mask times e is (~20x faster)
+        # eager CPU: ``where`` is not vectorised there; a 0/1 float mask times e is ~20x faster
         keep = torch.empty_like(x)
         return torch.stack([torch.ge(x, probes[:, j:j + 1], out=keep).mul_(e).sum(dim=-1)
                             for j in range(probes.shape[-1])], dim=-1)
@@ -126,6 +126,16 @@ def _search(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, 
     probes = torch.minimum(torch.maximum(guess.unsqueeze(-1) + span.unsqueeze(-1) * steps, lo.unsqueeze(-1)),
                            top.unsqueeze(-1))
     lo, mass_lo, hi, mass_hi = _narrow(probes, _masses(x, e, probes), target, lo, mass_lo, hi, mass_hi)
+    tau, exact = _finish(x, m, target, lo, hi, mass_hi)
+    return tau, exact, lo, hi
+
+
+def _finish(x: torch.Tensor, m: torch.Tensor, target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+            mass_hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tau from a bracket ``M(lo) >= target > M(hi) = mass_hi``: the running mass of the bracket's
+    ``BAND`` largest logits on top of ``mass_hi``. Returns (tau, exact); ``exact`` is False where the
+    bracket holds more than ``BAND`` tokens, more than one distinct value, and the crossing lies
+    below its ``BAND`` largest."""
     band = (x >= lo.unsqueeze(-1)) & (x < hi.unsqueeze(-1))
     n_band = band.sum(dim=-1)
     cand = largest_values(torch.where(band, x, float("-inf")), BAND)  # [B, k] descending
@@ -135,9 +145,10 @@ def _search(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, 
     last = (torch.minimum(n_band, torch.full_like(n_band, k)) - 1).clamp(min=0)  # lowest band token
     tau = cand.gather(1, torch.minimum(j, last).unsqueeze(-1)).squeeze(1)
     tau = torch.where(n_band > 0, tau, lo)
-    one_value = cand[:, 0] == cand.gather(1, last.unsqueeze(-1)).squeeze(1)
+    # a bracket holding one (tied) value: M(lo) >= target with nothing else in [lo, hi), so tau is it
+    one_value = cand[:, 0] == torch.where(band, x, float("inf")).amin(dim=-1)
     exact = (n_band <= k) | (j < k) | one_value  # j < k: tau is among the band's top k anyway
-    return tau, exact, lo, hi
+    return tau, exact
 
 
 def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: torch.Tensor,
