@@ -146,7 +146,7 @@ def _finish(x: torch.Tensor, m: torch.Tensor, target: torch.Tensor, lo: torch.Te
     tau = cand.gather(1, torch.minimum(j, last).unsqueeze(-1)).squeeze(1)
     tau = torch.where(n_band > 0, tau, lo)
     # a bracket holding one (tied) value: M(lo) >= target with nothing else in [lo, hi), so tau is it
-    one_value = cand[:, 0] == torch.where(band, x, float("inf")).amin(dim=-1)
+    one_value = (x == cand[:, :1]).sum(dim=-1) == n_band  # every band token equals the largest
     exact = (n_band <= k) | (j < k) | one_value  # j < k: tau is among the band's top k anyway
     return tau, exact
 
