@@ -3,8 +3,8 @@
 Selected with ``SAMPLE_SMART_BACKEND=compiled`` or ``sample_smart.processors.set_backend("compiled")``
 (see :mod:`~sample_smart.processors.paths`); :func:`~sample_smart.processors.pipeline.process_core`
 then calls :func:`run`. The program compiled is the default eager one (whole-batch tensor ops,
-no host reads); inductor fuses its passes over the logits into a few kernels (C++/OpenMP on CPU,
-Triton on CUDA).
+no host reads; top-p's skip of unneeded work is a ``torch.cond``); inductor fuses its passes over
+the logits into a few kernels (C++/OpenMP on CPU, Triton on CUDA).
 
 Compiled callables. Which ops run depends on the host flags of
 :class:`~sample_smart.processors.state.BatchState` (``any_*``, ``max_top_k``), the dtype, the

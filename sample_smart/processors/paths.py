@@ -2,9 +2,11 @@
 CPU fast path.
 
 Default, on every device: whole-batch tensor ops only. No Python loop over rows, no
-``.item()``/``.tolist()``, no branch on tensor values: the code path depends only on which
-knobs the batch's configs set, so it is the same program on CUDA, under
-``torch.compile(fullgraph=True)`` and on CPU.
+``.item()``/``.tolist()``: the code path depends only on which knobs the batch's configs set, so
+it is the same program on CUDA, under ``torch.compile(fullgraph=True)`` and on CPU. One exception,
+on CPU only: top-p reads one CPU flag ("does any row need the search?") to skip work no row needs
+(``torch.cond`` when compiled); a CPU tensor has no device to wait for, and on CUDA the work runs
+for every row instead (see :mod:`~sample_smart.processors.top_p`).
 
 Backend (``SAMPLE_SMART_BACKEND`` in the environment, or :func:`set_backend`):
 
@@ -20,10 +22,9 @@ Backend (``SAMPLE_SMART_BACKEND`` in the environment, or :func:`set_backend`):
 CPU fast path (opt-in, ``SAMPLE_SMART_CPU_FAST_PATH=1`` in the environment, or
 ``paths.CPU_FAST_PATH = True``; eager backend only): on CPU in eager mode, rows go through the
 chain in cache-sized blocks, the final write is row by row with ``aten.threshold`` (vectorised on
-CPU, unlike ``masked_fill``/``where``) and top-p's fallback search runs only for the rows that
-need it. These read small CPU tensors on the host, which on a CPU waits for nothing, and loop
-over row blocks in Python; they are measured in ``benchmarks/`` (2-4x faster at [256, 151936] on
-a 2-core CPU) and give the same kept sets (tests/test_processors_blocks.py).
+CPU, unlike ``masked_fill``/``where``). These read small CPU tensors on the host, which on a CPU
+waits for nothing, and loop over row blocks in Python; they give the same kept sets
+(tests/test_processors_blocks.py).
 """
 from __future__ import annotations
 
