@@ -102,7 +102,7 @@ def _sample_probes(x: torch.Tensor, m: torch.Tensor, s: torch.Tensor, target: to
 
 
 def _search(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor,
-            v_last: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            v_last: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Bracket and finish for every row (step 2 of the module doc).
 
     Returns (tau, exact, lo, hi): ``exact`` is False where the bracket ``[lo, hi)`` still held more
@@ -164,6 +164,12 @@ def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: tor
     return _from_key(klo, x.dtype)
 
 
+def _bisect_rows(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                 rows: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """``tau`` with the bisection's exact value in the ``rows`` (bool [B]) the search left inexact."""
+    return torch.where(rows, _bisect_keys(x, e, target, lo, hi), tau)
+
+
 def _run_if(flag: torch.Tensor, fn, operands: tuple, otherwise: torch.Tensor) -> torch.Tensor:
     """``fn(*operands)`` if any ``flag``, else ``otherwise``, without a device sync.
 
@@ -206,8 +212,7 @@ def top_p_tau(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor
         def search(x, m, e, s, p, v_last, need, tau, offsets, steps):
             found, exact, lo, hi = _search(x, m, e, s, p, v_last, offsets, steps)
             bad = need & ~exact
-            found = _run_if(bad, lambda x, e, t, lo, hi, bad, f: torch.where(bad, _bisect_keys(x, e, t, lo, hi), f),
-                            (x, e, p * s, lo, hi, bad, found), found)
+            found = _run_if(bad, _bisect_rows, (x, e, p * s, lo, hi, bad, found), found)
             return torch.where(need, found, tau)
 
         tau = _run_if(need, search, (x, m, e, s, p, v_last, need, tau, offsets, steps), tau)
