@@ -28,7 +28,15 @@ try:  # the adapter subclasses transformers' LogitsProcessor when it is availabl
 except ImportError as exc:  # pragma: no cover - import guard
     raise ImportError("sample_smart.integrations.transformers needs `pip install sample_smart[transformers]`") from exc
 
-__all__ = ["SampleSmartHFLogitsProcessor", "generate_kwargs"]
+def __getattr__(name: str):  # lazy re-export: the Trainer machinery loads only when asked for
+    if name == "DecisionTokenCallback":
+        from sample_smart.integrations.decision_callback import DecisionTokenCallback
+
+        return DecisionTokenCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DecisionTokenCallback", "SampleSmartHFLogitsProcessor", "generate_kwargs"]
 
 
 class SampleSmartHFLogitsProcessor(_HFLogitsProcessor):
