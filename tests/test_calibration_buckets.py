@@ -105,5 +105,5 @@ def test_read_pairs_jsonl_and_csv(tmp_path):
     with pytest.raises(ValueError, match="no \\(confidence, correct\\) pairs"):
         read_pairs(tmp_path / "empty.jsonl")
     (tmp_path / "trunc.jsonl").write_text('{"confidence": 0.9, "correct": true}\n{"confidence": 0.')
-    with pytest.raises(ValueError, match=r"trunc\.jsonl:2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"trunc\.jsonl:2: truncated last line"):
         read_pairs(tmp_path / "trunc.jsonl")

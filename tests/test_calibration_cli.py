@@ -71,30 +71,30 @@ def test_plots_are_written(work):
         head = target.read_bytes()[:8]
         assert head == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 20_000
     res = run("plot", "fit", d / "grid.json", "-o", d / "x.png", ok=False)
-    assert res.exit_code == 1 and "holds no fit" in res.output
+    assert res.exit_code == 2 and "holds no fit" in res.output
 
 
 def test_clear_errors(work, tmp_path):
     d, _, _ = work
     (tmp_path / "empty.jsonl").write_text("")
     res = run("grid", tmp_path / "empty.jsonl", "-o", tmp_path / "g.json", ok=False)
-    assert res.exit_code == 1 and "no teacher-forced positions" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "no teacher-forced positions" in res.output and "Traceback" not in res.output
     (tmp_path / "bad.jsonl").write_text('{"schema": "sample_smart.teacher_forced/1"\n')
     res = run("grid", tmp_path / "bad.jsonl", "-o", tmp_path / "g.json", ok=False)
-    assert res.exit_code == 1 and "bad.jsonl:1" in res.output
+    assert res.exit_code == 2 and "bad.jsonl:1" in res.output
     res = run("grid", d / "t1.jsonl", "-o", tmp_path / "g.json", "--max-rank", 50, ok=False)
-    assert res.exit_code == 1 and "max_rank" in res.output
+    assert res.exit_code == 2 and "max_rank" in res.output
     res = run("fit", d / "pairs.jsonl", "-o", tmp_path / "c.json", ok=False)
-    assert res.exit_code == 1 and "not valid JSON" in res.output
+    assert res.exit_code == 2 and "not valid JSON" in res.output
     res = run("fit", d / "grid.json", "-o", tmp_path / "c.json", "--base", "2", ok=False)
     assert res.exit_code == 2 and "--base" in res.output
     res = run("fit", d / "grid.json", "-o", tmp_path / "c.json", "--topk-threshold", 1.5, ok=False)
     assert res.exit_code == 2 and "must be in (0, 1]" in res.output
     res = run("buckets", tmp_path / "empty.jsonl", ok=False)
-    assert res.exit_code == 1 and "no (confidence, correct) pairs" in res.output
+    assert res.exit_code == 2 and "no (confidence, correct) pairs" in res.output
     (tmp_path / "p.jsonl").write_text('{"confidence": 0.5, "correct": true}\n{"confidence": 2, "correct": true}\n')
     res = run("buckets", tmp_path / "p.jsonl", ok=False)
-    assert res.exit_code == 1 and "p.jsonl:2" in res.output
+    assert res.exit_code == 2 and "p.jsonl:2" in res.output
     assert not (tmp_path / "p.json").exists()
     res = run("buckets", tmp_path / "missing.jsonl", ok=False)
-    assert res.exit_code == 1 and "no such file" in res.output
+    assert res.exit_code == 2 and "no such file" in res.output

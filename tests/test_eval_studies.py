@@ -65,5 +65,5 @@ def test_bin_curves_from_metrics_files(tmp_path):
     plain = tmp_path / "plain_metrics.json"
     plain.write_text(json.dumps({"decoder": {"min_p": 0.1}, "metrics": {"maj_at_k": {"1": 0.1}}}))
     result = CliRunner().invoke(main, ["analyze", "bins", str(plain)])
-    assert result.exit_code == 1 and "--confidence-bin-only" in result.output
+    assert result.exit_code == 2 and "--confidence-bin-only" in result.output
     assert not math.isnan(study["curves"][0]["accuracy"])

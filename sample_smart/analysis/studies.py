@@ -21,14 +21,14 @@ dict; :mod:`sample_smart.analysis.plots` draws it.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sample_smart.analysis.metrics import majority_answer
+from sample_smart.io_checks import InputFileError, bad_field, is_finite_number, is_int, iter_json_lines, json_bool, read_json_file
 
 __all__ = [
     "LOW_CONF_EDGES",
@@ -36,6 +36,7 @@ __all__ = [
     "bin_curves_study",
     "confidence_vote_study",
     "join_traces",
+    "load_metrics",
     "load_samples",
     "low_confidence_study",
     "mean_rank_study",
@@ -46,20 +47,92 @@ LOW_CONF_EDGES = (0, 1, 2, 3, 5, 9, 17, math.inf)
 MEAN_RANK_EDGES = (1.0, 1.05, 1.1, 1.2, 1.5, 2.0, 3.0, math.inf)
 
 
-def load_samples(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a samples JSONL file (ValueError naming path:line on a bad line)."""
+# Fields of a samples line (written by ``sample-smart eval``) that the studies read:
+# name -> (check, what it must be). ``correct`` must be a real JSON boolean (or 0/1): the
+# string "false" is a bad line, not a correct answer.
+SAMPLE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "correct": (lambda v: json_bool(v) is not None, "a JSON boolean (true/false) or 0/1"),
+    "trace_id": (lambda v: isinstance(v, str), "a string (run sample-smart eval with --write-traces)"),
+    "task": (lambda v: isinstance(v, str), "a string"),
+    "doc_id": (lambda v: isinstance(v, (str, int)) and not isinstance(v, bool), "an int or a string"),
+    "repeat": (lambda v: is_int(v) and v >= 0, "an int >= 0"),
+    "answer": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "gold": (lambda v: v is None or isinstance(v, str), "a string or null"),
+}
+TRACE_JOIN_FIELDS = ("correct", "trace_id")
+VOTE_FIELDS = ("correct", "trace_id", "task", "doc_id", "repeat", "answer", "gold")
+
+
+def load_samples(path: str | Path, require: Sequence[str] = TRACE_JOIN_FIELDS) -> list[dict[str, Any]]:
+    """The rows of a samples JSONL file, each checked to hold the ``require`` fields with the
+    types of ``SAMPLE_FIELDS`` (``correct`` becomes a bool); a bad line raises
+    ``InputFileError`` (a ValueError) ``path:line: what``."""
     rows = []
-    with open(path) as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from None
+    for i, row in iter_json_lines(path):
+        if not isinstance(row, dict):
+            raise InputFileError(path, i, f"expected a JSON object, got {type(row).__name__}")
+        for key in require:
+            check, allowed = SAMPLE_FIELDS[key]
+            if key not in row:
+                raise InputFileError(path, i, f"missing field {key!r} (fields present: {sorted(row)[:12]})")
+            if not check(row[key]):
+                raise bad_field(path, key, row[key], allowed, line=i)
+        if "correct" in row:
+            row["correct"] = json_bool(row["correct"])
+        rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no samples")
+        raise InputFileError(path, None, "no samples")
     return rows
+
+
+def _probability(v: Any) -> bool:
+    return is_finite_number(v) and 0.0 <= v <= 1.0
+
+
+def _curve(v: Any) -> bool:
+    """``{"1": x, "2": y, ...}``: keys positive ints as strings, values probabilities."""
+    return (isinstance(v, dict) and len(v) > 0 and all(isinstance(k, str) and k.isdigit() and int(k) >= 1
+                                                        for k in v) and all(_probability(x) for x in v.values()))
+
+
+# Fields of an eval ``*_metrics.json`` (``sample-smart eval``) that analyze reads.
+METRICS_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "label": (lambda v: isinstance(v, str), "a string"),
+    "wall_time_s": (is_finite_number, "a number (seconds)"),
+    "decoder": (lambda v: isinstance(v, dict), "an object"),
+    "metrics.repeats": (lambda v: is_int(v) and v >= 1, "an int >= 1"),
+    "metrics.accuracy": (_probability, "a number in [0, 1]"),
+    "metrics.maj_at_k": (_curve, 'an object {"k": accuracy in [0, 1]} with keys k >= 1'),
+    "metrics.pass_at_k": (_curve, 'an object {"k": probability in [0, 1]} with keys k >= 1'),
+    "metrics.mean_distinct_answers": (lambda v: is_finite_number(v) and v >= 0, "a number >= 0"),
+    "metrics.invalid_rate": (_probability, "a number in [0, 1]"),
+}
+TABLE_FIELDS = tuple(k for k in METRICS_FIELDS if k != "decoder")
+BIN_CURVE_FIELDS = ("metrics.maj_at_k", "metrics.accuracy")
+
+
+def load_metrics(path: str | Path, require: Sequence[str] = tuple(METRICS_FIELDS)) -> dict[str, Any]:
+    """An eval metrics JSON file, checked to hold the ``require`` fields (dotted paths) with the
+    types of ``METRICS_FIELDS``; ``InputFileError`` (a ValueError) naming the file and field."""
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise InputFileError(path, None, f"expected a JSON object (a sample-smart eval *_metrics.json), "
+                                         f"got {type(data).__name__}")
+    return check_metrics(data, path, require)
+
+
+def check_metrics(data: dict[str, Any], path: str | Path, require: Sequence[str]) -> dict[str, Any]:
+    """``data`` after checking its ``require`` fields against ``METRICS_FIELDS`` (see ``load_metrics``)."""
+    for name in require:
+        value: Any = data
+        for part in name.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise InputFileError(path, None, f"missing field {name!r} (not a sample-smart eval *_metrics.json?)")
+            value = value[part]
+        check, allowed = METRICS_FIELDS[name]
+        if not check(value):
+            raise bad_field(path, name, value, allowed)
+    return data
 
 
 def traces_path_for(samples_path: str | Path) -> Path:
@@ -192,13 +265,17 @@ def bin_curves_study(metrics_files: Sequence[str | Path]) -> dict[str, Any]:
     """maj@k versus k for runs each restricted to one confidence bin (from their metrics JSON)."""
     curves = []
     for path in metrics_files:
-        data = json.loads(Path(path).read_text())
-        b = data.get("decoder", {}).get("confidence_bin_only")
+        data = load_metrics(path, ("decoder",))
+        b = data["decoder"].get("confidence_bin_only")
         if b is None:
             raise ValueError(f"{path}: the run was not restricted to a confidence bin (--confidence-bin-only)")
+        if not (is_int(b) and 1 <= b <= 10):
+            raise bad_field(path, "decoder.confidence_bin_only", b, "an int in 1..10 (1 = p_max in [0, 0.1))")
+        check_metrics(data, path, BIN_CURVE_FIELDS)
         maj = data["metrics"]["maj_at_k"]
-        curves.append({"bin": int(b), "p_max_range": [(b - 1) / 10, b / 10], "file": str(path),
-                       "k": [int(k) for k in maj], "maj_at_k": [maj[k] for k in maj],
+        ks = sorted(maj, key=int)
+        curves.append({"bin": b, "p_max_range": [(b - 1) / 10, b / 10], "file": str(path),
+                       "k": [int(k) for k in ks], "maj_at_k": [maj[k] for k in ks],
                        "accuracy": data["metrics"]["accuracy"]})
     if not curves:
         raise ValueError("no metrics files given")

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sample_smart.io_checks import DEFAULT_MAX_BYTES, read_json_file
+
 
 def _clean(obj: Any) -> Any:
     """NaN/inf are not JSON: store them as null."""
@@ -37,18 +39,8 @@ def write_json(path: str | Path, data: Any) -> Path:
     return path
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file; ValueError naming the file for a missing, empty or malformed file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, expected a JSON file") from None
-    if not text.strip():
-        raise ValueError(f"{path}: file is empty")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+def read_json(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Read a JSON file (``sample_smart.io_checks.read_json_file``: a regular file of at most
+    ``max_bytes``, UTF-8 with an optional BOM); ValueError naming the file (and line) for a
+    missing, empty, oversized, non-UTF-8 or malformed file."""
+    return read_json_file(path, max_bytes)

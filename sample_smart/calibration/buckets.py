@@ -28,12 +28,16 @@ and the adaptive (equal-mass) ECE: the positions sorted by confidence are split 
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sample_smart.io_checks import BOM, InputFileError, iter_json_lines, non_utf8_error, open_regular
 
 N_BUCKETS = 100
 
@@ -184,53 +188,59 @@ def _parse_correct(value: Any, where: str) -> bool:
 def _parse_confidence(value: Any, where: str) -> float:
     try:
         conf = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{where}: 'confidence' must be a number in [0, 1], got {value!r}") from None
     if isinstance(value, bool) or not (0.0 <= conf <= 1.0):
         raise ValueError(f"{where}: 'confidence' must be a number in [0, 1], got {value!r}")
     return conf
 
 
-def read_pairs(path: str | Path, fmt: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Read (confidence, correct) from JSONL or CSV (``fmt`` "jsonl", "csv" or "auto" by suffix/content)."""
-    import orjson
+def _sniff(path: Path) -> str:
+    """"jsonl" when the first non-blank byte of the file is ``{``, else "csv"."""
+    fd, _ = open_regular(path)
+    with os.fdopen(fd, "rb") as fh:
+        head = fh.read(4096)
+    return "jsonl" if head.removeprefix(BOM).lstrip().startswith(b"{") else "csv"
 
+
+def read_pairs(path: str | Path, fmt: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Read (confidence, correct) from JSONL or CSV (``fmt`` "jsonl", "csv" or "auto" by suffix/content).
+
+    Streamed with the shared readers of ``sample_smart.io_checks`` (regular files, UTF-8
+    with an optional BOM, lines end at ``\\n``; in CSV, quoted fields may hold newlines);
+    a bad line raises ValueError ``path:line: what``."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except (FileNotFoundError, IsADirectoryError):
-        raise ValueError(f"{path}: no such file") from None
+    if fmt not in ("auto", "jsonl", "csv"):
+        raise ValueError(f"pairs format must be 'jsonl', 'csv' or 'auto', got {fmt!r}")
     if fmt == "auto":
         suffix = path.suffix.lower()
-        fmt = "csv" if suffix == ".csv" else "jsonl" if suffix in (".jsonl", ".json", ".ndjson") else (
-            "jsonl" if text.lstrip().startswith("{") else "csv")
-    if fmt not in ("jsonl", "csv"):
-        raise ValueError(f"pairs format must be 'jsonl', 'csv' or 'auto', got {fmt!r}")
+        fmt = "csv" if suffix == ".csv" else "jsonl" if suffix in (".jsonl", ".json", ".ndjson") else _sniff(path)
     conf: list[float] = []
     corr: list[bool] = []
     if fmt == "jsonl":
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
+        for lineno, obj in iter_json_lines(path):
             where = f"{path}:{lineno}"
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not valid JSON ({exc})") from None
             if not isinstance(obj, dict) or "confidence" not in obj or "correct" not in obj:
                 raise ValueError(f"{where}: expected an object with 'confidence' and 'correct'")
             conf.append(_parse_confidence(obj["confidence"], where))
             corr.append(_parse_correct(obj["correct"], where))
     else:
-        reader = csv.DictReader(text.splitlines())
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-        if "confidence" not in fields or "correct" not in fields:
-            raise ValueError(f"{path}: CSV needs a header with columns 'confidence' and 'correct', got {fields}")
-        reader.fieldnames = fields
-        for lineno, row in enumerate(reader, 2):
-            where = f"{path}:{lineno}"
-            conf.append(_parse_confidence(row["confidence"], where))
-            corr.append(_parse_correct(row["correct"], where))
+        fd, _ = open_regular(path)
+        with io.TextIOWrapper(os.fdopen(fd, "rb"), encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            try:
+                fields = [f.strip() for f in (reader.fieldnames or [])]
+                if "confidence" not in fields or "correct" not in fields:
+                    raise ValueError(f"{path}: CSV needs a header with columns 'confidence' and 'correct', got {fields}")
+                reader.fieldnames = fields
+                for row in reader:
+                    where = f"{path}:{reader.line_num}"
+                    conf.append(_parse_confidence(row["confidence"], where))
+                    corr.append(_parse_correct(row["correct"], where))
+            except UnicodeDecodeError:
+                raise non_utf8_error(path) from None
+            except csv.Error as exc:
+                raise InputFileError(path, reader.line_num, f"bad CSV ({exc})") from None
     if not conf:
         raise ValueError(f"{path}: no (confidence, correct) pairs in the file")
     return np.asarray(conf, dtype=np.float64), np.asarray(corr, dtype=bool)

@@ -32,6 +32,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from sample_smart.io_checks import bad_field, distinct_inputs, is_int, is_number
+
 from ._io import read_json, write_json
 
 N_BINS = 10
@@ -258,26 +260,25 @@ class CalibrationGrid:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "grid") -> "CalibrationGrid":
+        """A grid from its ``to_dict`` form; ValueError naming ``where`` and the field for any
+        field of the wrong type or shape (counts must be JSON ints, sums finite numbers)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
         if data.get("schema") != GRID_SCHEMA:
             raise ValueError(f"{where}: schema must be {GRID_SCHEMA!r}, got {data.get('schema')!r}")
-        edges = data.get("bins", {}).get("edges")
-        if edges is not None and [round(float(e), 6) for e in edges] != BIN_EDGES:
-            raise ValueError(f"{where}: bin edges {edges} differ from the decoders' {BIN_EDGES}")
+        check_bins(data.get("bins"), where)
         missing = [k for k in ("max_rank", "counts", "hits", "beyond", "prob_sums", "p_max_sums") if k not in data]
         if missing:
             raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+        R = data["max_rank"]
+        if not is_int(R) or R < 1:
+            raise bad_field(where, "max_rank", R, "an int >= 1")
+        shapes = {"counts": (N_BINS,), "hits": (N_BINS, R), "beyond": (N_BINS,), "prob_sums": (N_BINS, R),
+                  "p_max_sums": (N_BINS,)}
+        arrays = {name: _json_array(data[name], shape, name in ("counts", "hits", "beyond"), where, name)
+                  for name, shape in shapes.items()}
         try:
-            grid = cls(
-                max_rank=data["max_rank"],
-                counts=data["counts"],
-                hits=data["hits"],
-                beyond=data["beyond"],
-                prob_sums=data["prob_sums"],
-                p_max_sums=data["p_max_sums"],
-                source=dict(data.get("source") or {}),
-            )
+            grid = cls(max_rank=R, source=_check_source(data.get("source"), where), **arrays)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from exc
         if not np.array_equal(grid.hits.sum(axis=1) + grid.beyond, grid.counts):
@@ -292,6 +293,58 @@ class CalibrationGrid:
         return cls.from_dict(read_json(path), where=str(path))
 
 
+def check_bins(bins: Any, where: str) -> None:
+    """A stored ``bins`` field: absent/null, or an object whose ``edges`` (if any) are the decoders'."""
+    if bins is None:
+        return
+    if not isinstance(bins, Mapping):
+        raise bad_field(where, "bins", bins, f"an object with 'edges' {BIN_EDGES}")
+    edges = bins.get("edges")
+    if edges is None:
+        return
+    if not (isinstance(edges, list) and all(is_number(e) for e in edges)):
+        raise bad_field(where, "bins.edges", edges, f"a list of numbers {BIN_EDGES}")
+    if [round(float(e), 6) for e in edges] != BIN_EDGES:
+        raise ValueError(f"{where}: bin edges {edges} differ from the decoders' {BIN_EDGES}")
+
+
+def _json_array(value: Any, shape: tuple[int, ...], integer: bool, where: str, name: str) -> np.ndarray:
+    """A nested JSON list of the given shape: ints >= 0 (``integer``) or finite numbers >= 0."""
+    allowed = f"a {'x'.join(map(str, shape))} nested list of " + ("ints >= 0" if integer else "finite numbers >= 0")
+    try:
+        obj = np.asarray(value, dtype=object)
+    except (TypeError, ValueError):
+        raise bad_field(where, name, value, allowed) from None
+    if obj.shape != shape:
+        raise bad_field(where, name, value, allowed)
+    ok = is_int if integer else is_number
+    if not all(ok(x) for x in obj.flat):
+        raise bad_field(where, name, value, allowed)
+    try:
+        arr = np.asarray(obj.tolist(), dtype=np.int64 if integer else np.float64)
+    except (OverflowError, ValueError):
+        raise bad_field(where, name, value, allowed) from None
+    if not (np.all(np.isfinite(arr)) and np.all(arr >= 0)):
+        raise bad_field(where, name, value, allowed)
+    return arr
+
+
+def _check_source(source: Any, where: str) -> dict:
+    """The ``source`` object: ``n_records`` an int >= 0, ``traces``/``models``/``backends`` lists of strings."""
+    if source is None:
+        return {}
+    if not isinstance(source, Mapping):
+        raise bad_field(where, "source", source, "an object")
+    n = source.get("n_records", 0)
+    if not is_int(n) or n < 0:
+        raise bad_field(where, "source.n_records", n, "an int >= 0")
+    for key in ("traces", "models", "backends"):
+        value = source.get(key, [])
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise bad_field(where, f"source.{key}", value, "a list of strings")
+    return dict(source)
+
+
 def grid_from_traces(
     paths: Iterable[str | Path], max_rank: int = DEFAULT_MAX_RANK, on_error: str = "raise"
 ) -> CalibrationGrid:
@@ -299,19 +352,38 @@ def grid_from_traces(
 
     Records are read one at a time with ``sample_smart.traces.iter_teacher_forced``; a
     corrupt line raises (``on_error="raise"``) or is skipped with a warning (``"skip"``).
+
+    Every position must count once, so the same file given twice (also through a symlink
+    or a hard link) and the same example scored twice (a record with the same ``id``,
+    ``model`` and gold tokens ``gold_id`` as an earlier one, in the same or another file,
+    e.g. a copied trace file) are refused with a ValueError naming the ids and where they
+    were first seen. Records that share only an id (two data files numbered 0, 1, ...) or
+    one example scored by two models are different measurements and all count.
     """
     from sample_smart.traces.reader import iter_teacher_forced
 
+    paths = [Path(p) for p in paths]
+    distinct_inputs(paths)
     grid = CalibrationGrid(max_rank=max_rank)
+    first_seen: dict[tuple[str, str, int], str] = {}
+    duplicates: list[str] = []
     for path in paths:
-        path = Path(path)
         before = grid.n_tokens
         for record in iter_teacher_forced(path, on_error=on_error):
+            key = (str(record.get("model")), str(record.get("id")), hash(tuple(record["gold_id"])))
+            if key in first_seen:
+                duplicates.append(f"{key[1]!r} (model {key[0]!r}) in {path}, first in {first_seen[key]}")
+                continue
+            first_seen[key] = str(path)
             try:
                 grid.update_record(record)
             except ValueError as exc:
                 raise ValueError(f"{path}: record {record.get('id', '?')!r}: {exc}") from exc
         grid.source["traces"].append(str(path))
-        if grid.n_tokens == before:
+        if grid.n_tokens == before and not duplicates:
             raise ValueError(f"{path}: no teacher-forced positions found (empty trace file?)")
+    if duplicates:
+        shown = "; ".join(duplicates[:5]) + (f"; and {len(duplicates) - 5} more" if len(duplicates) > 5 else "")
+        raise ValueError(f"{len(duplicates)} record(s) repeat an example already read (same id, model and gold "
+                         f"tokens), whose tokens would count twice: {shown}. Remove the duplicates")
     return grid

@@ -24,6 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sample_smart.io_checks import bad_field, is_finite_number, is_int
+
 FIT_SCHEMA = "sample_smart.powerlaw_fit/1"
 BASES = ("e", 10)
 
@@ -121,22 +123,42 @@ class PowerLawFit:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "fit") -> "PowerLawFit":
+        """A fit from its ``to_dict`` form; ValueError naming ``where`` and the field for a
+        field of the wrong type (numbers must be JSON numbers, ``weighted`` a JSON boolean)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"{where}: expected a JSON object for the fit")
         missing = [k for k in ("A", "B", "base") if data.get(k) is None]
         if missing:
             raise ValueError(f"{where}: fit lacks field(s) {', '.join(missing)} (every fit must name its log base)")
+        for key in ("A", "B"):
+            if not is_finite_number(data[key]):
+                raise bad_field(where, key, data[key], "a finite number")
+        for key in ("r2", "ci_level"):
+            if data.get(key) is not None and not is_finite_number(data[key]):
+                raise bad_field(where, key, data[key], "a finite number or null")
+        for key in ("n_cells", "n_boot", "seed"):
+            if data.get(key) is not None and not is_int(data[key]):
+                raise bad_field(where, key, data[key], "an int or null")
+        if data.get("weighted") is not None and not isinstance(data["weighted"], bool):
+            raise bad_field(where, "weighted", data["weighted"], "a JSON boolean")
+        for key in ("A_ci", "B_ci"):
+            ci = data.get(key)
+            if ci is not None and not (isinstance(ci, list) and len(ci) == 2
+                                       and all(v is None or is_finite_number(v) for v in ci)):
+                raise bad_field(where, key, ci, "a list of two numbers (or nulls)")
+        if data.get("excluded") is not None and not isinstance(data["excluded"], list):
+            raise bad_field(where, "excluded", data["excluded"], "a list")
         nan2 = (float("nan"), float("nan"))
         try:
             return cls(
                 A=float(data["A"]), B=float(data["B"]), base=data["base"],
-                r2=_num(data.get("r2")), n_cells=int(data.get("n_cells", 0)), weighted=bool(data.get("weighted")),
+                r2=_num(data.get("r2")), n_cells=int(data.get("n_cells") or 0), weighted=bool(data.get("weighted")),
                 A_ci=tuple(_num(v) for v in data.get("A_ci") or nan2),
                 B_ci=tuple(_num(v) for v in data.get("B_ci") or nan2),
-                ci_level=float(data.get("ci_level", 0.95)), n_boot=int(data.get("n_boot", 0)),
+                ci_level=float(data.get("ci_level") or 0.95), n_boot=int(data.get("n_boot") or 0),
                 seed=data.get("seed"), excluded=list(data.get("excluded") or []),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"{where}: bad fit ({exc})") from exc
 
 
@@ -145,7 +167,8 @@ def _num(v: Any) -> float:
 
 
 def _check_threshold(c_min: float) -> None:
-    if not (isinstance(c_min, (int, float, np.floating)) and 0.0 < float(c_min) <= 1.0):
+    if not (isinstance(c_min, (int, float, np.floating)) and not isinstance(c_min, bool)
+            and 0.0 < float(c_min) <= 1.0):
         raise ValueError(f"threshold c_min must be in (0, 1], got {c_min!r}")
 
 

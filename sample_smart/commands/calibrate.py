@@ -7,29 +7,19 @@
 
 A calibration file from ``fit`` is what ``DecodeConfig.from_calibration(path, mode=...)``
 loads. Every error (empty or malformed input, bad option) is reported as one line naming
-the file, the line or the field, with exit status 1 (2 for a bad command line).
+the file, the line or the field (``path:line: what``), with exit status 2 and no
+traceback. No command writes over one of its inputs (``-o`` equal to an input, also
+through a symlink or a hard link, is refused before anything is written); ``grid`` refuses
+a trace file given twice and a record id seen twice for the same model.
 """
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
-
-def _errors_as_click(fn: Callable) -> Callable:
-    """Report ValueError/OSError as a one-line click error (exit 1) instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, OSError) as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
+from sample_smart.io_checks import cli_errors, refuse_overwrite
 
 
 def _threshold(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -55,11 +45,12 @@ def calibrate() -> None:
               help="Ranks 1..R in the grid (at most the traces' top_k).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="A corrupt trace line stops the run (raise) or is skipped with a warning.")
-@_errors_as_click
+@cli_errors
 def grid_cmd(traces: tuple[Path, ...], output: Path, max_rank: int, on_error: str) -> None:
     """Build the rank-wise correctness grid from teacher-forced trace files (JSONL)."""
     from sample_smart.calibration import grid_from_traces
 
+    refuse_overwrite(output, traces)
     grid = grid_from_traces(traces, max_rank=max_rank, on_error=on_error)
     grid.save(output)
     acc = ", ".join(_fmt(a) for a in grid.accuracy[::-1])
@@ -88,7 +79,7 @@ def grid_cmd(traces: tuple[Path, ...], output: Path, max_rank: int, on_error: st
               help="Default c_min of Calibrated-epsilon stored in the file (none: give one when loading).")
 @click.option("--min-samples", default=50, show_default=True, type=click.IntRange(min=0),
               help="Bins with fewer positions get K = 1 (greedy) in Calibrated-TopK.")
-@_errors_as_click
+@cli_errors
 def fit_cmd(grid_path: Path, output: Path, base: str, weighted: bool, n_boot: int, ci: float, seed: int,
             min_count: int, topk_threshold: float, epsilon_threshold: float | None, min_samples: int) -> None:
     """Fit the power law on a grid and write a calibration file."""
@@ -100,6 +91,7 @@ def fit_cmd(grid_path: Path, output: Path, base: str, weighted: bool, n_boot: in
         save_calibration,
     )
 
+    refuse_overwrite(output, [grid_path])
     grid = CalibrationGrid.load(grid_path)
     if grid.n_tokens == 0:
         raise ValueError(f"{grid_path}: the grid holds no tokens")
@@ -129,16 +121,15 @@ def fit_cmd(grid_path: Path, output: Path, base: str, weighted: bool, n_boot: in
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto", show_default=True)
 @click.option("--adaptive-bins", default=15, show_default=True, type=click.IntRange(min=1),
               help="Equal-mass bins of the adaptive ECE.")
-@_errors_as_click
+@cli_errors
 def buckets_cmd(pairs: Path, output: Path | None, fmt: str, adaptive_bins: int) -> None:
     """100-bucket confidence calibration of (confidence, correct) pairs (JSONL or CSV)."""
     from sample_smart.calibration import BucketCalibrator, read_pairs
     from sample_smart.calibration._io import write_json
 
-    conf, correct = read_pairs(pairs, fmt)
     output = output or pairs.with_suffix(".json")
-    if output.resolve() == pairs.resolve():
-        raise ValueError(f"{pairs}: the output would overwrite the input; pass -o")
+    refuse_overwrite(output, [pairs])
+    conf, correct = read_pairs(pairs, fmt)
     cal = BucketCalibrator(adaptive_bins=adaptive_bins).fit(conf, correct)
     write_json(output, [float(v) for v in cal.filled_])
     s = cal.summary()
@@ -163,12 +154,13 @@ _OUT = click.option("-o", "--output", required=True, type=click.Path(dir_okay=Fa
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @_OUT
 @click.option("--max-rank", default=10, show_default=True, type=click.IntRange(min=1), help="Ranks shown.")
-@_errors_as_click
+@cli_errors
 def plot_grid(path: Path, output: Path, max_rank: int) -> None:
     """Heatmap of c(m, r) from a grid or calibration file."""
     from sample_smart.calibration import load_calibration
     from sample_smart.plots import plot_grid_heatmap
 
+    refuse_overwrite(output, [path])
     grid, _, _ = load_calibration(path)
     click.echo(str(plot_grid_heatmap(grid, output, max_rank=max_rank)))
 
@@ -176,12 +168,13 @@ def plot_grid(path: Path, output: Path, max_rank: int) -> None:
 @plot.command("fit")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @_OUT
-@_errors_as_click
+@cli_errors
 def plot_fit(path: Path, output: Path) -> None:
     """The power-law fit of a calibration file with the grid cells."""
     from sample_smart.calibration import load_calibration
     from sample_smart.plots import plot_powerlaw_fit
 
+    refuse_overwrite(output, [path])
     grid, fit, _ = load_calibration(path)
     if fit is None:
         raise ValueError(f"{path}: holds no fit; run `sample-smart calibrate fit` first")
@@ -192,11 +185,18 @@ def plot_fit(path: Path, output: Path) -> None:
 @click.argument("pairs", type=click.Path(dir_okay=False, path_type=Path))
 @_OUT
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto", show_default=True)
-@_errors_as_click
+@cli_errors
 def plot_reliability_cmd(pairs: Path, output: Path, fmt: str) -> None:
     """Reliability diagram (100 buckets) with the count histogram, from (confidence, correct) pairs."""
     from sample_smart.calibration import BucketCalibrator, read_pairs
     from sample_smart.plots import plot_reliability
 
+    refuse_overwrite(output, [pairs])
     cal = BucketCalibrator().fit(*read_pairs(pairs, fmt))
     click.echo(str(plot_reliability(cal, output)))
+
+
+from sample_smart.commands.critic import critic_cmd, critic_merge_cmd  # noqa: E402  (light: heavy imports inside)
+
+calibrate.add_command(critic_cmd)
+calibrate.add_command(critic_merge_cmd)

@@ -9,7 +9,8 @@
 
 Both stream to the output file (one line per record, flushed per record), show a progress
 bar, accept ``--limit`` and resume: records already in the output (keyed by example id)
-are skipped on a rerun.
+are skipped on a rerun. An output that is the data file (also through a symlink or hard
+link) is refused; a bad data line is reported as ``path:line: what`` with exit status 2.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import json
 from pathlib import Path
 
 import click
+
+from sample_smart.io_checks import cli_errors, refuse_overwrite
 
 
 def _model_path(model: str | None) -> str:
@@ -31,7 +34,12 @@ def _model_path(model: str | None) -> str:
 
 
 def _count_lines(path: str) -> int:
-    with open(path, "rb") as f:
+    import os
+
+    from sample_smart.io_checks import open_regular
+
+    fd, _ = open_regular(path)  # a FIFO or device is refused, not read forever
+    with os.fdopen(fd, "rb") as f:
         return sum(1 for line in f if line.strip())
 
 
@@ -77,6 +85,7 @@ def trace() -> None:
 @click.option("--device", default=None, help="transformers backend: torch device (cpu, cuda, cuda:1, mps).")
 @click.option("--reference-out", type=click.Path(dir_okay=False), default=None,
               help='Also write the reference {"gt","top_ids","top_probs"} lines (one per target token) here.')
+@cli_errors
 def teacher_force(data, output, model, top_k, progress, resume, limit, chat_template, id_field, prompt_field,
                   target_field, backend, batch_size, device, reference_out) -> None:
     """Teacher-force (prompt, target) pairs: gold rank, logprob, p_max, entropy, top-k per target token.
@@ -89,6 +98,9 @@ def teacher_force(data, output, model, top_k, progress, resume, limit, chat_temp
     from sample_smart.traces.reference import ReferenceTeacherForcedWriter
     from sample_smart.traces.teacher_forcing import run_teacher_forcing
 
+    refuse_overwrite(output, [data])
+    if reference_out:
+        refuse_overwrite(reference_out, [data, output], option="--reference-out")
     model = _model_path(model)
     if backend == "transformers":
         from sample_smart.traces.transformers_backend import TransformersTeacherForcer
@@ -109,8 +121,6 @@ def teacher_force(data, output, model, top_k, progress, resume, limit, chat_temp
             examples, scorer, output, chat_template=chat_template, limit=limit, resume=resume, chunk_size=chunk,
             progress=progress, total=_count_lines(data), on_record=ref.write if ref else None,
         )
-    except (ValueError, FileExistsError) as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         if ref:
             ref.close()
@@ -141,6 +151,7 @@ def teacher_force(data, output, model, top_k, progress, resume, limit, chat_temp
               help="all_sampled_ranks: ranks of sampled tokens with raw probability below this.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Prompts per engine call (and per flush of records).")
+@cli_errors
 def generate(data, output, model, top_k, progress, resume, limit, chat_template, id_field, prompt_field,
              target_field, max_tokens, n, seed, temperature, settings, config_json, stop_strings, stop_regex,
              trace_after_stop, logprobs_mode, reference_dir, low_conf_threshold, sampled_threshold, batch_size) -> None:
@@ -173,14 +184,11 @@ def generate(data, output, model, top_k, progress, resume, limit, chat_template,
 
     from sample_smart.traces.generation_run import run_generation_traces
 
-    try:
-        counts = run_generation_traces(
-            data, output, model=_model_path(model), config=config, top_k=top_k, n=n, max_tokens=max_tokens,
-            seed=seed, temperature=temperature, stop=stop, logprobs_mode=logprobs_mode, chat_template=chat_template,
-            id_field=id_field, prompt_field=prompt_field, limit=limit, resume=resume, progress=progress,
-            batch_size=batch_size, reference_dir=reference_dir, low_conf_threshold=low_conf_threshold,
-            sampled_threshold=sampled_threshold,
-        )
-    except (ValueError, FileExistsError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    counts = run_generation_traces(
+        data, output, model=_model_path(model), config=config, top_k=top_k, n=n, max_tokens=max_tokens,
+        seed=seed, temperature=temperature, stop=stop, logprobs_mode=logprobs_mode, chat_template=chat_template,
+        id_field=id_field, prompt_field=prompt_field, limit=limit, resume=resume, progress=progress,
+        batch_size=batch_size, reference_dir=reference_dir, low_conf_threshold=low_conf_threshold,
+        sampled_threshold=sampled_threshold,
+    )
     click.echo(json.dumps({"output": str(Path(output)), **counts}))

@@ -15,18 +15,21 @@ from typing import Any
 
 from .examples import load_examples, render_prompt
 from .generation import GenerationPrompt, trace_generations
-from .reader import read_jsonl
+from sample_smart.io_checks import refuse_overwrite
+
+from .reader import read_records
+from .schemas import GENERATION
 from .reference import ReferenceRankWriters
 from .stop import TraceStop
 from .writer import TraceWriter
 
 
 def _sequences_written(path: str | os.PathLike) -> Counter:
+    """Complete, schema-valid generation records per prompt id; other lines are warned about."""
     done: Counter = Counter()
     if os.path.exists(path):
-        for _, rec in read_jsonl(path, on_error="skip"):
-            if isinstance(rec, dict) and "prompt_id" in rec:
-                done[str(rec["prompt_id"])] += 1
+        for rec in read_records(path, "skip", schema=GENERATION, validate=True):
+            done[str(rec["prompt_id"])] += 1
     return done
 
 
@@ -66,6 +69,7 @@ def run_generation_traces(
 
     if batch_size < 1 or n < 1 or max_tokens < 1:
         raise ValueError(f"batch_size, n and max_tokens must be >= 1, got {batch_size}, {n}, {max_tokens}")
+    refuse_overwrite(output, [data])
     if not resume and os.path.exists(output) and os.path.getsize(output) > 0:
         raise FileExistsError(f"{output} exists; resume it or choose another file")
     if llm is None:

@@ -10,62 +10,36 @@ ignored.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
+from sample_smart.io_checks import ON_ERROR, InputFileError, InputFileWarning, iter_json_lines
+from sample_smart.io_checks import report as _report_line
 
 from .schemas import TEACHER_FORCED, GENERATION, VALIDATORS, SchemaError
 
-ON_ERROR = ("raise", "skip")
+__all__ = ["ON_ERROR", "TraceFormatError", "TraceFormatWarning", "completed_ids", "iter_generation",
+           "iter_teacher_forced", "read_jsonl", "read_records"]
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(InputFileError):
     """A corrupt, truncated or off-schema line; ``path`` and ``line`` (1-based) locate it."""
 
-    def __init__(self, path: str | os.PathLike, line: int, message: str):
-        self.path = str(path)
-        self.line = line
-        self.reason = message
-        super().__init__(f"{self.path}:{line}: {message}")
 
-
-class TraceFormatWarning(UserWarning):
+class TraceFormatWarning(InputFileWarning):
     """Emitted for each line skipped with ``on_error="skip"``."""
 
 
-def _check_on_error(on_error: str) -> None:
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-
-
 def _report(path, line: int, message: str, on_error: str) -> None:
-    err = TraceFormatError(path, line, message)
-    if on_error == "raise":
-        raise err
-    warnings.warn(f"skipping {err}", TraceFormatWarning, stacklevel=3)
+    _report_line(path, line, message, on_error, error=TraceFormatError, warning=TraceFormatWarning)
 
 
 def read_jsonl(path: str | os.PathLike, *, on_error: str = "raise") -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, value)`` for each non-blank line of a JSONL file."""
-    _check_on_error(on_error)
-    path = Path(path)
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                if not line.endswith(b"\n"):
-                    msg = f"truncated last line ({len(line)} bytes, no newline; the writer was interrupted?)"
-                else:
-                    msg = f"invalid JSON ({exc})"
-                _report(path, lineno, msg, on_error)
-                continue
-            yield lineno, value
+    """Yield ``(line_number, value)`` for each non-blank line of a JSONL file
+    (``sample_smart.io_checks.iter_json_lines``: regular files, UTF-8, BOM accepted, lines
+    split at ``\\n`` only)."""
+    return iter_json_lines(path, on_error=on_error, error=TraceFormatError, warning=TraceFormatWarning)
 
 
 def read_records(
@@ -111,14 +85,18 @@ def iter_generation(path: str | os.PathLike, on_error: str = "raise", *, validat
     return read_records(path, on_error, schema=GENERATION, validate=validate)
 
 
-def completed_ids(path: str | os.PathLike, key: str = "id") -> set[str]:
-    """Ids of the complete records already in ``path`` (for resume); bad lines are skipped
-    with a warning, a missing file gives an empty set."""
+def completed_ids(path: str | os.PathLike, key: str = "id", *, schema: str | None = None) -> set[str]:
+    """Ids (field ``key``) of the records already in ``path`` that are complete **and valid**
+    records of their schema (of ``schema`` when given), for resume.
+
+    Every other line (corrupt, truncated, off-schema, failing its validator, lacking
+    ``key``) is reported with a :class:`TraceFormatWarning` naming ``path:line`` and is not
+    counted as done, so its example is redone. A missing file gives an empty set."""
     path = Path(path)
     if not path.exists():
         return set()
     done = set()
-    for _, rec in read_jsonl(path, on_error="skip"):
-        if isinstance(rec, dict) and key in rec:
+    for rec in read_records(path, "skip", schema=schema, validate=True):
+        if key in rec:
             done.add(str(rec[key]))
     return done

@@ -91,8 +91,10 @@ def run_teacher_forcing(
 ) -> dict:
     """Score ``examples`` with ``backend`` and append records to ``output``.
 
-    ``resume``: examples whose id already has a complete record in ``output`` are
-    skipped (a partial last line left by a crash is removed and redone).
+    ``resume``: examples whose id already has a complete, schema-valid record in
+    ``output`` are skipped (a partial last line left by a crash is removed and redone; a
+    complete last record without its final newline is kept and gets the newline; an
+    off-schema line is reported with a warning and its example redone).
     ``limit`` caps the number of examples taken from the input (skipped ones included).
     ``on_record`` sees each record after it is written (e.g. a reference-format writer).
     Returns counts: ``{"written", "skipped", "tokens", "bytes"}``.
@@ -101,7 +103,7 @@ def run_teacher_forcing(
         raise ValueError(f"limit must be >= 0, got {limit}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    done = completed_ids(output) if resume else set()
+    done = completed_ids(output, schema=TEACHER_FORCED) if resume else set()
     if not resume and os.path.exists(output) and os.path.getsize(output) > 0:
         raise FileExistsError(f"{output} exists; pass resume=True (--resume) to continue it or choose another file")
     seen: set[str] = set()

@@ -7,10 +7,21 @@ most the line being written. ``close()`` (and leaving the ``with`` block) fsyncs
 the file also survives a machine crash from then on; ``fsync_every=n`` fsyncs every
 n records as well.
 
-Opening an existing file appends to it. If the previous writer died mid-line, the
-file ends with a partial line; by default it is cut off (with a warning naming the
-byte count) so that appended records start on a fresh line. Complete lines are never
-touched.
+Opening an existing file appends to it. When the file does not end with a newline
+(``repair_tail=True``, the default), its last line is looked at before anything is
+appended, and a confirmed record is never lost:
+
+* the last line is a complete JSON value (a record whose final newline is missing, e.g.
+  an edited file): it is kept and the newline is added (with a warning), so resume,
+  which counts that record as done, and the file agree;
+* the last line is not JSON (the previous writer died mid-line): that partial line is
+  cut off (with a warning naming the byte count), so appended records start on a fresh
+  line; it was never a confirmed record (the writer hands each line to the kernel with
+  its newline in one ``write``);
+* the file separates records with a bare carriage return (CR-only line endings): the
+  writer refuses (ValueError) and changes nothing, since no line can be told apart.
+
+``"\r\n"`` (CRLF) files are complete lines and are left as they are.
 """
 from __future__ import annotations
 
@@ -20,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from sample_smart.io_checks import loads_line
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -50,6 +63,28 @@ def _partial_tail_start(path: Path) -> int | None:
         return 0
 
 
+def _unterminated_tail(path: Path) -> tuple[int, bool] | None:
+    """``(offset, complete)`` of the last line of ``path`` when it lacks its newline (``None``
+    when the file is empty or ends with one); ``complete``: the line is a JSON value.
+    ValueError for CR-only line endings (see the module doc)."""
+    start = _partial_tail_start(path)
+    if start is None:
+        return None
+    with open(path, "rb") as f:
+        f.seek(start)
+        tail = f.read()
+    if b"\r" in tail.rstrip(b"\r"):
+        raise ValueError(
+            f"{path}: records are separated by a bare carriage return (CR-only line endings); "
+            f"convert the file to LF line endings (e.g. tr '\\r' '\\n') before appending; nothing was changed"
+        )
+    try:
+        loads_line(tail, first=start == 0)
+    except orjson.JSONDecodeError:
+        return start, False
+    return start, True
+
+
 class TraceWriter:
     """Append JSON records to ``path``, one line each, flushed to the kernel per record.
 
@@ -65,17 +100,21 @@ class TraceWriter:
         self.fsync_every = fsync_every
         self.n_written = 0
         self.bytes_written = 0
-        if self.path.exists() and repair_tail:
-            cut = _partial_tail_start(self.path)
-            if cut is not None:
-                lost = self.path.stat().st_size - cut
-                warnings.warn(
-                    f"{self.path}: removing an incomplete last line ({lost} bytes) left by an interrupted writer",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                os.truncate(self.path, cut)
+        tail = _unterminated_tail(self.path) if self.path.exists() and repair_tail else None
+        if tail is not None and not tail[1]:
+            cut = tail[0]
+            lost = self.path.stat().st_size - cut
+            warnings.warn(
+                f"{self.path}: removing an incomplete last line ({lost} bytes) left by an interrupted writer",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            os.truncate(self.path, cut)
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if tail is not None and tail[1]:
+            warnings.warn(f"{self.path}: the last record had no final newline; added it (the record is kept)",
+                          RuntimeWarning, stacklevel=2)
+            os.write(self._fd, b"\n")
 
     @property
     def closed(self) -> bool:
