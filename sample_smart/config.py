@@ -4,32 +4,50 @@
 value formats of the reference scripts of "Sample Smart, Not Hard" (arXiv 2510.05987)
 so that their users can switch by changing one import:
 
-=====================  ===========================================================  =====================
+=====================  ===========================================================  =========================
 key                    meaning (the kept set; everything else gets -inf)             allowed values
-=====================  ===========================================================  =====================
-temperature            logits / T; T = 0 means greedy                               T >= 0, finite
-edt_var                entropy-dependent temperature T = T0 * N ** (theta / H),     "N,theta,T0", N > 0,
-                       H = entropy (nats) of the untempered row (Zhang et al. 2024)  theta finite, T0 > 0
-top_k                  the k most probable tokens (0 or -1: off)                     int >= -1
+=====================  ===========================================================  =========================
+temperature            logits / T; T = 0 means greedy                               0, or 1e-6 <= T <= 1e6
+edt_var                entropy-dependent temperature T = T0 * N ** (theta / H),     "N,theta,T0": N > 0 finite,
+                       H = entropy (nats) of the untempered row (Zhang et al. 2024)  |theta| <= 1e6,
+                                                                                    1e-6 <= T0 <= 1e6
+top_k                  the k most probable tokens (0 or -1: off)                     int -1..2**31-1
 top_p                  nucleus: smallest prefix with mass >= p (1: off)              0 < p <= 1
 min_p                  p >= min_p * p_max (Nguyen et al. 2024)                       0 <= min_p <= 1
 prob_threshold         epsilon sampling: p >= eps (Hewitt et al. 2022)               0 <= eps <= 1
 hewitt_epsilon         eta sampling: p >= min(eps, sqrt(eps) * exp(-H))             0 <= eps <= 1
-dynamic_top_k          top K_m, m = p_max decile; 10 ints, **index 0 = [0.9, 1]**    10 ints >= 0; 0 = greedy
+dynamic_top_k          top K_m, m = p_max decile; 10 ints, **index 0 = [0.9, 1]**    10 ints 0..2**31-1; 0 = greedy
 greedy_threshold       if p_max < t keep only the argmax                             0 <= t <= 1
 confidence_bin_only    sample only if p_max falls in decile b, else greedy           int 1..10 (1 = lowest)
-cal_acc                calibrated-epsilon: keep base**A * p**B >= thr                "A,B,thr", B > 0, thr > 0
+cal_acc                calibrated-epsilon: keep base**A * p**B >= thr                "A,B,thr": |A| <= 1e6,
+                                                                                    0 < B <= 1e6, 0 < thr <= 1e6
 cal_acc_base           the log base of the cal_acc fit (reference: 10)               10 or "e"
-calibration            a calibration file (``sample-smart calibrate fit``) turned    path, or {"path",
-                       into Calibrated-TopK or Calibrated-epsilon knobs              "mode", "threshold"}
-top_n_sigma            keep logit >= max - n * std(finite logits) (Tang et al. 2024) n > 0
-=====================  ===========================================================  =====================
+calibration            a calibration file (``sample-smart calibrate fit``) turned    offline: a path, or {"path",
+                       into Calibrated-TopK or Calibrated-epsilon knobs              "mode", "threshold"}; served:
+                                                                                    a name (see below)
+top_n_sigma            keep logit >= max - n * std(finite logits) (Tang et al. 2024) 0 < n <= 1e6
+=====================  ===========================================================  =========================
 
 p_max deciles are ``bin = min(floor(10 * p_max), 9)`` (0-based, 0 = [0, 0.1)), as in the reference
 processor; ``dynamic_top_k[9 - bin]`` is the K of a row and ``confidence_bin_only = bin + 1``.
 
-Every error is a :class:`ValueError` whose message names the key, the value received and the
-allowed range.
+Every error is a :class:`ValueError` whose message names the key, the value received (shortened
+to at most ~80 characters: a client may send megabytes or a 5000-digit number) and the allowed
+range; no other exception type escapes ``from_dict`` for any JSON-like input.
+
+**Why the numeric ranges.** Each accepted value gives finite logits in float32, float16 and bfloat16
+(kept tokens finite, the argmax always kept): temperatures in [1e-6, 1e6] keep ``logits / T`` within
+float32 for any realistic logits (|x| < 1e30), and half-precision outputs of tempered rows are shifted
+by the row max and floored at the dtype's lowest finite value (see ``processors.pipeline``); EDT's
+``theta * ln N`` is formed in float64 and stays far inside float32; integer knobs fit the int64 (and
+int32) tensors the processors build. Below 1e-6 a temperature is numerically greedy: use 0.
+
+**Calibrations by name.** ``calibration`` may name a file (offline use: ``process``, ``LLM``
+through :func:`sample_smart.integrations.vllm.sampling_params`, the CLI), read only when it is a
+regular file of bounded size (see :mod:`sample_smart.calibration.derive`). A server never opens a path a
+request names: :meth:`DecodeConfig.from_dict` is then called with ``calibrations=`` (the calibrations
+the operator loaded at start-up, by name) and ``calibration`` must be one of those names, or
+``{"name", "mode", "threshold"}``; an unknown name is refused without touching the file system.
 """
 from __future__ import annotations
 
@@ -37,7 +55,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-__all__ = ["DecodeConfig", "KEYS"]
+__all__ = ["DecodeConfig", "KEYS", "SETTING_KEYS", "describe"]
 
 # Alias keys used by the reference scripts' extra_args -> our field name.
 _ALIASES = {
@@ -52,16 +70,55 @@ _ALIASES = {
 _BASES = {"10": 10.0, "e": math.e}
 
 
+INT_MAX = 2**31 - 1  # largest top_k / dynamic_top_k entry (no vocabulary is larger)
+TEMPERATURE_RANGE = (1e-6, 1e6)  # a positive temperature (0 = greedy is allowed too)
+EDT_THETA_MAX = 1e6  # |theta| of edt_var
+CAL_ACC_MAX = 1e6  # |A|, B and thr of cal_acc
+N_SIGMA_MAX = 1e6  # top_n_sigma
+_DESCRIBE_CHARS = 80
+
+
+def describe(value: Any) -> str:
+    """A short, always-computable description of a client's value for error messages: repr cut to
+    ~80 characters; huge ints (whose repr raises past 4300 digits) and deep nests by their size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, (str, bytes)):
+        text = repr(value[: _DESCRIBE_CHARS + 1])
+    elif isinstance(value, (int, float, bool)) or value is None:
+        text = repr(value)
+    elif isinstance(value, (list, tuple, dict)):
+        text = reprlib_repr(value)
+    else:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= _DESCRIBE_CHARS else text[: _DESCRIBE_CHARS - 3] + "..."
+
+
+def reprlib_repr(value: Any) -> str:
+    """repr of a container, bounded in depth and length (never recursing past 3 levels)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxstring, r.maxother = 3, 12, 12, 8, 30, 30
+    r.repr_int = lambda x, level: describe(x)  # type: ignore[method-assign]
+    try:
+        return r.repr(value)
+    except (RecursionError, ValueError):  # pragma: no cover - reprlib is bounded by maxlevel
+        return f"<{type(value).__name__}>"
+
+
 def _bad(key: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{key}={value!r} is invalid: allowed {allowed}")
+    return ValueError(f"{key}={describe(value)} is invalid: allowed {allowed}")
 
 
 def _as_float(key: str, value: Any, allowed: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise _bad(key, value, allowed)
+    if isinstance(value, str) and len(value) > 64:
+        raise _bad(key, value, allowed)
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
         raise _bad(key, value, allowed) from None
     if not math.isfinite(out):
         raise _bad(key, value, allowed)
@@ -75,7 +132,7 @@ def _as_int(key: str, value: Any, allowed: str) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= 32:  # int() of thousands of digits raises (and is slow)
         try:
             return int(value.strip())
         except ValueError:
@@ -83,9 +140,18 @@ def _as_int(key: str, value: Any, allowed: str) -> int:
     raise _bad(key, value, allowed)
 
 
+def _as_int_in(key: str, value: Any, lo: int, hi: int, allowed: str) -> int:
+    out = _as_int(key, value, allowed)
+    if not lo <= out <= hi:
+        raise _bad(key, value, allowed)
+    return out
+
+
 def _as_list(key: str, value: Any, allowed: str) -> list[Any]:
     """Accept a list/tuple or the reference scripts' "a,b,c" string."""
     if isinstance(value, str):
+        if len(value) > 1024:
+            raise _bad(key, value, allowed)
         parts = [p.strip() for p in value.replace(" ", ",").split(",") if p.strip()]
         return parts
     if isinstance(value, (list, tuple)):
@@ -97,7 +163,7 @@ def _as_tuple(key: str, value: Any, length: int, convert, allowed: str) -> tuple
     """Exactly ``length`` values (a list, tuple or "a,b,..." string), each converted."""
     items = _as_list(key, value, allowed)
     if len(items) != length:
-        raise ValueError(f"{key}={value!r} is invalid: got {len(items)} values, allowed {allowed}")
+        raise ValueError(f"{key}={describe(value)} is invalid: got {len(items)} values, allowed {allowed}")
     return tuple(convert(key, v, allowed) for v in items)
 
 
@@ -133,10 +199,13 @@ class DecodeConfig:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "DecodeConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None, calibrations: Any = None) -> "DecodeConfig":
         """Build from a dict of the reference scripts' extra_args keys (see module doc).
 
         Keys whose value is ``None`` are treated as not set. Unknown keys raise ValueError.
+        ``calibrations``: a :class:`~sample_smart.calibration.registry.CalibrationRegistry` when the
+        settings come from an untrusted client: ``calibration`` then names one of its entries and
+        no file is ever opened; None (offline) lets ``calibration`` be a path.
         """
         if d is None:
             return cls()
@@ -146,7 +215,7 @@ class DecodeConfig:
         d = dict(d)
         calibration = d.pop("calibration", None)
         if calibration is not None:
-            for key, value in _calibration_settings(calibration).items():
+            for key, value in _calibration_settings(calibration, calibrations).items():
                 if d.get(key) is not None:
                     raise ValueError(f"decoder setting {key!r} given both directly and by 'calibration'")
                 d[key] = value
@@ -154,13 +223,13 @@ class DecodeConfig:
             key = _ALIASES.get(raw_key, raw_key)
             if key not in KEYS:
                 raise ValueError(
-                    f"unknown decoder setting {raw_key!r}: allowed keys are "
+                    f"unknown decoder setting {describe(raw_key)}: allowed keys are "
                     f"{', '.join(sorted(KEYS | {'calibration'}))}"
                 )
             if value is None:
                 continue
             if key in kwargs:
-                raise ValueError(f"decoder setting {key!r} given twice (as {raw_key!r} and an alias)")
+                raise ValueError(f"decoder setting {key!r} given twice (as {describe(raw_key)} and an alias)")
             kwargs[key] = value
         return cls(**kwargs)
 
@@ -225,31 +294,46 @@ class DecodeConfig:
 
 
 KEYS = frozenset(f.name for f in fields(DecodeConfig))
+# every key from_dict accepts: the fields, the reference scripts' aliases and "calibration"
+SETTING_KEYS = KEYS | frozenset(_ALIASES) | {"calibration"}
 
 
-def _calibration_settings(value: Any) -> dict[str, Any]:
-    """The knobs of a ``calibration`` setting: a path (mode "epsilon", the file's default
-    threshold) or a mapping {"path", "mode": "topk"|"epsilon", "threshold"}."""
-    allowed = "a calibration file path, or {'path': ..., 'mode': 'topk'|'epsilon', 'threshold': c}"
+def _calibration_settings(value: Any, calibrations: Any = None) -> dict[str, Any]:
+    """The knobs of a ``calibration`` setting.
+
+    Offline (``calibrations`` None): a path (mode "epsilon", the file's default threshold) or
+    {"path", "mode": "topk"|"epsilon", "threshold"}; the file is read by the library's safe reader.
+    Served (``calibrations`` a :class:`~sample_smart.calibration.registry.CalibrationRegistry`): a
+    name or {"name", "mode", "threshold"}; nothing is read, an unknown name is refused."""
+    ref = "name" if calibrations is not None else "path"
+    allowed = (f"a calibration {ref}, or {{'{ref}': ..., 'mode': 'topk'|'epsilon', 'threshold': c}} "
+               "with 0 < c <= 1")
+    mode, threshold = "epsilon", None
     if isinstance(value, str):
-        path, mode, threshold = value, "epsilon", None
+        target = value
     elif isinstance(value, Mapping):
-        unknown = set(value) - {"path", "mode", "threshold"}
-        if unknown or "path" not in value:
+        unknown = set(value) - {ref, "mode", "threshold"}
+        if unknown or ref not in value:
             raise _bad("calibration", value, allowed)
-        path, mode, threshold = value["path"], value.get("mode", "epsilon"), value.get("threshold")
+        target, mode, threshold = value[ref], value.get("mode", "epsilon"), value.get("threshold")
+        if mode not in ("epsilon", "topk"):
+            raise _bad("calibration.mode", mode, "'epsilon' or 'topk'")
         if threshold is not None:
             threshold = _in_range("calibration.threshold",
                                   _as_float("calibration.threshold", threshold, "0 < c <= 1"), 0.0, 1.0,
                                   "0 < c <= 1", lo_open=True)
     else:
         raise _bad("calibration", value, allowed)
+    if not isinstance(target, str):
+        raise _bad("calibration", value, allowed)
+    if calibrations is not None:
+        return calibrations.settings(target, mode, threshold)
     from sample_smart.calibration import load_decoder_settings
 
     try:
-        return dict(load_decoder_settings(path, mode, threshold))
+        return dict(load_decoder_settings(target, mode, threshold))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"calibration={value!r} could not be loaded: {exc}") from exc
+        raise ValueError(f"calibration={describe(value)} could not be loaded: {exc}") from exc
 
 
 def _normalise_fields(cfg: DecodeConfig) -> dict[str, Any]:
@@ -263,45 +347,46 @@ def _normalise_fields(cfg: DecodeConfig) -> dict[str, Any]:
         v = _in_range(name, _as_float(name, value, allowed), lo, hi, allowed, lo_open)
         return None if (off is not None and v == off) else v
 
-    out["temperature"] = opt_float("temperature", 0.0, math.inf, "a finite number >= 0 (0 = greedy)")
+    t_lo, t_hi = TEMPERATURE_RANGE
+    temperature = opt_float("temperature", 0.0, t_hi, f"0 (greedy) or {t_lo:g} <= T <= {t_hi:g}")
+    if temperature is not None and 0.0 < temperature < t_lo:
+        raise _bad("temperature", cfg.temperature, f"0 (greedy) or {t_lo:g} <= T <= {t_hi:g}")
+    out["temperature"] = temperature
     out["top_p"] = opt_float("top_p", 0.0, 1.0, "0 < top_p <= 1 (1 = off)", lo_open=True, off=1.0)
     out["min_p"] = opt_float("min_p", 0.0, 1.0, "0 <= min_p <= 1 (0 = off)", off=0.0)
     out["prob_threshold"] = opt_float("prob_threshold", 0.0, 1.0, "0 <= prob_threshold <= 1 (0 = off)", off=0.0)
     out["hewitt_epsilon"] = opt_float("hewitt_epsilon", 0.0, 1.0, "0 <= hewitt_epsilon <= 1 (0 = off)", off=0.0)
     out["greedy_threshold"] = opt_float("greedy_threshold", 0.0, 1.0, "0 <= greedy_threshold <= 1 (0 = off)", off=0.0)
-    out["top_n_sigma"] = opt_float("top_n_sigma", 0.0, math.inf, "a finite number > 0", lo_open=True)
+    out["top_n_sigma"] = opt_float("top_n_sigma", 0.0, N_SIGMA_MAX, f"0 < n <= {N_SIGMA_MAX:g}", lo_open=True)
 
     top_k = cfg.top_k
     if top_k is not None:
-        allowed = "an integer >= 1 (0 or -1 = off)"
-        top_k = _as_int("top_k", top_k, allowed)
-        if top_k < -1:
-            raise _bad("top_k", cfg.top_k, allowed)
+        top_k = _as_int_in("top_k", top_k, -1, INT_MAX, f"an integer 1..{INT_MAX} (0 or -1 = off)")
         top_k = None if top_k in (0, -1) else top_k
     out["top_k"] = top_k
 
     cbo = cfg.confidence_bin_only
     if cbo is not None:
-        allowed = "an integer 1..10 (1 = lowest p_max decile [0, 0.1), 10 = [0.9, 1])"
-        cbo = _as_int("confidence_bin_only", cbo, allowed)
-        if not 1 <= cbo <= 10:
-            raise _bad("confidence_bin_only", cfg.confidence_bin_only, allowed)
+        cbo = _as_int_in("confidence_bin_only", cbo, 1, 10,
+                         "an integer 1..10 (1 = lowest p_max decile [0, 0.1), 10 = [0.9, 1])")
     out["confidence_bin_only"] = cbo
 
     dtk = cfg.dynamic_top_k
     if dtk is not None:
-        allowed = "exactly 10 integers >= 0 (index 0 = p_max decile [0.9, 1], 0 = greedy), list or 'a,b,...'"
+        allowed = (f"exactly 10 integers 0..{INT_MAX} (index 0 = p_max decile [0.9, 1], 0 = greedy), "
+                   "list or 'a,b,...'")
         ks = _as_tuple("dynamic_top_k", dtk, 10, _as_int, allowed)
-        if any(k < 0 for k in ks):
+        if any(not 0 <= k <= INT_MAX for k in ks):
             raise _bad("dynamic_top_k", dtk, allowed)
         dtk = ks
     out["dynamic_top_k"] = dtk
 
     edt = cfg.edt_var
     if edt is not None:
-        allowed = "'N,theta,T0' with N > 0, theta finite, T0 > 0"
+        allowed = (f"'N,theta,T0' with N > 0 finite, |theta| <= {EDT_THETA_MAX:g}, "
+                   f"{t_lo:g} <= T0 <= {t_hi:g}")
         n, theta, t0 = _as_tuple("edt_var", edt, 3, _as_float, allowed)
-        if n <= 0 or t0 <= 0:
+        if n <= 0 or abs(theta) > EDT_THETA_MAX or not t_lo <= t0 <= t_hi:
             raise _bad("edt_var", edt, allowed)
         edt = (n, theta, t0)
     out["edt_var"] = edt
@@ -320,9 +405,10 @@ def _normalise_fields(cfg: DecodeConfig) -> dict[str, Any]:
 
     cal = cfg.cal_acc
     if cal is not None:
-        allowed = "'A,B,thr' with A finite, B > 0, thr > 0 (keep base**A * p**B >= thr)"
+        allowed = (f"'A,B,thr' with |A| <= {CAL_ACC_MAX:g}, 0 < B <= {CAL_ACC_MAX:g}, "
+                   f"0 < thr <= {CAL_ACC_MAX:g} (keep base**A * p**B >= thr)")
         a, b, thr = _as_tuple("cal_acc", cal, 3, _as_float, allowed)
-        if b <= 0 or thr <= 0:
+        if abs(a) > CAL_ACC_MAX or not 0 < b <= CAL_ACC_MAX or not 0 < thr <= CAL_ACC_MAX:
             raise _bad("cal_acc", cal, allowed)
         cal = (a, b, thr)
     out["cal_acc"] = cal

@@ -103,6 +103,9 @@ def _process_rows(logits: torch.Tensor, state: BatchState, inplace: bool,
         x, m, owned = tempered.x, tempered.m, True
         cmax = None if cmax is None else tempered.map(cmax)
     tau = row_thresholds(x, state, m=m, cmax=cmax).unsqueeze(-1)
+    if dtype not in _WORK_DTYPES and (state.any_temperature or state.any_edt):
+        res = _tempered_half_output(x, tau, state, dtype)
+        return res if out is None else out.copy_(res)
     if out is not None:  # CPU block: the one write, row by row with a vectorised select
         _write_rows(x, tau.flatten(), out if out.dtype == x.dtype else x)  # x: our float copy
         if out.dtype != x.dtype:
@@ -111,6 +114,21 @@ def _process_rows(logits: torch.Tensor, state: BatchState, inplace: bool,
     drop = x < tau
     res = x.masked_fill_(drop, float("-inf")) if owned else x.masked_fill(drop, float("-inf"))
     return res if res.dtype == dtype else res.to(dtype)
+
+
+def _tempered_half_output(x: torch.Tensor, tau: torch.Tensor, state: BatchState,
+                          dtype: torch.dtype) -> torch.Tensor:
+    """The write for float16/bfloat16 logits when some row is tempered (``x``: our float32 copy).
+
+    ``logits / T`` leaves the half range for small T (fp16 overflows at 65504: ``30 / 1e-4``), so
+    tempered rows are returned as ``(x - max) / T`` (EDT rows are shifted already; the same
+    distribution, the max at 0) and kept values below the dtype's lowest finite value are floored
+    there (their probability is 0 in that dtype either way). Removed tokens, and -inf inputs, stay -inf.
+    """
+    drop = x < tau.clamp(min=torch.finfo(x.dtype).min)  # -inf inputs are dropped even where tau = -inf
+    shift = torch.where(state.temperature != 1.0, x.amax(dim=-1), 0.0)
+    x = x.sub_(shift.unsqueeze(-1)).clamp_(min=torch.finfo(dtype).min).masked_fill_(drop, float("-inf"))
+    return x.to(dtype)
 
 
 def _write_rows(x: torch.Tensor, tau: torch.Tensor, dst: torch.Tensor) -> None:
@@ -169,12 +187,12 @@ def validate_logits(logits: torch.Tensor) -> None:
     and no NaN (rows may contain -inf, e.g. masked vocabulary padding). Reads the device."""
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    if logits.dim() != 2:
-        raise ValueError(f"logits must have shape [batch, vocab], got {tuple(logits.shape)}")
+    if logits.dim() != 2 or logits.shape[-1] == 0:
+        raise ValueError(f"logits must have shape [batch, vocab] with vocab >= 1, got {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating tensor (fp32, fp16, bf16), got {logits.dtype}")
     # amax propagates NaN, so one read finds NaN rows, all -inf rows and +inf rows alike
-    row_max = logits.amax(dim=-1) if logits.shape[-1] else logits.new_zeros(logits.shape[0])
+    row_max = logits.amax(dim=-1)
     bad = ~torch.isfinite(row_max)
     if bool(bad.any()):
         rows = bad.nonzero().flatten().tolist()

@@ -117,7 +117,9 @@ class BatchState:
         """Build the row tensors for ``configs`` (one per row) on ``device``.
 
         Built on the host from Python values and copied once (``non_blocking`` where the
-        device allows): cost is O(B), independent of the vocabulary.
+        device allows): cost is O(B), independent of the vocabulary. With ``vocab_size`` known,
+        a ``top_k`` of at least the vocabulary is off and ``dynamic_top_k`` entries are capped at
+        it (the same kept sets), so a huge k never makes the batch select the whole vocabulary.
         """
         device = torch.device(device)
         rows = list(configs)
@@ -145,10 +147,14 @@ class BatchState:
                 edt_log_t0.append(0.0)
             greedy.append(c.is_greedy)
             k = c.top_k or 0
+            if vocab_size is not None and k >= vocab_size:
+                k = 0  # keeps every token: off
             top_k.append(k)
             max_k = max(max_k, k)
             if c.dynamic_top_k is not None:
                 ks = [max(1, k) for k in c.dynamic_top_k]  # K_m = 0 means greedy: keep the top 1
+                if vocab_size is not None:
+                    ks = [min(k, vocab_size) for k in ks]
                 dyn_k.append(ks)
                 dyn_on.append(True)
                 max_k = max(max_k, max(ks))

@@ -70,5 +70,8 @@ def finite_std(x: torch.Tensor) -> torch.Tensor:
 
 
 def decile_bin(p_max: torch.Tensor) -> torch.Tensor:
-    """0-based p_max decile as the reference processor computes it: min(floor(10 p_max), 9)."""
-    return torch.clamp(torch.floor(p_max * 10.0), min=0.0, max=9.0).to(torch.int64)
+    """0-based p_max decile as the reference processor computes it: min(floor(10 p_max), 9).
+
+    Always a valid index 0..9: a NaN p_max (which accepted settings on finite logits never give)
+    falls in bin 0 instead of becoming an out-of-range integer."""
+    return torch.clamp(torch.floor(p_max.nan_to_num(0.0) * 10.0), min=0.0, max=9.0).to(torch.int64)
