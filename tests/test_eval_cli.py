@@ -1,10 +1,14 @@
 """`sample-smart eval` refuses bad flag values at parse time, naming the flag, before any model loads."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from sample_smart.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -29,13 +33,20 @@ BAD = [
     (["--edt-var", "0,1,1"], "--edt-var", "N > 0"),
     (["--hewitt-epsilon", "3"], "--hewitt-epsilon", "hewitt_epsilon"),
     (["--confidence-bin-only", "11"], "--confidence-bin-only", "1..10"),
-    (["--cal-acc", "1,-1,0.5"], "--cal-acc", "B > 0"),
+    (["--cal-acc", "1,-1,0.5"], "--cal-acc", "0 < B"),
     (["--cal-acc-base", "2"], "--cal-acc-base", "10 or 'e'"),
     (["--top-n-sigma", "0"], "--top-n-sigma", "top_n_sigma"),
     (["--repeats", "0"], "--repeats", ">= 1"),
     (["--limit", "-3"], "--limit", ">= 1"),
     (["--calibration", "/nonexistent/calibration.json"], "--calibration", "does not exist"),
     (["--calibration-threshold", "1.5"], "--calibration-threshold", "1.5"),
+    (["--seed", "-1"], "--seed", "0<=x<=4294967295"),
+    (["--seed", "4294967296"], "--seed", "0<=x<=4294967295"),
+    (["--top-k", "99999999999999999999"], "--top-k", "1..2147483647"),
+    (["--dynamic-top-k", ",".join(["9223372036854775808"] * 10)], "--dynamic-top-k", "0..2147483647"),
+    (["--temperature", "1e-39"], "--temperature", "1e-06 <= T <= 1e+06"),
+    (["--edt-var", "1,1e300,1"], "--edt-var", "|theta| <= 1e+06"),
+    (["--edt-var", "2,1,1e-300"], "--edt-var", "1e-06 <= T0"),
 ]
 
 
@@ -65,3 +76,31 @@ def test_decoder_flags_build_one_config_and_label():
     runs = _decoders({**params, "compare": True})
     assert [name for name, _ in runs][:4] == ["greedy", "sampling_t1", "min_p_0.1", "greedy_threshold_0.3"]
     assert runs[-1][1] == cfg  # the flags' decoder joins the comparison
+
+
+def test_unknown_task_is_refused_before_the_model_loads(no_model):
+    result = CliRunner().invoke(main, ["eval", "--task-config", "no_such_task_anywhere"])
+    assert result.exit_code == 2, result.output
+    assert "--task-config" in result.output and "unknown task 'no_such_task_anywhere'" in result.output
+    result = CliRunner().invoke(main, ["eval", "--task-config", "/nonexistent/task.yaml"])
+    assert result.exit_code == 2 and "no such file" in result.output, result.output
+
+
+def test_the_examples_of_eval_help_run_as_written(no_model, monkeypatch, tmp_path):
+    """Every `sample-smart eval ...` line of the help parses and gets as far as loading the model
+    (placeholders: DIR -> a folder, $b -> 3); run from the repository root, as the help says."""
+    import shlex
+
+    import sample_smart.integrations.lm_eval_runner as runner
+
+    monkeypatch.setattr(runner, "check_task", lambda task, data_dir=None: task)  # tested above
+    monkeypatch.chdir(REPO)
+    help_text = CliRunner().invoke(main, ["eval", "--help"]).output
+    lines = [line.strip() for line in help_text.splitlines() if "sample-smart eval " in line]
+    assert len(lines) >= 3, help_text
+    for line in lines:
+        command = line[line.index("sample-smart eval ") + len("sample-smart eval "):].split(";")[0]
+        args = [str(tmp_path) if a == "DIR" else a.replace("$b", "3") for a in shlex.split(command)]
+        result = CliRunner().invoke(main, ["eval", *args])
+        assert isinstance(result.exception, AssertionError), (line, result.output)
+        assert "the model was about to load" in str(result.exception), (line, result.output)

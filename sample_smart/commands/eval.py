@@ -41,6 +41,17 @@ COMPARE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (lm-eval's numpy_random_seed) takes 0..2**32-1
+
+
+def quiet_vllm() -> None:
+    """Show only vLLM's warnings and errors (its INFO log prints a whole engine configuration per
+    engine); read by vLLM when it is first imported, so call this before that. A value the user set wins."""
+    import os
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
 def _check_knob(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Validate one decoder flag alone (DecodeConfig's message, re-worded for the flag)."""
     if value is None:
@@ -151,8 +162,9 @@ def _table(rows: list[dict[str, Any]], k: int) -> str:
                    "--calibration, and the decoder of the flags if any) with one engine; print a table.")
 @click.option("--repeats", type=int, default=1, show_default=True, callback=_positive,
               help="Sampled answers per question (maj@k and pass@k for k up to this).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Base seed; repeat r of a question gets a seed derived from (seed, r, prompt).")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
+              help=f"Base seed 0..{SEED_MAX} (what numpy and lm-eval accept); repeat r of a question gets a "
+                   "seed derived from (seed, r, prompt).")
 @click.option("--limit", type=int, default=None, callback=_positive, help="Questions per task (first N).")
 @click.option("--max-gen-toks", type=int, default=None, callback=_positive,
               help="Cap on generated tokens per answer [default: the task's].")
@@ -168,13 +180,15 @@ def _table(rows: list[dict[str, Any]], k: int) -> str:
               help="Top-k logprobs kept per traced token.")
 @click.option("--label", default=None, help="Name of the run in file names and the table.")
 @click.option("--apply-chat-template", is_flag=True, help="Wrap prompts in the model's chat template.")
+@click.option("-v", "--verbose", is_flag=True, help="Show vLLM's INFO log (engine configuration and progress); "
+                                                    "by default only its warnings and errors.")
 def eval_command(**params: Any) -> None:
     """Evaluate decoders on an lm-eval task with vLLM: accuracy, maj@k, pass@k per decoder.
 
     \b
-    The comparison of the README (arith_mini, embedded model):
+    The comparison of the README (arith_mini, embedded model; from a clone of the repository):
         sample-smart eval --compare --limit 25 --repeats 4 --max-gen-toks 64
-            [--calibration docs/calibration/calibration.json]
+        sample-smart eval --compare --limit 25 --repeats 4 --max-gen-toks 64 --calibration docs/calibration/calibration.json --calibration-threshold 0.05
     GSM8K from local files, 8-shot (needs a longer context):
         sample-smart eval --task-config gsm8k_fewshot --data-dir DIR --max-model-len 1536
             --limit 100 --repeats 4 --max-gen-toks 256 --min-p 0.1
@@ -187,10 +201,16 @@ def eval_command(**params: Any) -> None:
     Without decoder flags the run is greedy.
     """
     runs = _decoders(params)  # every flag is checked before the model loads
+    if not params["verbose"]:
+        quiet_vllm()
     from sample_smart.integrations.lm_eval import SampleSmartLM
-    from sample_smart.integrations.lm_eval_runner import EvalSpec, run_eval
+    from sample_smart.integrations.lm_eval_runner import EvalSpec, check_task, run_eval
 
     say = lambda msg: click.echo(f"[sample-smart eval] {msg}", err=True)  # noqa: E731
+    try:  # the task too is checked before the engine starts
+        check_task(params["task"], params["data_dir"])
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'--task-config'") from None
     lm = SampleSmartLM(pretrained=params["model"], max_model_len=params["max_model_len"], seed=params["seed"],
                        trace_top_k=params["trace_top_k"])
     rows = []

@@ -35,7 +35,7 @@ from typing import Any
 from sample_smart.analysis.metrics import extract_answer, normalize_answer, question_metrics, summarize
 from sample_smart.config import DecodeConfig
 
-__all__ = ["EvalSpec", "load_tasks", "run_eval", "task_name_of"]
+__all__ = ["EvalSpec", "check_task", "load_tasks", "run_eval", "task_name_of"]
 
 
 @dataclass
@@ -89,16 +89,34 @@ def task_name_of(task: str) -> tuple[str, list[str]]:
     return task, include
 
 
-def load_tasks(spec: EvalSpec) -> tuple[Any, dict[str, Any]]:
-    """``(task_manager, {task_name: Task})`` with repeats and generation kwargs applied."""
+def _manager(task: str, data_dir: str | Path | None) -> tuple[Any, str]:
+    """``(TaskManager, task name)``; the manager is built once per process and include path."""
     from lm_eval.tasks import TaskManager
 
-    name, include = task_name_of(spec.task)
-    metadata = {"data_dir": str(Path(spec.data_dir).resolve())} if spec.data_dir else {}
+    name, include = task_name_of(task)
+    metadata = {"data_dir": str(Path(data_dir).resolve())} if data_dir else {}
     key = (tuple(include), tuple(sorted(metadata.items())))
     manager = _MANAGERS.get(key)
     if manager is None:  # indexing lm-eval's task folders takes ~20 s: once per process
         manager = _MANAGERS[key] = TaskManager(include_path=include, metadata=metadata)
+    return manager, name
+
+
+def check_task(task: str, data_dir: str | Path | None = None) -> str:
+    """The task name of ``task`` (a name or a YAML path); ValueError when lm-eval (with sample_smart's
+    tasks on its include path) knows no such task or group. Cheap after the first call."""
+    manager, name = _manager(task, data_dir)
+    known = set(manager.all_tasks)
+    if name not in known:
+        ours = [t for t in ("arith_mini", "gsm8k_fewshot", "bbh_cot_fewshot_mini") if t in known]
+        raise ValueError(f"unknown task {name!r}: sample_smart's tasks are {', '.join(ours)}; any lm-eval task "
+                         "name (`python -m lm_eval ls tasks`) or the path of a task YAML also works")
+    return name
+
+
+def load_tasks(spec: EvalSpec) -> tuple[Any, dict[str, Any]]:
+    """``(task_manager, {task_name: Task})`` with repeats and generation kwargs applied."""
+    manager, name = _manager(spec.task, spec.data_dir)
     tasks = manager.load([name])["tasks"]
     if not tasks:
         raise ValueError(f"task {name!r} resolved to no tasks")

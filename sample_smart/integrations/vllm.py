@@ -59,7 +59,6 @@ never applied twice.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import weakref
@@ -71,7 +70,8 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 
-from sample_smart.config import DecodeConfig
+from sample_smart.calibration.registry import ENV_VAR, served_calibrations
+from sample_smart.config import SETTING_KEYS, DecodeConfig
 
 try:  # Model Runner V2 (vLLM >= 0.2x); older vLLM has only the v1 interface
     from vllm.v1.worker.gpu.sample.logits_processor.interface import (
@@ -95,14 +95,12 @@ _NOOP = DecodeConfig()
 
 
 # ---------------------------------------------------------------------------- settings
-@functools.lru_cache(maxsize=256)
-def _is_setting_key(key: str) -> bool:
-    """True when ``key`` is a DecodeConfig key or one of the reference scripts' aliases."""
-    try:
-        DecodeConfig.from_dict({key: None})
-    except ValueError:
-        return False
-    return True
+MAX_SETTINGS_JSON = 64 * 1024  # characters of extra_args["sample_smart"] given as JSON text
+
+
+def _is_setting_key(key: Any) -> bool:
+    """True when ``key`` is a DecodeConfig key, ``calibration`` or one of the reference scripts' aliases."""
+    return isinstance(key, str) and key in SETTING_KEYS
 
 
 def _settings_dict(extra_args: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -119,12 +117,20 @@ def _settings_dict(extra_args: Mapping[str, Any] | None) -> dict[str, Any] | Non
             f"extra_args keys ({', '.join(sorted(flat))}); use one of the two"
         )
     if isinstance(nested, str):
+        if len(nested) > MAX_SETTINGS_JSON:
+            raise ValueError(f"extra_args[{EXTRA_ARGS_KEY!r}] is {len(nested)} characters of JSON text; "
+                             f"allowed at most {MAX_SETTINGS_JSON}")
         try:
             nested = json.loads(nested)
         except json.JSONDecodeError as exc:
             raise ValueError(
                 f"extra_args[{EXTRA_ARGS_KEY!r}] must be a dict of settings or its JSON text; "
                 f"got a string that is not JSON ({exc.msg})"
+            ) from None
+        except (RecursionError, ValueError):  # nested too deep; ints past Python's digit limit
+            raise ValueError(
+                f"extra_args[{EXTRA_ARGS_KEY!r}] must be a dict of settings or its JSON text; "
+                "got JSON nested too deeply or with a number too long to read"
             ) from None
     if nested is None:
         return None
@@ -145,15 +151,28 @@ def _check_temperature(cfg: DecodeConfig, vllm_temperature: float) -> None:
         )
 
 
+def _served_calibrations():
+    """The server's calibrations; if they fail to load here (they loaded when the engine started),
+    the client learns only that, never the operator's paths (those go to the server log)."""
+    try:
+        return served_calibrations()
+    except ValueError:
+        logger.exception("sample_smart: the calibrations of $%s failed to load", ENV_VAR)
+        raise ValueError("calibrations: the server's calibrations failed to load; see the server log") from None
+
+
 def config_from_params(params: SamplingParams) -> DecodeConfig:
     """The request's :class:`DecodeConfig` (no-op when it carries no settings).
 
-    Raises ValueError naming the field and its allowed range on bad settings.
+    Raises ValueError naming the field and its allowed range on bad settings (and only ValueError,
+    whatever the request carries). A ``calibration`` setting names one of the calibrations the
+    server loaded at start-up (:func:`~sample_smart.calibration.registry.served_calibrations`);
+    no path a request names is ever opened.
     """
     settings = _settings_dict(params.extra_args)
     if not settings:
         return _NOOP
-    cfg = DecodeConfig.from_dict(settings)
+    cfg = DecodeConfig.from_dict(settings, calibrations=_served_calibrations())
     _check_temperature(cfg, float(params.temperature))
     return cfg
 
@@ -163,6 +182,7 @@ def sampling_params(config: DecodeConfig | Mapping[str, Any] | None = None, **vl
 
     Validated here, so a bad setting fails at the call, before any engine sees it.
     """
+    # offline, on the caller's side: a "calibration" path is read here and sent as its knobs
     cfg = config if isinstance(config, DecodeConfig) else DecodeConfig.from_dict(config)
     extra = dict(vllm_kwargs.pop("extra_args", None) or {})
     if not cfg.is_noop:
@@ -198,12 +218,22 @@ class _Rows:
         self._state_key: Any = None
         self.BatchState, self.process_core = _core()
 
-    def state_for(self, key: Any, configs: Sequence[DecodeConfig]):
+    def state_for(self, key: Any, configs: Sequence[DecodeConfig], vocab_size: int):
         """BatchState for ``configs``, rebuilt only when ``key`` changed."""
         if key != self._state_key:
-            self._state = self.BatchState.from_configs(list(configs), device=self.device)
+            self._state = self.BatchState.from_configs(list(configs), device=self.device, vocab_size=vocab_size)
             self._state_key = key
         return self._state
+
+    def process(self, logits: torch.Tensor, state: Any) -> torch.Tensor:
+        """``process_core`` in place; an unexpected error is logged and the logits go on unprocessed
+        (one bad step must never kill the engine; admission makes this unreachable in practice)."""
+        try:
+            return self.process_core(logits, state, inplace=True)
+        except Exception:  # noqa: BLE001 - the engine loop must survive whatever happens here
+            logger.exception("sample_smart: processing failed for a batch of %d rows; rows left as they are",
+                             logits.shape[0])
+            return logits
 
 
 # ---------------------------------------------------------------------------- the processor
@@ -231,6 +261,7 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
             logger.warning("sample_smart: processor registered twice in one engine; the second copy is inactive")
         else:
             self._engines[id(vllm_config)] = self
+        served_calibrations()  # read and check $SAMPLE_SMART_CALIBRATIONS now: a bad file stops start-up
         self._rows = _Rows(device)
         self._dirty = False
         self._n_active = 0  # rows (v1) with a non-no-op config
@@ -243,8 +274,14 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
-        """Refuse bad settings at admission: ValueError with DecodeConfig's message."""
-        config_from_params(sampling_params)
+        """Refuse bad settings at admission: ValueError with DecodeConfig's message (vLLM turns only
+        ValueError into a refusal of that one request, so nothing else may escape)."""
+        try:
+            config_from_params(sampling_params)
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - defence in depth: never an engine error
+            raise ValueError(f"sample_smart settings could not be read ({type(exc).__name__})") from None
 
     def is_argmax_invariant(self) -> bool:
         """Every sample_smart rule keeps the argmax (v1: runs after temperature, skipped for greedy rows)."""
@@ -281,9 +318,9 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
         if self._dirty:
             self._v1_key = object()
             self._dirty = False
-        state = self._rows.state_for(self._v1_key, self._rows.configs)
+        state = self._rows.state_for(self._v1_key, self._rows.configs, logits.shape[-1])
         # vLLM hands over its own float32 buffer (raw logprobs were copied before): write in place.
-        return self._rows.process_core(logits, state, inplace=True)
+        return self._rows.process(logits, state)
 
     # -- Model Runner V2 interface --------------------------------------------------------
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
@@ -311,16 +348,16 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
         if all(c.is_noop for c in configs):
             return logits
         key = (self._slot_version, tuple(slots))
-        state = self._rows.state_for(key, configs)
+        state = self._rows.state_for(key, configs, logits.shape[-1])
         temps = [self._slot_temp[s] if not c.is_noop else 1.0 for s, c in zip(slots, configs)]
         if all(t == 1.0 for t in temps):
             # V2 copies the logits into a fresh float32 buffer before the processors: in place is safe.
-            return self._rows.process_core(logits, state, inplace=True)
+            return self._rows.process(logits, state)
         if getattr(self, "_temp_key", None) != key:
             self._temp = torch.tensor(temps, dtype=logits.dtype).to(logits.device, non_blocking=True)[:, None]
             self._temp_key = key
         # v1 semantics: our thresholds see vLLM's tempered distribution; vLLM divides by T next.
-        out = self._rows.process_core(logits.div_(self._temp), state, inplace=True)
+        out = self._rows.process(logits.div_(self._temp), state)
         return out.mul_(self._temp)
 
 
