@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "sample_smart.commands.calibrate:calibrate",
     "analyze": "sample_smart.commands.analyze:analyze",
     "bench": "sample_smart.commands.bench:bench",
+    "compare": "sample_smart.commands.compare:compare",
     "decision": "sample_smart.commands.decision:decision",
     "demo": "sample_smart.commands.demo:demo",
     "eval": "sample_smart.commands.eval:eval_command",

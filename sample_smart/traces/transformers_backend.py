@@ -94,6 +94,21 @@ class TransformersTeacherForcer:
         import torch
 
         out: list[dict | None] = [None] * len(batch)
+        for i, rows in self.target_logits(batch):
+            e = batch[i]
+            gold = torch.tensor(e.target_ids, device=rows.device)
+            stats = token_stats(rows, gold, self.top_k)
+            out[i] = teacher_forced_record(
+                e.id, model=self.model_name, backend=self.name, top_k=self.top_k,
+                entropy_scope=self.entropy_scope, stats=stats,
+            )
+        return out  # type: ignore[return-value]
+
+    def target_logits(self, batch: list[EncodedExample]):
+        """Yield ``(index in batch, logits [T, V])``: row i predicts target token i (raw logits
+        of the model's dtype, one micro-batch at a time, in micro-batch order)."""
+        import torch
+
         with torch.inference_mode():
             for idx in self._micro_batches(batch):
                 items = [batch[i] for i in idx]
@@ -118,11 +133,4 @@ class TransformersTeacherForcer:
                 ).logits
                 for r, (i, e) in enumerate(zip(idx, items)):
                     p, t = len(e.prompt_ids), len(e.target_ids)
-                    rows = logits[r, p - 1 - offset : p - 1 - offset + t]
-                    gold = torch.tensor(e.target_ids, device=rows.device)
-                    stats = token_stats(rows, gold, self.top_k)
-                    out[i] = teacher_forced_record(
-                        e.id, model=self.model_name, backend=self.name, top_k=self.top_k,
-                        entropy_scope=self.entropy_scope, stats=stats,
-                    )
-        return out  # type: ignore[return-value]
+                    yield i, logits[r, p - 1 - offset : p - 1 - offset + t]
