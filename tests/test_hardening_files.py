@@ -19,7 +19,9 @@ from calibration_synth import make_record, make_records, write_traces
 from sample_smart import DecodeConfig
 from sample_smart.calibration import (
     build_calibration,
+    calibration_from_dict,
     decoder_settings_from_dict,
+    derive_decoder_settings,
     fit_grid,
     grid_from_traces,
     load_calibration,
@@ -39,7 +41,7 @@ def tf_record(ex_id: str) -> dict:
 
 
 def line(rec) -> bytes:
-    return orjson.dumps(rec) + b"\n"
+    return json.dumps(rec, ensure_ascii=False).encode() + b"\n"
 
 
 def cli(*args):
@@ -337,9 +339,13 @@ def test_calibration_file_with_bad_fields(calib, tmp_path):
 
 def test_decoder_settings_from_dict_equals_loading_the_file(calib):
     data = json.loads((calib / "calib.json").read_text())
+    validated = calibration_from_dict(data, "c")
     for mode, threshold in (("topk", None), ("topk", 0.2), ("epsilon", None), ("epsilon", 0.3)):
-        assert decoder_settings_from_dict(data, mode, threshold, source="c") == \
-            load_decoder_settings(calib / "calib.json", mode, threshold)
+        from_file = load_decoder_settings(calib / "calib.json", mode, threshold)
+        assert decoder_settings_from_dict(data, mode, threshold, source="c") == from_file
+        assert derive_decoder_settings(validated, mode, threshold, source="c") == from_file
+    with pytest.raises(ValueError, match="^c: no threshold given"):
+        derive_decoder_settings((validated[0], validated[1], {}), "topk", source="c")
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
@@ -347,7 +353,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                     max_leaves=8)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_fuzzed_calibration_dicts_give_settings_or_value_error(calib, data):
     base = json.loads((calib / "calib.json").read_text())
@@ -437,3 +443,24 @@ def test_read_user_file_opens_regular_files_only_and_bounded(tmp_path):
         with pytest.raises(ValueError, match="only regular files|is a directory"):
             load_decoder_settings(path, "epsilon")
         assert_reported(cli("calibrate", "plot", "grid", path, "-o", tmp_path / "x.png"))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_trace_records_are_reported_with_path_and_line(tmp_path, data):
+    """Any JSON value in any field of a record: the schema check reports it as path:line, nothing else."""
+    rec = tf_record("a")
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(sorted(rec)))
+        rec[key] = data.draw(JSON | st.lists(JSON, min_size=3, max_size=3))
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(line(tf_record("ok")) + line(rec))
+    try:
+        got = list(iter_teacher_forced(path))
+    except TraceFormatError as exc:
+        assert exc.line == 2 and str(exc).startswith(f"{path}:2: ")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert completed_ids(path, schema=TEACHER_FORCED) == {"ok"}
+    else:
+        assert len(got) == 2

@@ -11,6 +11,7 @@ from .derive import (
     calibrated_topk,
     calibration_from_dict,
     decoder_settings_from_dict,
+    derive_decoder_settings,
     equivalent_epsilon,
     load_calibration,
     load_decoder_settings,
@@ -22,8 +23,8 @@ from .powerlaw import PowerLawFit, convert_coefficients, fit_grid, fit_power_law
 __all__ = [
     "BIN_EDGES", "CALIBRATION_SCHEMA", "BucketCalibrator", "CalibrationGrid", "PowerLawFit",
     "adaptive_ece", "bucket_index", "build_calibration", "calibrated_epsilon", "calibrated_topk",
-    "calibration_from_dict", "convert_coefficients", "decoder_settings_from_dict", "ece", "equivalent_epsilon",
-    "fill_empty", "fit_grid", "fit_power_law",
+    "calibration_from_dict", "convert_coefficients", "decoder_settings_from_dict", "derive_decoder_settings",
+    "ece", "equivalent_epsilon", "fill_empty", "fit_grid", "fit_power_law",
     "grid_from_traces", "load_calibration", "load_decoder_settings", "mce", "normalize_base",
     "p_max_bin", "read_pairs", "save_calibration",
 ]

@@ -188,7 +188,16 @@ def decoder_settings_from_dict(data: Any, mode: str, threshold: float | None = N
     the ``DecodeConfig.from_dict`` dict for ``mode`` at ``threshold``. Errors are ValueErrors
     naming ``source`` and the field."""
     _check_mode(mode, threshold)
-    grid, fit, defaults = calibration_from_dict(data, source)
+    return derive_decoder_settings(calibration_from_dict(data, source), mode, threshold, source=source)
+
+
+def derive_decoder_settings(calibration: tuple[CalibrationGrid, PowerLawFit | None, Mapping[str, Any]], mode: str,
+                            threshold: float | None = None, *, source: str = "calibration") -> dict:
+    """The settings of ``decoder_settings_from_dict`` from an already validated
+    ``calibration_from_dict(...)`` triple (no re-validation of the grid: for a server that
+    validates its calibrations once at start-up and derives settings per request)."""
+    _check_mode(mode, threshold)
+    grid, fit, defaults = calibration
     key = "topk_threshold" if mode == "topk" else "epsilon_threshold"
     if threshold is None:
         threshold = defaults.get(key)
