@@ -266,3 +266,24 @@ def test_bad_inputs_refused_before_the_model_loads(tmp_path, no_model_load):
         assert res.exit_code == 2, (args, res.output)
         assert message in res.output, (args, res.output)
         assert "Traceback" not in res.output
+
+
+def test_checkpoint_file_loads_its_weights_and_writes_beside_it(tmp_path, lm):
+    import shutil
+
+    from sample_smart.models import default_model_path
+
+    model = lm[0]
+    folder = default_model_path()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(folder / name, tmp_path / name)
+    ckpt = tmp_path / "latest.pt"
+    torch.save({"model": model.state_dict(), "step": 3}, ckpt)
+    src = C.resolve_model(str(ckpt))
+    assert src.weights == ckpt and src.default_output == tmp_path / "latest.json"
+    loaded, _ = C.load_model(src)  # the folder holds no weights: every parameter comes from the file
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    torch.save({"model": {"nonsense": torch.zeros(2)}}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="does not fit the config"):
+        C.load_model(C.resolve_model(str(tmp_path / "bad.pt")))

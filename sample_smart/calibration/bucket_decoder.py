@@ -39,6 +39,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from sample_smart.io_checks import CALIBRATION_MAX_BYTES
+
 from ._io import read_json, write_json
 from .buckets import N_BUCKETS, fill_empty
 
@@ -162,13 +164,13 @@ def _check_list(data: Mapping[str, Any], key: str, where: str, kind: type) -> np
 def load_counts(path: str | Path) -> dict:
     """Read a counts file (or a values file whose counts file sits beside it) and check it."""
     path = Path(path)
-    data = read_json(path)
+    data = read_json(path, CALIBRATION_MAX_BYTES)
     if isinstance(data, list):
         side = counts_path(path)
         if not side.is_file():
             raise ValueError(f"{path}: a bare list of {len(data)} values says nothing about its critic or "
                              f"distribution; its counts file {side} is missing")
-        path, data = side, read_json(side)
+        path, data = side, read_json(side, CALIBRATION_MAX_BYTES)
     if not isinstance(data, dict) or data.get("kind") != KIND:
         got = data.get("kind") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: not a critic bucket file (kind {got!r}; expected {KIND!r})")
@@ -190,7 +192,7 @@ def load_counts(path: str | Path) -> dict:
 def is_bucket_file(path: str | Path) -> bool:
     """True when ``path`` is a critic counts file, or a values list with a counts file beside it."""
     try:
-        data = read_json(path)
+        data = read_json(path, CALIBRATION_MAX_BYTES)
     except ValueError:
         return False
     if isinstance(data, list):

@@ -122,7 +122,13 @@ def critic_cmd(model_spec: str, data: str, num_sequences: int, split: str, criti
     critic_model = None
     if critic_source is not None:
         same = critic_source.folder == source.folder and critic_source.weights == source.weights
-        critic_model = model if same else load_model(critic_source)[0]
+        if same:
+            critic_model = model
+        else:
+            critic_model, critic_tok = load_model(critic_source)
+            if critic_tok.get_vocab() != tokenizer.get_vocab():
+                raise ValueError(f"critic model {critic_source.name}: its tokenizer differs from the model's; "
+                                 "a critic scores the sampled token id, so both must share one vocabulary")
     echo = click.echo
     result = run_critic_calibration(encoded, model, tokenizer, critic=critic, critic_model=critic_model, seed=seed,
                                     batch_size=batch_size, progress=progress, verbose_every=100 if verbose else 0,
