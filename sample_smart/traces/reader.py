@@ -1,11 +1,14 @@
 """Streaming JSONL readers that name the file and line of every bad line.
 
-Lines are read one at a time (binary, ``orjson.loads``), so memory stays bounded by
-the longest line whatever the file size. A line that is not valid JSON, or that is
-the unterminated last line of a file whose writer died, is reported as
-``"<path>:<line>: ..."``: by raising :class:`TraceFormatError` (``on_error="raise"``,
-the default) or with a warning and skipping it (``on_error="skip"``). Blank lines are
-ignored.
+Lines are read one at a time (binary, ``orjson.loads``; the shared reader
+``sample_smart.io_checks.iter_json_lines``), so memory stays bounded by the longest line
+whatever the file size. Only regular files are opened; UTF-8 only, a leading BOM is
+accepted; lines end at ``"\n"`` only (a U+2028 inside a string is not a line break). A
+line that is not UTF-8, not valid JSON, the unterminated last line of a file whose writer
+died, or records separated by a bare CR, is reported as ``"<path>:<line>: ..."``: by
+raising :class:`TraceFormatError` (``on_error="raise"``, the default) or with a warning
+and skipping it (``on_error="skip"``). Blank lines are ignored. ``completed_ids`` (resume)
+counts only records that pass their schema's validator.
 """
 from __future__ import annotations
 
