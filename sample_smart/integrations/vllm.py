@@ -22,7 +22,18 @@ A request without settings passes through untouched.
 
 **Admission** (``validate_params``, run by vLLM before a request joins the batch): a bad
 setting raises ``ValueError`` with :class:`DecodeConfig`'s message (key, value, allowed
-range); vLLM refuses that request only (HTTP 400 on the server). Temperature is applied in
+range); vLLM refuses that request only (HTTP 400 on the server). Nothing but ``ValueError``
+leaves it, whatever a client sends (JSON text is limited to ``MAX_SETTINGS_JSON`` characters;
+too deep a nest or too long a number is a ValueError too), and every admitted setting gives
+finite logits (the ranges are in :mod:`sample_smart.config`). Should ``apply`` fail all the
+same, the error is logged and that step's logits go on unprocessed: the engine keeps running.
+
+**Calibrations** are served by name: the operator lists them when the server starts
+(``SAMPLE_SMART_CALIBRATIONS=name=path,...`` or a folder of ``*.json``; see
+:mod:`sample_smart.calibration.registry`), they are read and checked once when the processor is
+built, and a request sends ``{"calibration": "name"}`` or ``{"calibration": {"name", "mode",
+"threshold"}}``. A request never makes the server open a path: a path is just an unknown name.
+Offline, :func:`sampling_params` reads a calibration *path* on the caller's side and sends its knobs. Temperature is applied in
 one place: a request whose settings scale the logits (``temperature`` other than 0/1, or
 ``edt_var``) must leave vLLM's own ``temperature`` at 1.0; anything else is refused rather
 than tempering twice (or, for vLLM temperature 0, silently ignoring our temperature).
