@@ -51,7 +51,8 @@ def cli(*args):
 def assert_reported(res, *needles):
     """Exit 2, one ``Error:`` line with every needle, no traceback."""
     assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
     for needle in needles:
         assert needle in res.output, res.output
 
