@@ -10,7 +10,8 @@ loads. Every error (empty or malformed input, bad option) is reported as one lin
 the file, the line or the field (``path:line: what``), with exit status 2 and no
 traceback. No command writes over one of its inputs (``-o`` equal to an input, also
 through a symlink or a hard link, is refused before anything is written); ``grid`` refuses
-a trace file given twice and a record id seen twice for the same model.
+a trace file given twice and a record that repeats an example already read (same id, model
+and gold tokens), naming the ids, since its tokens would count twice.
 """
 from __future__ import annotations
 
