@@ -143,6 +143,9 @@ class DecisionTokenCallback(TrainerCallback):
             if "labels" not in batch:
                 raise ValueError(f"the eval batches have no 'labels' (keys {sorted(batch)}); the answer position is "
                                  "found from the labels")
+            if any(k in batch for k in ("cu_seq_lens_q", "seq_idx")):
+                raise ValueError("the eval batches are packed / padding-free (several examples per row); the decision "
+                                 "callback needs one example per row: turn off packing and padding_free for eval")
             positions, _ = find_answer_positions(batch["labels"].cpu(), self.label_tokens, tokenizer=self.tokenizer,
                                                  answer_prefix=self.answer_prefix)
             missing += [total + i for i, p in enumerate(positions) if p < 0]
