@@ -69,8 +69,12 @@ def bf16_run(paths, loaded, data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def self_run(paths, loaded, data, tmp_path_factory):
-    spec = CompareSpec(models=[paths[0], paths[0]], data=data, mode="teacher_forced",
-                       output_dir=str(tmp_path_factory.mktemp("cmp_self")))
+    """The embedded model against a second, independent load of the same weights (through a link,
+    so it is not recognised as the same folder and shared)."""
+    tmp = tmp_path_factory.mktemp("cmp_self")
+    (tmp / "again").symlink_to(paths[0], target_is_directory=True)
+    spec = CompareSpec(models=[paths[0], str(tmp / "again")], data=data, mode="teacher_forced",
+                       output_dir=str(tmp / "out"))
     return spec, run_compare(spec, progress=False, loaded=loaded)
 
 
@@ -142,6 +146,7 @@ def test_a_model_against_itself_gives_zeros(self_run):
     _, result = self_run
     _, records = load_run(result["prefix"])
     (key,) = records[0]["pairs"]
+    assert key == "SmolLM2-135M-Instruct-fp32|again"
     for rec in records:
         pair = rec["pairs"][key]
         assert all(v == 0.0 for v in pair["kl"]) and all(v == 0.0 for v in pair["delta_p"]) and all(pair["same_top"])

@@ -67,7 +67,7 @@ def plot_quantiles(quant, path: str | Path, manifest: dict) -> Path:
     for name, g in quant.groupby("model", sort=False):
         left.plot(g["quantile"], g["entropy_mean_nats"], marker="o", label=name)
         right.plot(g["quantile"], g["p_next_mean"], marker="o", label=name)
-    left.set_xlabel("entropy quantile (1 = lowest; equal-count bins of each model's own entropy)")
+    left.set_xlabel("entropy quantile (1 = lowest; equal-count bins\nof each model's own entropy)")
     left.set_ylabel("mean entropy in the bin (nats)")
     right.set_xlabel("entropy quantile (1 = lowest)")
     right.set_ylabel("mean p(next token) in the bin (probability)")
@@ -99,8 +99,8 @@ def plot_kl(readouts: dict, pairs, path: str | Path, manifest: dict) -> Path:
         left.set_yscale("log")
     else:  # every KL is exactly 0 (e.g. a model against itself): nothing to draw on a log axis
         left.text(0.5, 0.3, "KL = 0 at every position", transform=left.transAxes, ha="center")
-    left.set_xlabel("percentile of the per-position KL (min ... max)")
-    left.set_ylabel("KL(P_base || P_other) (nats" + (", log scale; 0 not drawn)" if positive else ")"))
+    left.set_xlabel("percentile of the per-position KL (min ... max; 0 not drawn on log scale)")
+    left.set_ylabel("KL(P_base || P_other), nats" + (" (log scale)" if positive else ""))
     left.set_title("KL divergence percentiles, exact over the full vocabulary", fontsize=10)
     left.legend(fontsize=7)
     right.set_yscale("log")

@@ -492,7 +492,12 @@ def _records_for_chunk(plan: Plan, models: _Models, chunk: list, texts: list[dic
     if spec.mode == "teacher_forced":
         encs = [c[2][0] for c in chunk]
         try:
-            logits = [models.logits(m, encs) for m in range(len(names))]
+            logits, by_forcer = [], {}  # a folder given twice is one model: score it once
+            for m in range(len(names)):
+                key = id(models.forcers[m])
+                if key not in by_forcer:
+                    by_forcer[key] = models.logits(m, encs)
+                logits.append(by_forcer[key])
         except Exception:  # one bad prompt must not take the chunk down: redo them one by one
             if len(chunk) == 1:
                 raise
@@ -560,12 +565,17 @@ def run_compare(spec: CompareSpec, *, progress: bool = True, plan: Plan | None =
     plan = plan or prepare(spec)
     fp = spec.fingerprint(plan.paths, plan.names)
     out_dir = Path(spec.output_dir)
-    if out_dir.resolve() == Path(spec.data).resolve().parent and Path(spec.data).name.startswith(f"{spec.experiment_name}_"):
-        raise ValueError(f"data: {spec.data} looks like a file of this experiment's output; choose another output_dir")
     prefix = find_run(out_dir, spec.experiment_name, fp) if spec.resume else None
     resumed = prefix is not None
     if prefix is None:
-        prefix = out_dir / f"{spec.experiment_name}_{_utc_stamp()}"
+        stamp, n = _utc_stamp(), 1
+        prefix = out_dir / f"{spec.experiment_name}_{stamp}"
+        while Path(f"{prefix}_run.json").exists():  # another run started in the same second
+            n += 1
+            prefix = out_dir / f"{spec.experiment_name}_{stamp}-{n}"
+    data = Path(spec.data).resolve()
+    if data.parent == out_dir.resolve() and data.name.startswith(f"{prefix.name}_"):
+        raise ValueError(f"data: {spec.data} is a file of this run's output; the run would overwrite its input")
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(f"{prefix}_run.json")
     if not manifest.exists():

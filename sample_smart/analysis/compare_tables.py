@@ -11,8 +11,10 @@ better format from about a million tokens on; CSV is for people):
 * ``PREFIX_by_current_token.csv`` / ``PREFIX_by_next_token.csv``: per model and token, the
   count and the means of entropy (nats), p_next, rank_next, p_max;
 * ``PREFIX_entropy_quantiles.csv``: per model, the positions cut into ``n_quantiles``
-  equal-count bins of that model's own entropy (``pandas.qcut``, duplicate edges dropped),
-  with the bin edges (nats), counts, mean entropy, mean p_next, share with rank_next = 1;
+  equal-count bins of that model's own entropy (``pandas.qcut``: edges are the entropy's
+  quantiles, bins (low, high] with the lowest including its low edge = the minimum; duplicate
+  edges dropped, so fewer bins when many entropies tie), with the edges (nats), counts, mean
+  entropy, mean p_next, share with rank_next = 1 (next token = argmax), mean p_max;
 * ``PREFIX_summary_stats.json``: per model n, mean, std, min, max, percentiles of every
   per-token column, perplexity; per pair the exact llama.cpp-style readout
   (:func:`.compare.kl_readout`); skipped prompts;
@@ -137,14 +139,14 @@ def entropy_quantiles(frames: dict[str, Any], n_quantiles: int) -> Any:
     for name, df in frames.items():
         if df.empty:
             continue
-        cats = pd.qcut(df["entropy"], n_quantiles, duplicates="drop")
-        g = df.assign(_bin=cats).groupby("_bin", observed=True).agg(
+        codes, edges = pd.qcut(df["entropy"], n_quantiles, labels=False, retbins=True, duplicates="drop")
+        g = df.assign(_bin=codes).groupby("_bin").agg(
             count=("entropy", "size"), entropy_mean_nats=("entropy", "mean"), p_next_mean=("p_next", "mean"),
             top1_share=("rank_next", lambda r: float((r == 1).mean())), p_max_mean=("p_max", "mean"),
             logprob_next_mean_nats=("logprob_next", "mean")).reset_index()
-        g.insert(0, "quantile", np.arange(1, len(g) + 1))
-        g.insert(1, "entropy_low_nats", [iv.left for iv in g["_bin"]])
-        g.insert(2, "entropy_high_nats", [iv.right for iv in g["_bin"]])
+        g.insert(0, "quantile", g["_bin"].to_numpy() + 1)
+        g.insert(1, "entropy_low_nats", edges[g["_bin"].to_numpy()])
+        g.insert(2, "entropy_high_nats", edges[g["_bin"].to_numpy() + 1])
         g = g.drop(columns="_bin")
         g.insert(0, "model", name)
         out.append(g)
@@ -175,11 +177,15 @@ def _pair_columns(frames: dict[str, Any], pairs) -> tuple[dict, dict]:
 
 def write_aggregates(prefix: str | os.PathLike, *, n_quantiles: int = 10, errors: list[dict] | None = None,
                      plots: bool = True) -> dict[str, str]:
-    """(Re)write every aggregate file of the run at ``prefix`` from its tokens JSONL; return {key: path}."""
+    """(Re)write every aggregate file of the run at ``prefix`` from its tokens JSONL; return {key: path}.
+
+    ``errors``: the skipped prompts to record in the summary (default: ``PREFIX_errors.jsonl``)."""
     from . import compare_plots
 
     prefix = str(prefix)
     manifest, records = load_run(prefix)
+    if errors is None and Path(f"{prefix}_errors.jsonl").exists():
+        errors = [rec for _, rec in read_jsonl(f"{prefix}_errors.jsonl")]
     frames, pairs = token_frames(manifest, records)
     files: dict[str, str] = {"run": f"{prefix}_run.json", "tokens_jsonl": f"{prefix}_tokens.jsonl",
                              "errors": f"{prefix}_errors.jsonl", "prompts_dir": f"{prefix}_prompts"}
