@@ -254,8 +254,18 @@ def test_prepare_refuses_before_any_model_loads(paths, tmp_path, monkeypatch):
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
     long = _write(tmp_path / "long.jsonl", [{"prompt": "word " * 9000, "target": "x"}])
+    # a real tokenizer with one token more (a folder with its config and tokenizer, no weights:
+    # the vocabularies are compared before any weight is read)
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "other_vocab"
+    tok = AutoTokenizer.from_pretrained(paths[0])
+    tok.add_tokens(["<compare-test-token>"])
+    tok.save_pretrained(other)
+    (other / "config.json").write_bytes(open(os.path.join(paths[0], "config.json"), "rb").read())
     runner = CliRunner()
     cases = [
+        (["--model", str(other), "--data", ok, "--teacher-forced"], "different vocabulary"),
         (["--model", str(tmp_path / "missing"), "--data", ok, "--teacher-forced"], "unknown model"),
         (["--model", paths[0], "--model", paths[1], "--model-names", "a,b,c", "--data", ok], "3 names for 2 models"),
         (["--model", paths[1], "--data", str(empty), "--teacher-forced"], "empty file"),
