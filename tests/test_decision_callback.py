@@ -92,7 +92,7 @@ def test_padding_side_does_not_change_the_probabilities(lm_tok):
 
     lm, tok = lm_tok
     lm.eval()
-    feats = decision_arith.sft_features(tok, decision_arith.generate(4, "test"))
+    feats = decision_arith.sft_features(tok, decision_arith.generate(3, "test"))
     lt = resolve_label_tokens(tok, decision_arith.LABELS)
     got = {}
     for side in ("right", "left"):
@@ -101,6 +101,7 @@ def test_padding_side_does_not_change_the_probabilities(lm_tok):
         got[side] = score_batch(lm, batch, lt, tokenizer=tok, answer_prefix=decision_arith.ANSWER_PREFIX)
     tok.padding_side = "right"
     width = max(len(f["input_ids"]) for f in feats)
+    assert len({len(f["input_ids"]) for f in feats}) > 1, "the test needs rows of different lengths"
     for i, f in enumerate(feats):
         assert got["left"][0][i] == got["right"][0][i] + width - len(f["input_ids"])
     assert got["left"][1] == got["right"][1]
@@ -144,6 +145,16 @@ def _trainer(lm, tok, tmp_path, eval_records):
                    data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
 
 
+def _attached(lm, tok, tmp_path, eval_records):
+    from sample_smart.integrations.decision_callback import DecisionTokenCallback
+
+    trainer = _trainer(lm, tok, tmp_path, eval_records)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        DecisionTokenCallback.attach(trainer, decision_arith.LABELS, answer_prefix=decision_arith.ANSWER_PREFIX)
+    return trainer
+
+
 def test_bad_setups_fail_before_training_and_a_missing_answer_is_counted(lm_tok, tmp_path):
     from sample_smart.integrations.decision_callback import DecisionTokenCallback
 
@@ -158,20 +169,12 @@ def test_bad_setups_fail_before_training_and_a_missing_answer_is_counted(lm_tok,
         trainer.train()
     assert trainer.state.global_step == 0
     # no eval example holds a label token: an error naming the examples, before any step
-    maybe = [{**r, "target": "\\boxed{Maybe}"} for r in recs]
-    trainer = _trainer(lm, tok, tmp_path, maybe)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        DecisionTokenCallback.attach(trainer, decision_arith.LABELS, answer_prefix=decision_arith.ANSWER_PREFIX)
+    trainer = _attached(lm, tok, tmp_path, [{**r, "target": "\\boxed{Maybe}"} for r in recs])
     with pytest.raises(ValueError, match=r"no eval example has a label token after '\\\\boxed\{' .*examples \[0, 1, 2\]"):
         trainer.train()
     assert trainer.state.global_step == 0
     # one example without an answer: counted and named in a warning, the others measured
-    mixed = [recs[0], {**recs[1], "target": "\\boxed{Maybe}"}, recs[2]]
-    trainer = _trainer(lm, tok, tmp_path, mixed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        DecisionTokenCallback.attach(trainer, decision_arith.LABELS, answer_prefix=decision_arith.ANSWER_PREFIX)
+    trainer = _attached(lm, tok, tmp_path, [recs[0], {**recs[1], "target": "\\boxed{Maybe}"}, recs[2]])
     with pytest.warns(UserWarning, match=r"1 eval example\(s\) without an answer position: \['1'\]"):
         trainer.evaluate()
     entry = _decision_entries_from(trainer.state.log_history)[-1]

@@ -34,9 +34,9 @@ def test_extract_records_resume_and_target_vs_prompt_agree(data, tmp_path):
     out = tmp_path / "probs.jsonl"
     res = _extract(data, out, "--limit", "5", "--step", "7")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output.strip().splitlines()[-1])["written"] == 5
+    assert json.loads(res.stdout.strip().splitlines()[-1])["written"] == 5
     res = _extract(data, out, "--step", "7")  # resume: only the last two examples are new
-    counts = json.loads(res.output.strip().splitlines()[-1])
+    counts = json.loads(res.stdout.strip().splitlines()[-1])
     assert res.exit_code == 0 and counts == {"output": str(out), "written": 2, "skipped": 5, "missing": 1}
     recs = {r["sample_id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert sorted(recs) == ["m0", "p0", "p1", "p2", "t0", "t1", "t2"]

@@ -62,6 +62,16 @@ def _read_inputs(path: str | os.PathLike, classes: Sequence[str], *, id_field: s
     return rows
 
 
+def _done_ids(path: str | os.PathLike) -> set[str]:
+    """Sample ids of the complete decision records already in ``path`` (bad lines: warned, redone)."""
+    from sample_smart.traces.reader import read_jsonl
+
+    if not Path(path).exists():
+        return set()
+    return {str(r["sample_id"]) for _, r in read_jsonl(path, on_error="skip")
+            if isinstance(r, dict) and r.get("schema") == DECISION_SCHEMA and "sample_id" in r}
+
+
 def checkpoint_step(model: str | os.PathLike) -> int | None:
     """``global_step`` from ``<model>/trainer_state.json``, or None."""
     state = Path(model) / "trainer_state.json"
@@ -95,7 +105,6 @@ def extract_decisions(data: str | os.PathLike, output: str | os.PathLike, *, mod
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sample_smart.traces.examples import encode_target, render_prompt
-    from sample_smart.traces.reader import completed_ids
     from sample_smart.traces.writer import TraceWriter
 
     tok = AutoTokenizer.from_pretrained(str(model))
@@ -104,7 +113,7 @@ def extract_decisions(data: str | os.PathLike, output: str | os.PathLike, *, mod
     rows = _read_inputs(data, classes, id_field=id_field, prompt_field=prompt_field, target_field=target_field,
                         gt_field=gt_field)[: limit if limit is not None else None]
     step = checkpoint_step(model) if step is None else step
-    done = completed_ids(output, key="sample_id") if resume else set()
+    done = _done_ids(output) if resume else set()
     todo = [r for r in rows if r["sample_id"] not in done]
     prefix_ids = encode_target(tok, answer_prefix) if answer_prefix else []
     encoded = []
@@ -118,7 +127,16 @@ def extract_decisions(data: str | os.PathLike, output: str | os.PathLike, *, mod
     counts = {"written": 0, "skipped": len(rows) - len(todo), "missing": 0}
     if not encoded:
         return counts
-    lm = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+    from transformers.utils import logging as hf_logging
+
+    bars_on = hf_logging.is_progress_bar_enabled()
+    if not progress:  # also silence the weight-loading bar
+        hf_logging.disable_progress_bar()
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+    finally:
+        if bars_on:
+            hf_logging.enable_progress_bar()
     dev = torch.device(device) if device else torch.device("cpu")
     lm = lm.to(dev).eval()
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
