@@ -202,7 +202,9 @@ def test_seeds_critics_and_accuracies(lm):
     top = calib(lm, seed=7, critic=C.Critic("p_max"))
     assert top.sampled == a.sampled and np.all(top.scores >= a.scores)
     # on the sampled sequence: the first target position has the same prefix (the prompt), later ones differ
-    onsamp = calib(lm, seed=7, critic=C.Critic("p_sampled", "sampled"))
+    lines = []
+    onsamp = calib(lm, seed=7, critic=C.Critic("p_sampled", "sampled"), verbose_every=2, echo=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("after 2 sequences") and "acc=" in lines[0]
     starts = np.cumsum([0] + [len(e.target_ids) for e in lm[2]])[:-1]
     assert np.allclose(onsamp.scores[starts], a.scores[starts], rtol=1e-5, atol=1e-7)
     assert drawn.tolist() != gold.tolist() and not np.allclose(onsamp.scores, a.scores)
@@ -287,3 +289,20 @@ def test_checkpoint_file_loads_its_weights_and_writes_beside_it(tmp_path, lm):
     torch.save({"model": {"nonsense": torch.zeros(2)}}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not fit the config"):
         C.load_model(C.resolve_model(str(tmp_path / "bad.pt")))
+
+
+def test_data_sources(tmp_path, monkeypatch):
+    monkeypatch.delenv("SAMPLE_SMART_GSM8K_DIR", raising=False)
+    arith = C.resolve_data("arith_mini", "train").examples(5)
+    assert len(arith) == 5 and arith[0].id == "train-0" and "The answer is" in arith[0].target
+    (tmp_path / "train.jsonl").write_text('{"question": "q1", "answer": "a1 #### 1"}\n{"question": "q2", "answer": "a2"}\n')
+    (tmp_path / "test.jsonl").write_text('{"question": "t1", "answer": "b1 #### 2"}\n')
+    g = C.resolve_data("gsm8k_fewshot", "train", tmp_path)
+    assert [(e.prompt, e.target) for e in g.examples(9)] == [("q1", "a1 #### 1"), ("q2", "a2")]
+    assert C.resolve_data("gsm8k_fewshot", "val", tmp_path).examples(9)[0].prompt == "t1"
+    # a folder: val falls back to test.jsonl; a relative path resolves against the working directory
+    monkeypatch.chdir(tmp_path.parent)
+    folder = C.resolve_data(tmp_path.name, "val", prompt_field="question", target_field="answer")
+    assert folder.path == tmp_path / "test.jsonl" and folder.examples(1)[0].target == "b1 #### 2"
+    with pytest.raises(ValueError, match="split must be"):
+        C.resolve_data("arith_mini", "dev")
