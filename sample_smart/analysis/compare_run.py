@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,7 @@ class CompareSpec:
 
     models: list[str]
     data: str
-    output_dir: str = "compare_runs"
+    output_dir: str = "runs/compare"
     names: list[str] | None = None
     mode: str = "teacher_forced"
     experiment_name: str = "compare"
@@ -176,7 +176,6 @@ class CompareSpec:
     device: str | None = None
     dtype: str = "float32"
     resume: bool = True
-    extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
         """Refuse bad settings (ValueError naming the field and the allowed range); no model loads."""

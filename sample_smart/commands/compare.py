@@ -13,9 +13,12 @@ from typing import Any
 
 import click
 
-from sample_smart.commands.eval import DECODER_FLAGS, build_decoder, eval_command
+from sample_smart.commands import eval as _eval
+from sample_smart.commands.eval import build_decoder, eval_command
 
-_EVAL_OPTIONS = set(DECODER_FLAGS) | {"calibration", "calibration_mode", "calibration_threshold"}
+# eval's decoder flags (the options it checks with its per-knob callback), its calibration options and seed
+_EVAL_OPTIONS = [p for p in eval_command.params if getattr(p, "callback", None) is _eval._check_knob
+                 or p.name in ("calibration", "calibration_mode", "calibration_threshold", "seed")]
 
 
 def _models(values: tuple[str, ...]) -> list[str]:
@@ -47,7 +50,7 @@ def _names(values: tuple[str, ...]) -> list[str] | None:
                    "Default: each model generates and scores its own tokens.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
               help="Generation mode: tokens generated per prompt and model [default 64].")
-@click.option("--output-dir", type=click.Path(file_okay=False), default="compare_runs", show_default=True)
+@click.option("--output-dir", type=click.Path(file_okay=False), default="runs/compare", show_default=True)
 @click.option("--experiment-name", default="compare", show_default=True,
               help="First part of every file name (then the UTC start time); recorded in the summary.")
 @click.option("--quantiles", "n_quantiles", type=click.IntRange(1, 1000), default=10, show_default=True,
@@ -114,8 +117,19 @@ def compare(**params: Any) -> None:
         if err["stage"] == "run":
             say(f"skipped example {err['id']!r}: {err['error']}")
     say(("continued " if result["resumed"] else "wrote ") + f"{result['prefix']}_* ({result['counts']})")
+    summary = json.loads(Path(result["files"]["summary_stats"]).read_text())
+    for name, m in summary["per_model"].items():
+        if m["n_tokens"]:
+            say(f"{name}: {m['n_tokens']} tokens, mean entropy {m['entropy_nats']['mean']:.4f} nats, "
+                f"mean p(next) {m['p_next']['mean']:.4f}, PPL {m['perplexity']:.4f}")
+    for r in summary["pairs"].values():
+        if r["n_positions"]:
+            se = lambda v: "n/a" if v is None else f"{v:.3g}"  # noqa: E731
+            say(f"{r['base']} vs {r['other']}: mean KL {r['mean_kl']:.4g} ± {se(r['mean_kl_se'])} nats, "
+                f"RMS Δp {r['rms_delta_p']:.4g}, same top {100 * r['same_top_share']:.2f} ± "
+                f"{100 * r['same_top_share_se']:.2f} %, ln(PPL_other/PPL_base) {r['ln_ppl_ratio']:.4g} ± {se(r['ln_ppl_ratio_se'])}")
     click.echo(json.dumps({"prefix": result["prefix"], "counts": result["counts"],
                            "summary": result["files"]["summary_stats"]}))
 
 
-compare.params.extend(p for p in eval_command.params if p.name in _EVAL_OPTIONS | {"seed"})
+compare.params.extend(_EVAL_OPTIONS)
