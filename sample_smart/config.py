@@ -53,9 +53,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-__all__ = ["DecodeConfig", "KEYS", "SETTING_KEYS", "describe"]
+__all__ = ["DecodeConfig", "KEYS", "KNOBS", "Knob", "SETTING_KEYS", "describe"]
 
 # Alias keys used by the reference scripts' extra_args -> our field name.
 _ALIASES = {
@@ -306,7 +306,7 @@ def _calibration_settings(value: Any, calibrations: Any = None) -> dict[str, Any
     Served (``calibrations`` a :class:`~sample_smart.calibration.registry.CalibrationRegistry`): a
     name or {"name", "mode", "threshold"}; nothing is read, an unknown name is refused."""
     ref = "name" if calibrations is not None else "path"
-    allowed = (f"a calibration {ref}, or {{'{ref}': ..., 'mode': 'topk'|'epsilon', 'threshold': c}} "
+    allowed = (f"a calibration {ref}, or {{'{ref}': ..., 'mode': 'topk'|'epsilon'|..., 'threshold': c}} "
                "with 0 < c <= 1")
     mode, threshold = "epsilon", None
     if isinstance(value, str):
@@ -316,8 +316,8 @@ def _calibration_settings(value: Any, calibrations: Any = None) -> dict[str, Any
         if unknown or ref not in value:
             raise _bad("calibration", value, allowed)
         target, mode, threshold = value[ref], value.get("mode", "epsilon"), value.get("threshold")
-        if mode not in ("epsilon", "topk"):
-            raise _bad("calibration.mode", mode, "'epsilon' or 'topk'")
+        if not isinstance(mode, str):  # which modes a file supports, its loader says
+            raise _bad("calibration.mode", mode, "'epsilon', 'topk' (grid calibrations) or 'greedy_threshold'")
         if threshold is not None:
             threshold = _in_range("calibration.threshold",
                                   _as_float("calibration.threshold", threshold, "0 < c <= 1"), 0.0, 1.0,
@@ -336,80 +336,127 @@ def _calibration_settings(value: Any, calibrations: Any = None) -> dict[str, Any
         raise ValueError(f"calibration={describe(value)} could not be loaded: {exc}") from exc
 
 
+# ------------------------------------------------------------------ the knob table
+@dataclass(frozen=True)
+class Knob:
+    """How a request spells one setting: ``parse(value)`` gives the normalised value (None: off) or
+    raises ValueError naming the key, the value and ``allowed``; ``help`` and ``cli_type`` make its
+    CLI flag (``sample-smart eval --<key>``)."""
+
+    key: str
+    parse: Callable[[Any], Any]
+    allowed: str
+    help: str
+    cli_type: type = float
+
+
+def _float_knob(key: str, lo: float, hi: float, allowed: str, help: str, lo_open: bool = False,
+                off: float | None = None) -> Knob:
+    def parse(value: Any) -> float | None:
+        v = _in_range(key, _as_float(key, value, allowed), lo, hi, allowed, lo_open)
+        return None if (off is not None and v == off) else v
+
+    return Knob(key, parse, allowed, help)
+
+
+def _prob_knob(key: str, help: str, name: str) -> Knob:
+    return _float_knob(key, 0.0, 1.0, f"0 <= {name} <= 1 (0 = off)", help, off=0.0)
+
+
+def _parse_temperature(value: Any) -> float:
+    t_lo, t_hi = TEMPERATURE_RANGE
+    allowed = f"0 (greedy) or {t_lo:g} <= T <= {t_hi:g}"
+    t = _in_range("temperature", _as_float("temperature", value, allowed), 0.0, t_hi, allowed)
+    if 0.0 < t < t_lo:
+        raise _bad("temperature", value, allowed)
+    return t
+
+
+def _parse_top_k(value: Any) -> int | None:
+    k = _as_int_in("top_k", value, -1, INT_MAX, f"an integer 1..{INT_MAX} (0 or -1 = off)")
+    return None if k in (0, -1) else k
+
+
+_DTK_ALLOWED = (f"exactly 10 integers 0..{INT_MAX} (index 0 = p_max decile [0.9, 1], 0 = greedy), "
+                "list or 'a,b,...'")
+
+
+def _parse_dynamic_top_k(value: Any) -> tuple[int, ...]:
+    ks = _as_tuple("dynamic_top_k", value, 10, _as_int, _DTK_ALLOWED)
+    if any(not 0 <= k <= INT_MAX for k in ks):
+        raise _bad("dynamic_top_k", value, _DTK_ALLOWED)
+    return ks
+
+
+_EDT_ALLOWED = (f"'N,theta,T0' with N > 0 finite, |theta| <= {EDT_THETA_MAX:g}, "
+                f"{TEMPERATURE_RANGE[0]:g} <= T0 <= {TEMPERATURE_RANGE[1]:g}")
+
+
+def _parse_edt(value: Any) -> tuple[float, float, float]:
+    n, theta, t0 = _as_tuple("edt_var", value, 3, _as_float, _EDT_ALLOWED)
+    if n <= 0 or abs(theta) > EDT_THETA_MAX or not TEMPERATURE_RANGE[0] <= t0 <= TEMPERATURE_RANGE[1]:
+        raise _bad("edt_var", value, _EDT_ALLOWED)
+    return (n, theta, t0)
+
+
+_CAL_ALLOWED = (f"'A,B,thr' with |A| <= {CAL_ACC_MAX:g}, 0 < B <= {CAL_ACC_MAX:g}, "
+                f"0 < thr <= {CAL_ACC_MAX:g} (keep base**A * p**B >= thr)")
+
+
+def _parse_cal_acc(value: Any) -> tuple[float, float, float]:
+    a, b, thr = _as_tuple("cal_acc", value, 3, _as_float, _CAL_ALLOWED)
+    if abs(a) > CAL_ACC_MAX or not 0 < b <= CAL_ACC_MAX or not 0 < thr <= CAL_ACC_MAX:
+        raise _bad("cal_acc", value, _CAL_ALLOWED)
+    return (a, b, thr)
+
+
+_BASE_ALLOWED = "10 or 'e' (the log base of the fit log c = A + B log p)"
+
+
+def _parse_base(value: Any) -> float:
+    if isinstance(value, str):
+        if value.strip() not in _BASES:
+            raise _bad("cal_acc_base", value, _BASE_ALLOWED)
+        return _BASES[value.strip()]
+    base = _as_float("cal_acc_base", value, _BASE_ALLOWED)
+    if base not in (10.0, math.e):
+        raise _bad("cal_acc_base", value, _BASE_ALLOWED)
+    return base
+
+
+_CBO_ALLOWED = "an integer 1..10 (1 = lowest p_max decile [0, 0.1), 10 = [0.9, 1])"
+
+# One entry per DecodeConfig field, in field order: the only place a knob's spelling, range and
+# CLI help are written (the rule it drives is declared in sample_smart.processors.rules).
+KNOBS: dict[str, Knob] = {k.key: k for k in (
+    Knob("temperature", _parse_temperature, f"0 (greedy) or {TEMPERATURE_RANGE[0]:g} <= T <= {TEMPERATURE_RANGE[1]:g}",
+         "Temperature T (0 = greedy)."),
+    Knob("edt_var", _parse_edt, _EDT_ALLOWED, "EDT 'N,theta,T0': T = T0 * N^(theta/H), H in nats.", str),
+    Knob("top_k", _parse_top_k, f"an integer 1..{INT_MAX} (0 or -1 = off)", "Top-k.", int),
+    _float_knob("top_p", 0.0, 1.0, "0 < top_p <= 1 (1 = off)", "Nucleus mass p.", lo_open=True, off=1.0),
+    _prob_knob("min_p", "Min-p: keep p >= min_p * p_max.", "min_p"),
+    _prob_knob("prob_threshold", "Epsilon sampling: keep p >= eps.", "prob_threshold"),
+    _prob_knob("hewitt_epsilon", "Eta sampling epsilon: keep p >= min(eps, sqrt(eps) exp(-H)).", "hewitt_epsilon"),
+    Knob("dynamic_top_k", _parse_dynamic_top_k, _DTK_ALLOWED,
+         "Calibrated-TopK: 10 comma-separated K, index 0 = p_max decile [0.9, 1].", str),
+    _prob_knob("greedy_threshold", "Greedy-Threshold t: argmax only when p_max < t.", "greedy_threshold"),
+    Knob("confidence_bin_only", lambda v: _as_int_in("confidence_bin_only", v, 1, 10, _CBO_ALLOWED), _CBO_ALLOWED,
+         "Sample only when p_max is in decile 1..10 (1 = [0, 0.1)), else greedy.", int),
+    Knob("cal_acc", _parse_cal_acc, _CAL_ALLOWED, "Calibrated-epsilon 'A,B,thr': keep base^A p^B >= thr.", str),
+    Knob("cal_acc_base", _parse_base, _BASE_ALLOWED, "Log base of --cal-acc: 10 (reference) or e.", str),
+    _float_knob("top_n_sigma", 0.0, N_SIGMA_MAX, f"0 < n <= {N_SIGMA_MAX:g}", "Top-n-sigma: keep logit >= max - n*std.",
+                lo_open=True),
+)}
+
+
 def _normalise_fields(cfg: DecodeConfig) -> dict[str, Any]:
     """Validate every field and return the normalised values (tuples, floats, ints, None for off)."""
     out: dict[str, Any] = {}
-
-    def opt_float(name: str, lo: float, hi: float, allowed: str, lo_open=False, off=None):
-        value = getattr(cfg, name)
-        if value is None:
-            return None
-        v = _in_range(name, _as_float(name, value, allowed), lo, hi, allowed, lo_open)
-        return None if (off is not None and v == off) else v
-
-    t_lo, t_hi = TEMPERATURE_RANGE
-    temperature = opt_float("temperature", 0.0, t_hi, f"0 (greedy) or {t_lo:g} <= T <= {t_hi:g}")
-    if temperature is not None and 0.0 < temperature < t_lo:
-        raise _bad("temperature", cfg.temperature, f"0 (greedy) or {t_lo:g} <= T <= {t_hi:g}")
-    out["temperature"] = temperature
-    out["top_p"] = opt_float("top_p", 0.0, 1.0, "0 < top_p <= 1 (1 = off)", lo_open=True, off=1.0)
-    out["min_p"] = opt_float("min_p", 0.0, 1.0, "0 <= min_p <= 1 (0 = off)", off=0.0)
-    out["prob_threshold"] = opt_float("prob_threshold", 0.0, 1.0, "0 <= prob_threshold <= 1 (0 = off)", off=0.0)
-    out["hewitt_epsilon"] = opt_float("hewitt_epsilon", 0.0, 1.0, "0 <= hewitt_epsilon <= 1 (0 = off)", off=0.0)
-    out["greedy_threshold"] = opt_float("greedy_threshold", 0.0, 1.0, "0 <= greedy_threshold <= 1 (0 = off)", off=0.0)
-    out["top_n_sigma"] = opt_float("top_n_sigma", 0.0, N_SIGMA_MAX, f"0 < n <= {N_SIGMA_MAX:g}", lo_open=True)
-
-    top_k = cfg.top_k
-    if top_k is not None:
-        top_k = _as_int_in("top_k", top_k, -1, INT_MAX, f"an integer 1..{INT_MAX} (0 or -1 = off)")
-        top_k = None if top_k in (0, -1) else top_k
-    out["top_k"] = top_k
-
-    cbo = cfg.confidence_bin_only
-    if cbo is not None:
-        cbo = _as_int_in("confidence_bin_only", cbo, 1, 10,
-                         "an integer 1..10 (1 = lowest p_max decile [0, 0.1), 10 = [0.9, 1])")
-    out["confidence_bin_only"] = cbo
-
-    dtk = cfg.dynamic_top_k
-    if dtk is not None:
-        allowed = (f"exactly 10 integers 0..{INT_MAX} (index 0 = p_max decile [0.9, 1], 0 = greedy), "
-                   "list or 'a,b,...'")
-        ks = _as_tuple("dynamic_top_k", dtk, 10, _as_int, allowed)
-        if any(not 0 <= k <= INT_MAX for k in ks):
-            raise _bad("dynamic_top_k", dtk, allowed)
-        dtk = ks
-    out["dynamic_top_k"] = dtk
-
-    edt = cfg.edt_var
-    if edt is not None:
-        allowed = (f"'N,theta,T0' with N > 0 finite, |theta| <= {EDT_THETA_MAX:g}, "
-                   f"{t_lo:g} <= T0 <= {t_hi:g}")
-        n, theta, t0 = _as_tuple("edt_var", edt, 3, _as_float, allowed)
-        if n <= 0 or abs(theta) > EDT_THETA_MAX or not t_lo <= t0 <= t_hi:
-            raise _bad("edt_var", edt, allowed)
-        edt = (n, theta, t0)
-    out["edt_var"] = edt
-
-    base = cfg.cal_acc_base
-    allowed_base = "10 or 'e' (the log base of the fit log c = A + B log p)"
-    if isinstance(base, str):
-        if base.strip() not in _BASES:
-            raise _bad("cal_acc_base", base, allowed_base)
-        base = _BASES[base.strip()]
-    else:
-        base = _as_float("cal_acc_base", base, allowed_base)
-        if base not in (10.0, math.e):
-            raise _bad("cal_acc_base", cfg.cal_acc_base, allowed_base)
-    out["cal_acc_base"] = base
-
-    cal = cfg.cal_acc
-    if cal is not None:
-        allowed = (f"'A,B,thr' with |A| <= {CAL_ACC_MAX:g}, 0 < B <= {CAL_ACC_MAX:g}, "
-                   f"0 < thr <= {CAL_ACC_MAX:g} (keep base**A * p**B >= thr)")
-        a, b, thr = _as_tuple("cal_acc", cal, 3, _as_float, allowed)
-        if abs(a) > CAL_ACC_MAX or not 0 < b <= CAL_ACC_MAX or not 0 < thr <= CAL_ACC_MAX:
-            raise _bad("cal_acc", cal, allowed)
-        cal = (a, b, thr)
-    out["cal_acc"] = cal
+    for key, knob in KNOBS.items():
+        value = getattr(cfg, key)
+        out[key] = None if value is None else knob.parse(value)
     return out
+
+
+if tuple(KNOBS) != tuple(f.name for f in fields(DecodeConfig)):  # pragma: no cover - a developer's slip
+    raise ImportError("sample_smart.config: KNOBS must list exactly the DecodeConfig fields, in order")

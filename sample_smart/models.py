@@ -9,7 +9,7 @@ transformers both load offline:
     model = AutoModelForCausalLM.from_pretrained(dir, gguf_file=f, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(dir, gguf_file=f)
 
-Two pitfalls (DESIGN.md section 3): after dequantizing, transformers still marks the
+Two pitfalls: after dequantizing, transformers still marks the
 model as quantized, so ``save_pretrained`` fails ("model is quantized ... not
 serializable") unless ``model.hf_quantizer`` is cleared and
 ``config.quantization_config`` deleted; and the package's ``__init__`` imports the

@@ -1,8 +1,8 @@
 """The test session's one vLLM engine (request the fixture ``llm``).
 
 One ``vllm.LLM`` on the embedded model (SmolLM2-135M-Instruct, fp32), built by
-``sample_smart.integrations.vllm_engine.make_llm`` with the CPU settings of DESIGN.md
-section 3, sample_smart's processor registered, vLLM's default ``raw_logprobs`` mode.
+``sample_smart.integrations.vllm_engine.make_llm`` with its CPU settings,
+sample_smart's processor registered, vLLM's default ``raw_logprobs`` mode.
 Starting it costs ~25 s, so every test that needs an engine shares it; a test that needs
 other engine settings starts its engine in a subprocess (never two engines in one process).
 

@@ -1,6 +1,6 @@
 """Textbook implementations of every knob, one row at a time, in float64 numpy.
 
-Written straight from the definitions (DESIGN.md section 1 and each method's paper), with
+Written straight from the definitions (the README's semantics and each method's paper), with
 no shared code with ``sample_smart.processors``. Each rule returns ``(keep, near)``: the kept
 set and the tokens whose decision sits within a relative 1e-4 of the rule's boundary, where a
 float32 implementation may legitimately decide the other way.

@@ -326,6 +326,6 @@ def test_offline_calibration_paths_must_be_regular_files(tmp_path):
 def test_state_with_vocab_turns_huge_k_off():
     state = BatchState.from_configs([DecodeConfig(top_k=2**31 - 1), DecodeConfig(dynamic_top_k=[2**31 - 1] * 10)],
                                     vocab_size=100)
-    assert state.max_top_k == 100 and not state.any_top_k
-    assert int(state.dyn_k.max()) == 100
+    assert state.candidates == 100 and not state.uses("top_k")
+    assert int(state.params["dyn_k"].max()) == 100
     assert math.isfinite(float(state.temperature.sum()))

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import sample_smart.processors.paths as paths
-import sample_smart.processors.pipeline as pipeline
+import sample_smart.processors.cpu_blocks as cpu_blocks
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import DecodeConfig, process
 from sample_smart.processors import BatchState, process_core
@@ -22,8 +21,12 @@ MIXED = [
 
 @pytest.fixture(autouse=True)
 def cpu_fast_path(monkeypatch):
-    """These tests exercise the opt-in CPU fast path (see sample_smart.processors.paths)."""
-    monkeypatch.setattr(paths, "CPU_FAST_PATH", True)
+    """These tests exercise the opt-in CPU fast path (see sample_smart.processors.cpu_blocks)."""
+    from sample_smart.processors import set_cpu_fast_path
+
+    set_cpu_fast_path(True)
+    yield
+    set_cpu_fast_path(None)
 
 
 def _flat(b: int, v: int, seed: int) -> torch.Tensor:
@@ -35,7 +38,7 @@ def test_row_blocks_equal_one_block(monkeypatch, kind):
     x = make_logits(kind, len(MIXED), 9000, seed=3).float()
     state = BatchState.from_configs([DecodeConfig.from_dict(d) for d in MIXED])
     whole = process_core(x, state)
-    monkeypatch.setattr(pipeline, "CPU_BLOCK_ELEMENTS", 2 * 9000 + 17)  # 2 rows a block, ragged end
+    monkeypatch.setattr(cpu_blocks, "CPU_BLOCK_ELEMENTS", 2 * 9000 + 17)  # 2 rows a block, ragged end
     blocks = process_core(x, state)
     assert torch.equal(torch.isfinite(blocks), torch.isfinite(whole))
     torch.testing.assert_close(blocks, whole)
@@ -49,7 +52,7 @@ def test_row_blocks_half_precision(monkeypatch, dtype):
     x = make_logits("peaked", 5, 3000, seed=4).to(dtype)
     cfg = DecodeConfig(min_p=0.05, top_p=0.9)
     whole = process(x, cfg)
-    monkeypatch.setattr(pipeline, "CPU_BLOCK_ELEMENTS", 3000)
+    monkeypatch.setattr(cpu_blocks, "CPU_BLOCK_ELEMENTS", 3000)
     blocks = process(x, cfg)
     assert blocks.dtype == dtype and torch.equal(blocks, whole)
 

@@ -140,7 +140,7 @@ def bins(metrics: tuple[Path, ...], output_dir: Path) -> None:
 def table(metrics: tuple[Path, ...], k: int | None) -> None:
     """The accuracy table of `sample-smart eval` runs from their *_metrics.json files."""
     from sample_smart.analysis.studies import TABLE_FIELDS, load_metrics
-    from sample_smart.commands.eval import _table
+    from sample_smart.commands.eval import results_table
 
     rows = [load_metrics(p, TABLE_FIELDS) for p in metrics]
     k = k or min(r["metrics"]["repeats"] for r in rows)
@@ -148,4 +148,4 @@ def table(metrics: tuple[Path, ...], k: int | None) -> None:
         if str(k) not in r["metrics"]["maj_at_k"] or str(k) not in r["metrics"]["pass_at_k"]:
             raise click.BadParameter(f"k={k}: {p} has no maj@{k} or pass@{k} (its repeats: "
                                      f"{r['metrics']['repeats']})", param_hint="'--k'")
-    click.echo(_table(rows, k))
+    click.echo(results_table(rows, k))

@@ -8,28 +8,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
-from sample_smart.config import DecodeConfig
-
-# flag -> DecodeConfig key (the reference run.py's decoder flags plus top-n-sigma)
-DECODER_FLAGS: dict[str, str] = {
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "greedy_threshold": "greedy_threshold",
-    "prob_threshold": "prob_threshold",
-    "dynamic_top_k": "dynamic_top_k",
-    "edt_var": "edt_var",
-    "hewitt_epsilon": "hewitt_epsilon",
-    "confidence_bin_only": "confidence_bin_only",
-    "cal_acc": "cal_acc",
-    "cal_acc_base": "cal_acc_base",
-    "top_n_sigma": "top_n_sigma",
-}
+from sample_smart.config import KNOBS, DecodeConfig
 
 # The comparison of `--compare` (the README's main job): label -> settings; the calibrated
 # decoders are added from --calibration.
@@ -57,10 +40,19 @@ def _check_knob(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if value is None:
         return None
     try:
-        DecodeConfig.from_dict({DECODER_FLAGS[param.name]: value})
+        DecodeConfig.from_dict({param.name: value})
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
     return value
+
+
+def decoder_options(command: Callable) -> Callable:
+    """One click option per knob of :data:`sample_smart.config.KNOBS` (``--top-k`` for ``top_k``),
+    typed and checked alone as the flag is parsed; the help is the knob's meaning and range."""
+    for knob in reversed(list(KNOBS.values())):
+        command = click.option(f"--{knob.key.replace('_', '-')}", knob.key, type=knob.cli_type, default=None,
+                               callback=_check_knob, help=f"{knob.help} Allowed: {knob.allowed}.")(command)
+    return command
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -72,7 +64,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 def build_decoder(params: dict[str, Any]) -> tuple[DecodeConfig | None, str | None]:
     """``(DecodeConfig of the decoder flags and --calibration, label)``; ``(None, None)`` when no
     decoder flag is given. Raises click.BadParameter / UsageError naming the flag."""
-    settings = {DECODER_FLAGS[k]: params[k] for k in DECODER_FLAGS if params.get(k) is not None}
+    settings = {k: params[k] for k in KNOBS if params.get(k) is not None}
     calibration = params.get("calibration")
     label_parts = []
     if calibration is not None and not params.get("compare"):
@@ -119,7 +111,8 @@ def _decoders(params: dict[str, Any]) -> list[tuple[str, DecodeConfig]]:
     return runs
 
 
-def _table(rows: list[dict[str, Any]], k: int) -> str:
+def results_table(rows: list[dict[str, Any]], k: int) -> str:
+    """The accuracy / maj@k / pass@k table of eval results, one line per decoder."""
     head = f"{'decoder':<24} {'acc':>6} {'maj@' + str(k):>7} {'pass@' + str(k):>7} {'distinct':>8} {'invalid':>7} {'wall s':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -135,22 +128,7 @@ def _table(rows: list[dict[str, Any]], k: int) -> str:
               help="A task name (sample_smart's arith_mini, gsm8k_fewshot, bbh_cot_fewshot_mini, or any lm-eval task) "
                    "or the path of an lm-eval task YAML.")
 @click.option("--model", default=None, help="Model folder or hub id for vLLM [default: the embedded SmolLM2-135M-Instruct].")
-@click.option("--temperature", type=float, callback=_check_knob, help="Temperature T >= 0 (0 = greedy).")
-@click.option("--top-k", type=int, callback=_check_knob, help="Top-k (>= 1; 0/-1 = off).")
-@click.option("--top-p", type=float, callback=_check_knob, help="Nucleus mass 0 < p <= 1.")
-@click.option("--min-p", type=float, callback=_check_knob, help="Min-p: keep p >= min_p * p_max (0..1).")
-@click.option("--greedy-threshold", type=float, callback=_check_knob,
-              help="Greedy-Threshold t: argmax only when p_max < t (0..1).")
-@click.option("--prob-threshold", type=float, callback=_check_knob, help="Epsilon sampling: keep p >= eps (0..1).")
-@click.option("--dynamic-top-k", type=str, callback=_check_knob,
-              help="Calibrated-TopK: 10 comma-separated K, index 0 = p_max decile [0.9, 1].")
-@click.option("--edt-var", type=str, callback=_check_knob, help="EDT 'N,theta,T0': T = T0 * N^(theta/H).")
-@click.option("--hewitt-epsilon", type=float, callback=_check_knob, help="Eta sampling epsilon (0..1).")
-@click.option("--confidence-bin-only", type=int, callback=_check_knob,
-              help="Sample only when p_max is in decile 1..10 (1 = [0, 0.1)), else greedy.")
-@click.option("--cal-acc", type=str, callback=_check_knob, help="Calibrated-epsilon 'A,B,thr': keep base^A p^B >= thr.")
-@click.option("--cal-acc-base", type=str, callback=_check_knob, help="Log base of --cal-acc: 10 (reference) or e.")
-@click.option("--top-n-sigma", type=float, callback=_check_knob, help="Top-n-sigma: keep logit >= max - n*std (n > 0).")
+@decoder_options
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Calibration file (sample-smart calibrate fit) for a calibrated decoder.")
 @click.option("--calibration-mode", type=click.Choice(["epsilon", "topk"]), default="epsilon", show_default=True,
@@ -224,8 +202,5 @@ def eval_command(**params: Any) -> None:
         rows.append(result)
         say(f"{label}: accuracy {result['metrics']['accuracy']:.3f} in {result['wall_time_s']:.1f} s -> "
             f"{result['files']['metrics']}")
-    click.echo(_table(rows, params["repeats"]))
+    click.echo(results_table(rows, params["repeats"]))
     sys.stdout.flush()
-
-
-eval = eval_command  # noqa: A001  (the name cli.COMMANDS points at)

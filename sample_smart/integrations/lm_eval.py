@@ -52,7 +52,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from sample_smart.config import DecodeConfig
+from sample_smart.config import SETTING_KEYS, DecodeConfig
 
 __all__ = ["SampleSmartLM", "derive_seed", "request_config"]
 
@@ -67,13 +67,6 @@ def derive_seed(base_seed: int, repeat: int, context: str = "") -> int:
     per question, stable across runs, processes and machines."""
     digest = hashlib.sha256(f"{int(base_seed)}|{int(repeat)}|{context}".encode()).hexdigest()
     return int(digest[:16], 16) >> 1
-
-
-def _is_decoder_key(key: str) -> bool:
-    """A DecodeConfig key or one of the reference aliases (shared with the vLLM processor)."""
-    from sample_smart.integrations.vllm import _is_setting_key
-
-    return _is_setting_key(key)
 
 
 def request_config(
@@ -93,7 +86,7 @@ def request_config(
     for key, value in gen_kwargs.items():
         if key in _GENERIC_KEYS:
             generic[key] = value
-        elif _is_decoder_key(key):
+        elif key in SETTING_KEYS:
             settings[key] = value
         elif hasattr(SamplingParams(), key):
             extra[key] = value
@@ -137,7 +130,7 @@ class SampleSmartLM(TemplateLM):
         settings: dict[str, Any] = {}
         if decoder:
             settings.update(json.loads(decoder) if isinstance(decoder, str) else dict(decoder))
-        unknown = {k: v for k, v in kwargs.items() if not _is_decoder_key(k)}
+        unknown = {k: v for k, v in kwargs.items() if k not in SETTING_KEYS}
         if unknown:
             raise ValueError(
                 f"unknown model_args {sorted(unknown)}: allowed pretrained, max_model_len, seed, max_gen_toks, "

@@ -94,7 +94,6 @@ except ImportError:  # pragma: no cover - depends on the vLLM version
 __all__ = [
     "EXTRA_ARGS_KEY",
     "SampleSmartLogitsProcessor",
-    "SampleSmartLogitsProcessorV2",
     "config_from_params",
     "sampling_params",
 ]
@@ -371,6 +370,3 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
         out = self._rows.process(logits.div_(self._temp), state)
         return out.mul_(self._temp)
 
-
-# The V2 variant is the same class (it implements both interfaces); the name documents intent.
-SampleSmartLogitsProcessorV2 = SampleSmartLogitsProcessor

@@ -1,8 +1,8 @@
 """Build a vLLM engine (``vllm.LLM``) with sample_smart's processor, tuned for this machine.
 
 ``make_llm(model=None, **overrides)`` is the one way the project starts an offline engine
-(tests, traces, lm-eval, benchmarks). Without a GPU it uses the CPU settings measured in
-DESIGN.md section 3:
+(tests, traces, lm-eval, benchmarks). Without a GPU it uses CPU settings that were tried on a
+2-core AVX2 machine:
 
 - environment (set before ``import vllm``, only when not already set):
   ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB of KV cache), ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
@@ -31,7 +31,7 @@ from typing import Any
 PROCESSOR_FQCN = "sample_smart.integrations.vllm:SampleSmartLogitsProcessor"
 ENTRY_POINT_GROUP = "vllm.logits_processors"
 
-# Engine arguments that worked on the 2-core AVX2 machine without a GPU (DESIGN.md section 3).
+# Engine arguments that worked on a 2-core AVX2 machine without a GPU.
 CPU_ENGINE_DEFAULTS: dict[str, Any] = {
     "dtype": "float32",
     "enforce_eager": True,
