@@ -68,6 +68,8 @@ _ALIASES = {
 }
 
 _BASES = {"10": 10.0, "e": math.e}
+# keys that scale the logits, or qualify another key, rather than truncate
+_TRANSFORM_KEYS = ("temperature", "edt_var", "cal_acc_base")
 
 
 INT_MAX = 2**31 - 1  # largest top_k / dynamic_top_k entry (no vocabulary is larger)
@@ -267,20 +269,8 @@ class DecodeConfig:
     @property
     def is_noop(self) -> bool:
         """True when no knob changes the logits (the row comes back unchanged)."""
-        return (
-            not self.uses_temperature
-            and not self.is_greedy
-            and self.top_k is None
-            and self.top_p is None
-            and self.min_p is None
-            and self.prob_threshold is None
-            and self.hewitt_epsilon is None
-            and self.dynamic_top_k is None
-            and self.greedy_threshold is None
-            and self.confidence_bin_only is None
-            and self.cal_acc is None
-            and self.top_n_sigma is None
-        )
+        return (not self.uses_temperature and not self.is_greedy
+                and all(getattr(self, key) is None for key in KNOBS if key not in _TRANSFORM_KEYS))
 
     @property
     def uses_temperature(self) -> bool:
