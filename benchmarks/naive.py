@@ -10,7 +10,7 @@ Semantics, with p the tempered distribution sorted descending (``sp``), ``c`` it
 and rank r = 0, 1, ...: min-p keeps ``sp >= min_p * sp[0]``; epsilon ``sp >= eps``; eta
 ``sp >= min(eps, sqrt(eps) exp(-H))``; calibrated-epsilon ``ln sp >= cal_log_p``; top-k ``r < k``;
 dynamic top-k ``r < K[9 - bin(p_max)]``; top-p ``c - sp < p``; greedy rules ``r < 1``; top-n-sigma
-``x >= m - n sigma``. The kept count is at least 1.
+``x >= m - n sigma``; top-a ``sp >= a sp[0]^2``. The kept count is at least 1.
 """
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def naive_process(logits: torch.Tensor, state: BatchState) -> torch.Tensor:
     cap(torch.where((P["greedy_threshold"] > 0) & (p_max < P["greedy_threshold"]), 1, big))
     outside = (P["conf_bin"] > 0) & (bin_ + 1 != P["conf_bin"])
     cap(torch.where(outside, 1, big))
+    cap((sp >= col(P["log_top_a"].exp() * p_max.square())).sum(-1))
     if state.uses("top_n_sigma"):
         finite = torch.isfinite(x)
         xs = torch.where(finite, x, torch.nan)

@@ -82,6 +82,7 @@ KNOBS: dict[str, dict[str, Any]] = {
     "confidence_bin_only": {"confidence_bin_only": 3},
     "cal_acc": {"cal_acc": CAL_EPS},
     "top_n_sigma": {"top_n_sigma": 1.0},
+    "top_a": {"top_a": 0.2},
 }
 DECODERS: dict[str, dict[str, Any]] = {
     "Greedy-Threshold 0.3 + min-p 0.1": {"greedy_threshold": 0.3, "min_p": 0.1},

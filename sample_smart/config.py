@@ -26,6 +26,7 @@ calibration            a calibration file (``sample-smart calibrate fit``) turne
                        into Calibrated-TopK or Calibrated-epsilon knobs              "mode", "threshold"}; served:
                                                                                     a name (see below)
 top_n_sigma            keep logit >= max - n * std(finite logits) (Tang et al. 2024) 0 < n <= 1e6
+top_a                  keep p >= a * p_max ** 2 (top-a, BlinkDL's RWKV sampler)      0 <= a <= 1 (0 = off)
 =====================  ===========================================================  =========================
 
 p_max deciles are ``bin = min(floor(10 * p_max), 9)`` (0-based, 0 = [0, 0.1)), as in the reference
@@ -192,6 +193,7 @@ class DecodeConfig:
     cal_acc: tuple[float, float, float] | None = None
     cal_acc_base: float = 10.0
     top_n_sigma: float | None = None
+    top_a: float | None = None
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -436,6 +438,7 @@ KNOBS: dict[str, Knob] = {k.key: k for k in (
     Knob("cal_acc_base", _parse_base, _BASE_ALLOWED, "Log base of --cal-acc: 10 (reference) or e.", str),
     _float_knob("top_n_sigma", 0.0, N_SIGMA_MAX, f"0 < n <= {N_SIGMA_MAX:g}", "Top-n-sigma: keep logit >= max - n*std.",
                 lo_open=True),
+    _prob_knob("top_a", "Top-a: keep p >= a * p_max^2.", "top_a"),
 )}
 
 

@@ -123,6 +123,8 @@ def kept_set(x: np.ndarray, cfg: dict):
         sigma = fin.std()
         thr = x.max() - cfg["top_n_sigma"] * sigma
         inter(x >= thr, np.abs(x - thr) < REL * max(1.0, abs(thr)))
+    if cfg.get("top_a"):
+        inter(*_threshold(p, cfg["top_a"] * pmax ** 2))
     keep[p == pmax] = True  # the argmax is never removed
     keep &= np.isfinite(x)
     return keep, near, x

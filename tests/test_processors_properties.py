@@ -23,6 +23,7 @@ knob_strategies = {
     "confidence_bin_only": st.integers(1, 10),
     "cal_acc": st.tuples(st.floats(-3.0, 1.0), st.floats(0.05, 3.0), st.floats(1e-4, 1.0)),
     "top_n_sigma": st.floats(0.1, 5.0),
+    "top_a": probs01,
 }
 
 

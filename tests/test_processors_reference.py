@@ -25,6 +25,7 @@ KNOBS = {
     "confidence_bin_only": [{"confidence_bin_only": b} for b in (1, 3, 10)],
     "cal_acc": [{"cal_acc": [-0.3, 0.5, 0.05]}, {"cal_acc": [-0.7, 0.8, 0.1], "cal_acc_base": "e"}],
     "top_n_sigma": [{"top_n_sigma": 1.0}, {"top_n_sigma": 2.5}],
+    "top_a": [{"top_a": 0.2}, {"top_a": 1.0}, {"top_a": 0.05, "temperature": 0.7, "min_p": 0.02}],
     "temperature+truncation": [{"temperature": 0.6, "top_p": 0.8, "prob_threshold": 1e-3},
                                {"temperature": 1.5, "min_p": 0.1, "hewitt_epsilon": 0.01}],
 }

@@ -28,6 +28,7 @@ DECODERS = {
     "eta 9e-4": {"hewitt_epsilon": 9e-4},
     "EDT (0.8, 1, 1)": {"edt_var": "0.8,1.0,1.0"},
     "top-n-sigma 1.0": {"top_n_sigma": 1.0},
+    "top-a 0.2": {"top_a": 0.2},
     "Greedy-Threshold 0.3 + min-p 0.1": {"greedy_threshold": 0.3, "min_p": 0.1},
     "Calibrated-TopK (example list)": {"dynamic_top_k": "8,6,4,3,3,2,2,1,1,1"},
     "Calibrated-epsilon (example fit, base 10)": {"cal_acc": "-0.3,0.6,0.05"},

@@ -163,6 +163,14 @@ def top_p_tau(st: Stats, p: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return _top_p.top_p_tau(st.x, st.m, st.e, st.s, p["top_p"], st.values)
 
 
+def top_a_tau(st: Stats, p: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Top-a (BlinkDL's RWKV sampler, also in KoboldAI and text-generation-webui): keep
+    p >= a * p_max^2, i.e. x - z >= ln a + 2 (m - z), so tau = 2 m - z + ln a (<= m for a <= 1).
+    A confident row (p_max near 1) keeps tokens down to ~a; a flat row keeps almost all.
+    ``ln a = -inf``: off."""
+    return 2.0 * st.m - st.z + p["log_top_a"]
+
+
 def _top_k_row(c: DecodeConfig, vocab: int | None) -> tuple | None:
     k = c.top_k or 0
     return None if k == 0 or (vocab is not None and k >= vocab) else (k,)  # k >= V keeps all: off
@@ -215,6 +223,8 @@ RULES: tuple[Rule, ...] = (
     Rule("top_p", ("top_p",), (Param("top_p", _F32, 1.0),),
          lambda c, v: (c.top_p,) if c.top_p is not None else None, frozenset({"values", "mass", "z"}), top_p_tau,
          candidates=lambda rows: _top_p.CANDIDATES, paper="arXiv 1904.09751"),
+    Rule("top_a", ("top_a",), (Param("log_top_a", _F32, NEG_INF),),
+         lambda c, v: _log_or_off(c.top_a), frozenset({"z"}), top_a_tau),
 )
 RULES_BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
 PARAMS: tuple[Param, ...] = tuple(p for r in RULES for p in r.params)
