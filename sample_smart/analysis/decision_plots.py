@@ -101,7 +101,7 @@ def plot_evolution(rows: Sequence[Mapping[str, Any]], path: str | Path, title: s
     rows = sorted(rows, key=lambda r: r["step"])
     steps = [r["step"] for r in rows]
     classes = [k[2:] for k in rows[0] if k.startswith("p_")]
-    fig = _figure(figsize=(7.6, 6.4), layout="constrained")
+    fig = _figure(figsize=(10.0, 6.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
     for key, label, style in (("prob_mass", "mass = sum of p_class", "-o"), ("accuracy", "accuracy (argmax class)", "-s"),
                               ("confidence", "confidence = max p_class (raw)", "--^"),
@@ -109,7 +109,7 @@ def plot_evolution(rows: Sequence[Mapping[str, Any]], path: str | Path, title: s
         top.plot(steps, [r.get(key, math.nan) for r in rows], style, label=label, ms=4)
     top.set_ylim(-0.02, 1.02)
     top.set_ylabel("mean over eval examples")
-    top.legend(fontsize=7.5, loc="lower right")
+    top.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     n = rows[-1].get("n")
     top.set_title(title or f"Decision tokens during fine-tuning ({int(n) if n is not None else '?'} eval examples)",
                   fontsize=10)
@@ -120,7 +120,7 @@ def plot_evolution(rows: Sequence[Mapping[str, Any]], path: str | Path, title: s
     bottom.set_ylim(-0.02, 1.02)
     bottom.set_xlabel("training step (optimizer updates)")
     bottom.set_ylabel("probability / ECE")
-    bottom.legend(fontsize=7.5, loc="upper right")
+    bottom.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.supxlabel(f"{_CONV}\nECE: {ECE_BIN_RULE}, |accuracy - mean confidence| weighted by bin share", fontsize=6.5)
     return _save(fig, path)
 
