@@ -13,6 +13,7 @@ from typing import Any, Callable
 import click
 
 from sample_smart.config import KNOBS, DecodeConfig
+from sample_smart.io_checks import cli_errors
 
 # The comparison of `--compare` (the README's main job): label -> settings; the calibrated
 # decoders are added from --calibration.
@@ -160,6 +161,7 @@ def results_table(rows: list[dict[str, Any]], k: int) -> str:
 @click.option("--apply-chat-template", is_flag=True, help="Wrap prompts in the model's chat template.")
 @click.option("-v", "--verbose", is_flag=True, help="Show vLLM's INFO log (engine configuration and progress); "
                                                     "by default only its warnings and errors.")
+@cli_errors
 def eval_command(**params: Any) -> None:
     """Evaluate decoders on an lm-eval task with vLLM: accuracy, maj@k, pass@k per decoder.
 
