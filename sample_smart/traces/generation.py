@@ -19,15 +19,13 @@ Tracing stops where ``stop.TraceStop`` says (stop strings or regex on decoded te
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .schemas import GENERATION
-from .stats import f32_lists
+from .schemas import GENERATION, GENERATION_FIELDS, position_stats, step_columns
 from .stop import TraceStop
-from .vllm_logprobs import check_top_k, engine_info, position_entries
+from .vllm_logprobs import check_top_k, engine_info, position_values
 
 _SAMPLING_FIELDS = ("n", "temperature", "top_p", "top_k", "min_p", "seed", "max_tokens", "stop")
 
@@ -50,18 +48,11 @@ def request_config(params: Any) -> dict:
 
 
 def _step_columns(container: Any, token_ids: Sequence[int], offset: int, top_k: int) -> dict[str, list]:
-    cols: dict[str, list] = {k: [] for k in ("token_id", "rank", "logprob", "p_max", "top_ids", "top_logprobs")}
+    values = position_stats(GENERATION_FIELDS)
     for i, tok in enumerate(token_ids):
-        lp, rank, top_ids, top_lps = position_entries(container, offset + i, tok, top_k)
-        cols["token_id"].append(int(tok))
-        cols["rank"].append(rank)
-        cols["logprob"].append(lp)
-        cols["p_max"].append(math.exp(top_lps[0]))
-        cols["top_ids"].append(top_ids)
-        cols["top_logprobs"].append(top_lps)
-    for key in ("logprob", "p_max", "top_logprobs"):
-        cols[key] = f32_lists(cols[key]) if cols[key] else []
-    return cols
+        for stat, value in position_values(container, offset + i, tok, top_k).items():
+            values[stat].append(value)
+    return step_columns(GENERATION_FIELDS, values)
 
 
 def trace_generations(

@@ -42,6 +42,7 @@ engine ran in processed-logprobs mode also the processed logprob of the sampled 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,24 +56,66 @@ ENTROPY_SCOPES = ("full", "top_k")
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
 STOP_REASONS = ("stop_string", "regex", "end")
 
-# Per-step parallel arrays of each schema: field -> element kind.
-TEACHER_FORCED_STEPS = {
-    "gold_id": "int",
-    "gold_rank": "rank",
-    "gold_logprob": "logprob",
-    "p_max": "prob",
-    "entropy": "nats",
-    "top_ids": "int_row",
-    "top_logprobs": "logprob_row",
-}
-GENERATION_STEPS = {
-    "token_id": "int",
-    "rank": "rank",
-    "logprob": "logprob",
-    "p_max": "prob",
-    "top_ids": "int_row",
-    "top_logprobs": "logprob_row",
-}
+@dataclass(frozen=True)
+class StepField:
+    """One per-step array of a record: its ``name`` in the record, its element ``kind`` (int, rank,
+    logprob, prob, nats, int_row, logprob_row: what the validator checks, and whether it is stored as
+    float32) and the per-position quantity it holds (``stat``: a ``traces.stats.TokenStats`` field,
+    which both backends and generation fill by that name)."""
+
+    name: str
+    kind: str
+    stat: str
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind in FLOAT_KINDS
+
+
+FLOAT_KINDS = frozenset({"logprob", "prob", "nats", "logprob_row"})
+
+# The per-step arrays of each schema, in record order: the only list of trace fields.
+TEACHER_FORCED_FIELDS = (
+    StepField("gold_id", "int", "token_id"),
+    StepField("gold_rank", "rank", "rank"),
+    StepField("gold_logprob", "logprob", "logprob"),
+    StepField("p_max", "prob", "p_max"),
+    StepField("entropy", "nats", "entropy"),
+    StepField("top_ids", "int_row", "top_ids"),
+    StepField("top_logprobs", "logprob_row", "top_logprobs"),
+)
+GENERATION_FIELDS = (
+    StepField("token_id", "int", "token_id"),
+    StepField("rank", "rank", "rank"),
+    StepField("logprob", "logprob", "logprob"),
+    StepField("p_max", "prob", "p_max"),
+    StepField("top_ids", "int_row", "top_ids"),
+    StepField("top_logprobs", "logprob_row", "top_logprobs"),
+)
+# field -> element kind (what the validators read)
+TEACHER_FORCED_STEPS = {f.name: f.kind for f in TEACHER_FORCED_FIELDS}
+GENERATION_STEPS = {f.name: f.kind for f in GENERATION_FIELDS}
+
+
+def step_columns(fields: tuple[StepField, ...], source: Any) -> dict[str, list]:
+    """The record's per-step columns from per-position values: ``source`` is a ``TokenStats`` (its
+    attributes) or a mapping ``stat -> list``; float kinds are stored as float32 (shortest decimal
+    that round-trips), ints as ints."""
+    from .stats import f32_lists
+
+    cols: dict[str, list] = {}
+    for f in fields:
+        values = source[f.stat] if isinstance(source, Mapping) else getattr(source, f.stat)
+        if f.is_float:
+            cols[f.name] = f32_lists(values) if len(values) else []
+        else:
+            cols[f.name] = values.tolist() if hasattr(values, "tolist") else [v for v in values]
+    return cols
+
+
+def position_stats(fields: tuple[StepField, ...]) -> dict[str, list]:
+    """Empty per-position accumulators, one per ``stat`` the fields need."""
+    return {f.stat: [] for f in fields}
 
 # float slack for values that are mathematically <= 0 or <= 1
 _EPS = 1e-5

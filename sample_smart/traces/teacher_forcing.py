@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 from .examples import EncodedExample, Example, encode_example
 from .reader import completed_ids
-from .schemas import TEACHER_FORCED
-from .stats import TokenStats, f32_lists
+from .schemas import TEACHER_FORCED, TEACHER_FORCED_FIELDS, step_columns
+from .stats import TokenStats
 from .writer import TraceWriter
 
 
@@ -37,21 +37,10 @@ class TeacherForcingBackend(Protocol):
 def teacher_forced_record(
     ex_id: str, *, model: str, backend: str, top_k: int, entropy_scope: str, stats: TokenStats | dict
 ) -> dict:
-    """Build one ``sample_smart.teacher_forced/1`` record from per-token statistics."""
-    if isinstance(stats, TokenStats):
-        cols = {
-            "gold_id": stats.token_id.tolist(),
-            "gold_rank": stats.rank.tolist(),
-            "gold_logprob": f32_lists(stats.logprob),
-            "p_max": f32_lists(stats.p_max),
-            "entropy": f32_lists(stats.entropy),
-            "top_ids": stats.top_ids.tolist(),
-            "top_logprobs": f32_lists(stats.top_logprobs),
-        }
-    else:
-        cols = dict(stats)
-        for key in ("gold_logprob", "p_max", "entropy", "top_logprobs"):
-            cols[key] = f32_lists(cols[key]) if cols[key] else []
+    """Build one ``sample_smart.teacher_forced/1`` record from per-token statistics: a
+    :class:`TokenStats` or a mapping of its field names to per-position lists (the columns come from
+    ``schemas.TEACHER_FORCED_FIELDS``)."""
+    cols = step_columns(TEACHER_FORCED_FIELDS, stats)
     return {
         "schema": TEACHER_FORCED,
         "id": str(ex_id),

@@ -10,12 +10,12 @@ distribution is not returned, so the entropy is over the top-k only
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .examples import EncodedExample
+from .schemas import TEACHER_FORCED_FIELDS, position_stats
 from .teacher_forcing import teacher_forced_record
-from .vllm_logprobs import check_top_k, engine_info, position_entries, topk_entropy
+from .vllm_logprobs import check_top_k, engine_info, position_values
 
 
 class VLLMTeacherForcer:
@@ -48,17 +48,11 @@ class VLLMTeacherForcer:
         return [self._record(e, out.prompt_logprobs) for e, out in zip(batch, outs)]
 
     def _record(self, e: EncodedExample, plp: Any) -> dict:
-        cols: dict[str, list] = {k: [] for k in ("gold_id", "gold_rank", "gold_logprob", "p_max", "entropy", "top_ids", "top_logprobs")}
+        cols = position_stats(TEACHER_FORCED_FIELDS)
         p = len(e.prompt_ids)
         for i, gold in enumerate(e.target_ids):
-            lp, rank, top_ids, top_lps = position_entries(plp, p + i, gold, self.top_k)
-            cols["gold_id"].append(int(gold))
-            cols["gold_rank"].append(rank)
-            cols["gold_logprob"].append(lp)
-            cols["p_max"].append(math.exp(top_lps[0]))
-            cols["entropy"].append(topk_entropy(top_lps))
-            cols["top_ids"].append(top_ids)
-            cols["top_logprobs"].append(top_lps)
+            for stat, value in position_values(plp, p + i, gold, self.top_k, entropy=True).items():
+                cols[stat].append(value)
         return teacher_forced_record(
             e.id, model=self.model_name, backend=self.name, top_k=self.top_k, entropy_scope=self.entropy_scope, stats=cols
         )

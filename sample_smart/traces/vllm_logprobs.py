@@ -40,6 +40,17 @@ def position_entries(container: Any, pos: int, token_id: int, top_k: int) -> tup
     return float(tok.logprob), int(tok.rank), [t for _, t, _ in top], [float(lp) for _, _, lp in top]
 
 
+def position_values(container: Any, pos: int, token_id: int, top_k: int, entropy: bool = False) -> dict:
+    """The per-position quantities of ``schemas.StepField.stat`` at ``pos`` (vLLM's logprobs):
+    token_id, rank, logprob, p_max, top_ids, top_logprobs, and with ``entropy`` the top-k entropy."""
+    lp, rank, top_ids, top_lps = position_entries(container, pos, token_id, top_k)
+    out = {"token_id": int(token_id), "rank": rank, "logprob": lp, "p_max": math.exp(top_lps[0]),
+           "top_ids": top_ids, "top_logprobs": top_lps}
+    if entropy:
+        out["entropy"] = topk_entropy(top_lps)
+    return out
+
+
 def topk_entropy(top_logprobs: list[float]) -> float:
     """``-sum_{v in top-k} p_v ln p_v`` (nats): the part of the entropy the top-k carries."""
     return float(-sum(math.exp(lp) * lp for lp in top_logprobs if lp > -math.inf))
