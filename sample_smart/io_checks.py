@@ -25,8 +25,11 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import stat
+import tempfile
 import warnings
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -278,6 +281,25 @@ def distinct_inputs(paths: Iterable[str | os.PathLike]) -> None:
             if same_file(p, q):
                 raise ValueError(f"{p}: given twice (the same file as {q}); every record would count twice")
         seen.append(p)
+
+
+# ---- writing ------------------------------------------------------------------------
+@contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling folder of ``final`` to fill; on success it replaces ``final``
+    (rename), on any error it is removed, so ``final`` is never seen half-written."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 # ---- CLI ----------------------------------------------------------------------------

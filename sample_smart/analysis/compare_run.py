@@ -31,10 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from sample_smart.io_checks import atomic_dir
 from sample_smart.traces.examples import EncodedExample, Example, encode_example, load_examples, render_prompt
 from sample_smart.traces.reader import TraceFormatWarning, read_jsonl
 from sample_smart.traces.stats import f32_lists
@@ -85,23 +83,6 @@ def make_bf16_copy(src: str | os.PathLike | None = None, dst: str | os.PathLike 
         AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(tmp))
         (tmp / _DONE_MARKER).write_text(f"bfloat16 cast of {src}\n")
     return dst
-
-
-@contextmanager
-def atomic_dir(final: Path):
-    """Yield a temporary sibling folder of ``final`` to fill; on success it replaces ``final``
-    (rename), on any error it is removed, so ``final`` is never seen half-written."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def resolve_model(spec: str | os.PathLike | None) -> str:
