@@ -14,8 +14,9 @@ Use::
                     gen_kwargs="temperature=1.0,greedy_threshold=0.3")
 
     # command line: lm-eval 0.4.13 does not read the ``lm_eval.models`` entry point that the
-    # package declares, so run lm-eval through this module, which registers the model first:
-    python -m sample_smart.integrations.lm_eval run --model sample_smart \\
+    # package declares, so run lm-eval's CLI through sample_smart.integrations.lm_eval_cli,
+    # which registers the model first:
+    python -m sample_smart.integrations.lm_eval_cli run --model sample_smart \\
         --model_args seed=1 --tasks gsm8k_cot --gen_kwargs min_p=0.1,temperature=1.0
 
 **model_args** (all optional): ``pretrained`` (a model folder or hub id; default the embedded
@@ -380,23 +381,4 @@ class SampleSmartLM(TemplateLM):
         return out
 
 
-if __name__ != "__main__":  # under `python -m` the importable copy registers itself (below)
-    register_model("sample_smart")(SampleSmartLM)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m sample_smart.integrations.lm_eval ...``: lm-eval's CLI with ``sample_smart`` registered."""
-    import sys
-
-    from lm_eval.__main__ import cli_evaluate
-
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    cli_evaluate()
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess in the tests
-    # Register under the importable module name (not __main__), then run lm-eval's CLI.
-    import importlib
-
-    importlib.import_module("sample_smart.integrations.lm_eval").main()
+register_model("sample_smart")(SampleSmartLM)
