@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from sample_smart.tasks import decision_arith
 
-N_EVAL = 6
+N_EVAL = 4
 KEYS = ["p_accept", "p_reject", "prob_mass", "confidence", "confidence_renorm", "accuracy", "ece", "ece_renorm",
         "n", "n_missing"]
 
@@ -39,8 +39,8 @@ def run(lm_tok, tmp_path_factory):
     out = tmp_path_factory.mktemp("decision_run")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        info = run_decision_finetune(out, model=lm, tokenizer=tok, n_train=8, n_eval=N_EVAL, max_steps=2,
-                                     eval_steps=2, every_n_steps=1, batch_size=4, eval_batch_size=N_EVAL,
+        info = run_decision_finetune(out, model=lm, tokenizer=tok, n_train=4, n_eval=N_EVAL, max_steps=2,
+                                     eval_steps=2, every_n_steps=1, batch_size=2, eval_batch_size=N_EVAL,
                                      learning_rate=5e-5, progress=False)
     return out, info
 

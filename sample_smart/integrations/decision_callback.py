@@ -26,11 +26,13 @@ Works with ``Trainer`` and TRL's ``SFTTrainer`` (their eval batches carry ``inpu
 ``labels``; packed or padding-free batches, where one row holds several examples, are not
 supported: only the last answer of a row would be seen), padding on either side (positions
 are absolute), chat-templated data. Distributed: each rank scores its shard, the records are
-gathered with ``torch.distributed.all_gather_object`` when a process group is initialised,
-every rank logs the same numbers (as ``Trainer.evaluate`` does; the integrations report from
-the main process only) and only the main process writes the JSONL. Sample ids are the
-example's index in the rank's eval stream (``r<rank>-<index>`` when world size > 1); a
-distributed sampler that pads the last batch repeats a few examples.
+gathered batch by batch with the trainer's ``accelerator.gather_for_metrics`` (which drops the
+examples the distributed sampler repeats to even out the last batch, and keeps dataset order),
+or with ``torch.distributed.all_gather_object`` when a process group exists without
+accelerate; every rank logs the same numbers (as ``Trainer.evaluate`` does; the integrations
+report from the main process only) and only the main process writes the JSONL. Sample ids are
+the example's index in the gathered eval stream (the eval dataset's order for the Trainer's
+sequential eval sampler; rank-major without accelerate).
 
 Bad input is refused before training starts: the label set when the callback is built
 (:func:`~sample_smart.analysis.decision.resolve_label_tokens`), and at ``on_train_begin``
@@ -45,6 +47,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from transformers import TrainerCallback
 
 from sample_smart.analysis.decision import (
@@ -161,29 +164,33 @@ class DecisionTokenCallback(TrainerCallback):
     def measure(self, model: Any, dataloader: Any, state: Any, *, event: str = "evaluate") -> dict[str, float]:
         """Score every example of ``dataloader``, log the summary through the trainer, return it."""
         rank, world = _world()
+        acc = getattr(self.trainer, "accelerator", None)
+        per_batch = world > 1 and acc is not None and getattr(acc, "num_processes", 1) == world
         device = next(model.parameters()).device
-        records: list[dict[str, Any]] = []
-        n_missing, missing_ids, index = 0, [], 0
+        rows: list[tuple[int, int, Any]] = []
         for batch in dataloader:
             batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
             positions, gold, probs = score_batch(model, batch, self.label_tokens, tokenizer=self.tokenizer,
                                                  answer_prefix=self.answer_prefix)
-            for pos, g, p in zip(positions, gold, probs):
-                sid = str(index) if world == 1 else f"r{rank}-{index}"
-                index += 1
-                if pos < 0:
-                    n_missing += 1
-                    missing_ids.append(sid)
-                    continue
-                records.append({"sample_id": sid, "answer_pos": int(pos), **record_fields(p, g, self.classes)})
-        if world > 1:
+            got = [(int(pos), int(g), [float(x) for x in p]) for pos, g, p in zip(positions, gold, probs)]
+            if per_batch:  # accelerate: rows in dataset order, the sampler's padding repeats dropped
+                got = acc.gather_for_metrics(got, use_gather_object=True)
+            rows.extend(got)
+        if world > 1 and not per_batch:  # a process group without accelerate: rank-major order
             import torch.distributed as dist
 
             parts: list[Any] = [None] * world
-            dist.all_gather_object(parts, (records, n_missing, missing_ids))
-            records = [r for part in parts for r in part[0]]
-            n_missing = sum(part[1] for part in parts)
-            missing_ids = [s for part in parts for s in part[2]]
+            dist.all_gather_object(parts, rows)
+            rows = [r for part in parts for r in part]
+        records: list[dict[str, Any]] = []
+        missing_ids: list[str] = []
+        for index, (pos, g, p) in enumerate(rows):
+            if pos < 0:
+                missing_ids.append(str(index))
+            else:
+                records.append({"sample_id": str(index), "answer_pos": pos,
+                                **record_fields(np.asarray(p), g, self.classes)})
+        n_missing = len(missing_ids)
         if missing_ids and not self._warned_missing:
             self._warned_missing = True
             warnings.warn(f"decision tokens: {n_missing} eval example(s) without an answer position: "
