@@ -7,19 +7,12 @@ in nats, log-scaled axes say so. Histogram bins are stated in the titles.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from sample_smart.figures import new_figure, save_figure
+
 from .compare import KL_PERCENTILES, _percentile_name
-
-
-def _figure(*args: Any, **kwargs: Any):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError("plots need matplotlib: pip install 'sample_smart[plots]'") from exc
-    return Figure(*args, **kwargs)
 
 
 def _note(fig, manifest: dict) -> None:
@@ -29,7 +22,7 @@ def _note(fig, manifest: dict) -> None:
 
 def _histograms(frames: dict, column: str, bins, path: str | Path, manifest: dict, *, xlabel: str, title: str,
                 unit: str = "") -> Path:
-    fig = _figure(figsize=(7, 4.2), layout="constrained")
+    fig = new_figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
     for name, df in frames.items():
         w = np.full(len(df), 1.0 / max(len(df), 1))
@@ -41,8 +34,7 @@ def _histograms(frames: dict, column: str, bins, path: str | Path, manifest: dic
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     _note(fig, manifest)
-    fig.savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_entropy(frames: dict, path: str | Path, manifest: dict) -> Path:
@@ -62,7 +54,7 @@ def plot_p_next(frames: dict, path: str | Path, manifest: dict) -> Path:
 
 def plot_quantiles(quant, path: str | Path, manifest: dict) -> Path:
     """Mean entropy (nats) and mean p_next per entropy quantile, per model."""
-    fig = _figure(figsize=(9, 4), layout="constrained")
+    fig = new_figure(figsize=(9, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
     for name, g in quant.groupby("model", sort=False):
         left.plot(g["quantile"], g["entropy_mean_nats"], marker="o", label=name)
@@ -75,13 +67,12 @@ def plot_quantiles(quant, path: str | Path, manifest: dict) -> Path:
     left.set_title("Mean entropy per quantile", fontsize=10)
     right.set_title("Mean p(next) per entropy quantile", fontsize=10)
     _note(fig, manifest)
-    fig.savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_kl(readouts: dict, pairs, path: str | Path, manifest: dict) -> Path:
     """Per pair: the KL percentiles (nats, log scale) and the Delta p histogram."""
-    fig = _figure(figsize=(10, 4.2), layout="constrained")
+    fig = new_figure(figsize=(10, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
     names = [_percentile_name(q) for q in reversed(KL_PERCENTILES)]
     positive = any((r["kl_percentiles"]["max"] or 0) > 0 for r in readouts.values())
@@ -109,8 +100,7 @@ def plot_kl(readouts: dict, pairs, path: str | Path, manifest: dict) -> Path:
     right.set_title("Δp of the reference token, 60 equal bins", fontsize=10)
     right.legend(fontsize=7)
     _note(fig, manifest)
-    fig.savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_all(prefix: str, frames: dict, pairs, quant, readouts: dict, manifest: dict) -> dict[str, str]:

@@ -96,12 +96,12 @@ def _sorted_keys(groups: Mapping[Any, Any]) -> list[Any]:
 
 
 def plot_evolution(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    from sample_smart.plots import _figure, _save
+    from sample_smart.figures import new_figure, save_figure
 
     rows = sorted(rows, key=lambda r: r["step"])
     steps = [r["step"] for r in rows]
     classes = [k[2:] for k in rows[0] if k.startswith("p_")]
-    fig = _figure(figsize=(10.0, 6.4), layout="constrained")
+    fig = new_figure(figsize=(10.0, 6.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
     for key, label, style in (("prob_mass", "mass = sum of p_class", "-o"), ("accuracy", "accuracy (argmax class)", "-s"),
                               ("confidence", "confidence = max p_class (raw)", "--^"),
@@ -122,15 +122,15 @@ def plot_evolution(rows: Sequence[Mapping[str, Any]], path: str | Path, title: s
     bottom.set_ylabel("probability / ECE")
     bottom.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.supxlabel(f"{_CONV}\nECE: {ECE_BIN_RULE}, |accuracy - mean confidence| weighted by bin share", fontsize=6.5)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability_grid(groups: Mapping[Any, Sequence[Mapping[str, Any]]], path: str | Path, most: int = 6) -> Path:
     from sample_smart.calibration.buckets import BucketCalibrator
-    from sample_smart.plots import _figure, _save
+    from sample_smart.figures import new_figure, save_figure
 
     keys = _pick(_sorted_keys(groups), most)
-    fig = _figure(figsize=(3.0 * len(keys), 4.6), layout="constrained")
+    fig = new_figure(figsize=(3.0 * len(keys), 4.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(2, len(keys), sharex=True, gridspec_kw={"height_ratios": [3, 1]},
                                       squeeze=False))
     centres = (np.arange(ECE_BINS) + 0.5) / ECE_BINS
@@ -157,16 +157,16 @@ def plot_reliability_grid(groups: Mapping[Any, Sequence[Mapping[str, Any]]], pat
             bottom.set_ylabel("count")
     fig.suptitle(f"Reliability per checkpoint: {ECE_BIN_RULE}", fontsize=9)
     fig.supxlabel(_CONV, fontsize=6.5)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confidence_hist(groups: Mapping[Any, Sequence[Mapping[str, Any]]], path: str | Path, most: int = 6) -> Path:
     from matplotlib import colormaps
 
-    from sample_smart.plots import _figure, _save
+    from sample_smart.figures import new_figure, save_figure
 
     keys = _pick(_sorted_keys(groups), most)
-    fig = _figure(figsize=(8.4, 3.8), layout="constrained")
+    fig = new_figure(figsize=(8.4, 3.8), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
     edges = np.linspace(0, 1, 21)
     cmap = colormaps["viridis"]
@@ -182,7 +182,7 @@ def plot_confidence_hist(groups: Mapping[Any, Sequence[Mapping[str, Any]]], path
     right.legend(fontsize=7, loc="upper left")
     fig.suptitle("Confidence and mass per checkpoint", fontsize=10)
     fig.supxlabel(_CONV, fontsize=6.5)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -1,4 +1,5 @@
-"""Figures of the studies in :mod:`sample_smart.analysis.studies` (matplotlib, Agg backend).
+"""Figures of the studies in :mod:`sample_smart.analysis.studies` (matplotlib's Figure on the Agg
+canvas, saved with :func:`sample_smart.figures.save_figure`).
 
 Every figure states its units in the axis labels: accuracy is the fraction of samples (or
 questions) whose extracted answer equals the gold answer; p_max and ranks are of the raw
@@ -9,22 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from sample_smart.figures import new_figure, save_figure
 
 
 def _binned(study: Mapping[str, Any], path: str | Path, xlabel: str, title: str) -> Path:
-    plt = _pyplot()
     bins = study["bins"]
     labels = [b["bin"] for b in bins]
     acc = [b["accuracy"] if b["accuracy"] is not None else 0.0 for b in bins]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = new_figure(figsize=(7, 4))
+    ax = fig.add_subplot()
     bars = ax.bar(range(len(bins)), acc, color="#4C72B0")
     for bar, b in zip(bars, bins):
         ax.annotate(f"n={b['n']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -34,10 +28,7 @@ def _binned(study: Mapping[str, Any], path: str | Path, xlabel: str, title: str)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (fraction of samples correct)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, tight=True)
 
 
 def plot_low_confidence(study: Mapping[str, Any], path: str | Path) -> Path:
@@ -51,9 +42,9 @@ def plot_mean_rank(study: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def plot_confidence_vote(study: Mapping[str, Any], path: str | Path) -> Path:
-    plt = _pyplot()
     acc = study["accuracy"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.add_subplot()
     ax.bar(list(acc), list(acc.values()), color=["#4C72B0", "#55A868", "#C44E52"])
     for i, v in enumerate(acc.values()):
         ax.annotate(f"{v:.3f}", (i, v), ha="center", va="bottom")
@@ -61,16 +52,15 @@ def plot_confidence_vote(study: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("accuracy (fraction of questions, vote = gold)")
     ax.set_title(f"Majority vote conditioned on confidence ({study['n_questions']} questions x "
                  f"{study['samples_per_question']} samples)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, tight=True)
 
 
 def plot_bin_curves(study: Mapping[str, Any], path: str | Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    cmap = plt.get_cmap("viridis")
+    from matplotlib import colormaps
+
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    cmap = colormaps["viridis"]
     for c in study["curves"]:
         lo, hi = c["p_max_range"]
         ax.plot(c["k"], c["maj_at_k"], marker="o", color=cmap((c["bin"] - 1) / 9),
@@ -79,7 +69,4 @@ def plot_bin_curves(study: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("maj@k accuracy (fraction of questions)")
     ax.set_title("Majority vote vs k, sampling only in one p_max decile (raw p_max)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, tight=True)

@@ -159,7 +159,7 @@ _OUT = click.option("-o", "--output", required=True, type=click.Path(dir_okay=Fa
 def plot_grid(path: Path, output: Path, max_rank: int) -> None:
     """Heatmap of c(m, r) from a grid or calibration file."""
     from sample_smart.calibration import load_calibration
-    from sample_smart.plots import plot_grid_heatmap
+    from sample_smart.calibration.plots import plot_grid_heatmap
 
     refuse_overwrite(output, [path])
     grid, _, _ = load_calibration(path)
@@ -173,7 +173,7 @@ def plot_grid(path: Path, output: Path, max_rank: int) -> None:
 def plot_fit(path: Path, output: Path) -> None:
     """The power-law fit of a calibration file with the grid cells."""
     from sample_smart.calibration import load_calibration
-    from sample_smart.plots import plot_powerlaw_fit
+    from sample_smart.calibration.plots import plot_powerlaw_fit
 
     refuse_overwrite(output, [path])
     grid, fit, _ = load_calibration(path)
@@ -190,7 +190,7 @@ def plot_fit(path: Path, output: Path) -> None:
 def plot_reliability_cmd(pairs: Path, output: Path, fmt: str) -> None:
     """Reliability diagram (100 buckets) with the count histogram, from (confidence, correct) pairs."""
     from sample_smart.calibration import BucketCalibrator, read_pairs
-    from sample_smart.plots import plot_reliability
+    from sample_smart.calibration.plots import plot_reliability
 
     refuse_overwrite(output, [pairs])
     cal = BucketCalibrator().fit(*read_pairs(pairs, fmt))

@@ -155,7 +155,7 @@ def critic_cmd(model_spec: str, data: str, num_sequences: int, split: str, criti
     echo(f"sequences: {result.n_sequences}, wall time {wall:.1f} s (model load + sampling + critic)")
     _report(echo, content, values, counts)
     if plot_path is not None:
-        from sample_smart.plots import plot_reliability
+        from sample_smart.calibration.plots import plot_reliability
 
         echo(str(plot_reliability(cal, plot_path, title=f"critic {critic.name} ({critic.prefix} prefix) on tokens "
                                   "sampled from the raw softmax, T = 1; 100 buckets")))

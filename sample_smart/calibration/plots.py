@@ -17,23 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from sample_smart.figures import new_figure, save_figure
+
 _RAW = "distribution: raw (untempered, unprocessed), teacher-forced"
 _BINS = "bins: m = min(floor(10 p_max), 9); ranks 1-based (1 = argmax)"
-
-
-def _figure(*args: Any, **kwargs: Any):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError("plots need matplotlib: pip install 'sample_smart[plots]'") from exc
-    return Figure(*args, **kwargs)
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
 
 
 def _bin_label(m: int, n: int) -> str:
@@ -47,7 +34,7 @@ def plot_grid_heatmap(grid: Any, path: str | Path, max_rank: int = 10, title: st
 
     R = min(max_rank, grid.max_rank)
     c = grid.c[::-1, :R]  # row 0 = bin 9
-    fig = _figure(figsize=(1.0 + 0.62 * R, 6.2), layout="constrained")
+    fig = new_figure(figsize=(1.0 + 0.62 * R, 6.2), layout="constrained")
     ax = fig.add_subplot()
     shown = np.where(c > 0, c, np.nan)
     im = ax.imshow(shown, aspect="auto", cmap="viridis", norm=LogNorm(vmin=1e-3, vmax=1.0))
@@ -65,7 +52,7 @@ def plot_grid_heatmap(grid: Any, path: str | Path, max_rank: int = 10, title: st
     fig.colorbar(im, ax=ax, label="c(m, r) = P(gold at rank r | bin m)  (log scale; blank = 0 or empty bin)")
     ax.set_title(title or f"Rank-wise correctness grid ({grid.n_tokens} tokens)", fontsize=10)
     fig.supxlabel(f"{_BINS}; {_RAW}", fontsize=6.5)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_powerlaw_fit(grid: Any, fit: Any, path: str | Path, title: str | None = None) -> Path:
@@ -75,7 +62,7 @@ def plot_powerlaw_fit(grid: Any, fit: Any, path: str | Path, title: str | None =
     p, c = grid.p, grid.c
     ok = np.isfinite(p) & np.isfinite(c) & (p > 0) & (c > 0)
     ranks = np.broadcast_to(np.arange(1, grid.max_rank + 1), p.shape)
-    fig = _figure(figsize=(7.2, 5.6), layout="constrained")
+    fig = new_figure(figsize=(7.2, 5.6), layout="constrained")
     ax = fig.add_subplot()
     cmap = colormaps["plasma"]
     sizes = 8 + 40 * np.sqrt(grid.hits / max(grid.hits.max(), 1))
@@ -96,7 +83,7 @@ def plot_powerlaw_fit(grid: Any, fit: Any, path: str | Path, title: str | None =
     ax.legend(loc="upper left", fontsize=7.5)
     ax.set_title(title or f"Power-law fit over {fit.n_cells} grid cells ({len(fit.excluded)} excluded)", fontsize=10)
     fig.supxlabel(f"{_BINS}; cells excluded: empty bins, c = 0\n{_RAW}", fontsize=6.5)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(calibrator: Any, path: str | Path, title: str | None = None) -> Path:
@@ -104,7 +91,7 @@ def plot_reliability(calibrator: Any, path: str | Path, title: str | None = None
     n = calibrator.n_buckets
     centres = (np.arange(n) + 0.5) / n
     populated = calibrator.counts_ > 0
-    fig = _figure(figsize=(7.0, 6.4), layout="constrained")
+    fig = new_figure(figsize=(7.0, 6.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     top.bar(centres[populated], calibrator.accuracy_[populated], width=1 / n, color="tab:blue",
@@ -124,4 +111,4 @@ def plot_reliability(calibrator: Any, path: str | Path, title: str | None = None
     bottom.set_ylabel("count")
     bottom.set_xlabel(f"confidence (bucket k = min(floor({n} c), {n - 1}), width {1 / n:g})")
     bottom.set_xlim(0, 1)
-    return _save(fig, path)
+    return save_figure(fig, path)
