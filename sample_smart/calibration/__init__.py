@@ -3,7 +3,7 @@
 Plain numpy; no vllm/transformers/lm_eval imports. See ``grid``, ``powerlaw``, ``derive``
 and ``buckets`` for the formulas (arXiv 2510.05987, sections 3-4).
 """
-from .buckets import BucketCalibrator, adaptive_ece, bucket_index, ece, fill_empty, mce, read_pairs
+from .buckets import BucketCalibrator, adaptive_ece, bucket_index, ece, fill_empty, mce
 from .derive import (
     CALIBRATION_SCHEMA,
     build_calibration,
@@ -17,6 +17,7 @@ from .derive import (
     load_decoder_settings,
     save_calibration,
 )
+from .pairs import read_pairs
 from .grid import BIN_EDGES, CalibrationGrid, grid_from_traces, p_max_bin
 from .powerlaw import PowerLawFit, convert_coefficients, fit_grid, fit_power_law, normalize_base
 
