@@ -6,7 +6,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import pytest  # noqa: E402
+
 from engine_fixtures import *  # noqa: E402,F401,F403  (the shared vLLM engine fixture `llm`)
+
+
+@pytest.fixture(autouse=True)
+def _reset_process_switches():
+    """Every test starts and ends with the processors' switches read from the environment and no
+    served-calibration cache, so a failed assert cannot leak "compiled" (or a registry) into later tests."""
+    from sample_smart.calibration import registry
+    from sample_smart.processors import set_backend, set_cpu_fast_path
+
+    yield
+    set_backend(None)
+    set_cpu_fast_path(None)
+    registry._registry_for.cache_clear()
 
 
 # ------------------------------------------------------------------ no silent skips
