@@ -25,8 +25,9 @@ from sample_smart.config import SETTING_KEYS
 from sample_smart.integrations.vllm import SampleSmartLogitsProcessor, config_from_params
 from sample_smart.processors import BatchState
 from sample_smart.processors.pipeline import validate_logits
+from support import REPO as _REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(_REPO)
 CALIBRATION = os.path.join(REPO, "docs", "calibration", "calibration.json")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

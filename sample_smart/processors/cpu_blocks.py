@@ -5,7 +5,7 @@ blocks of about ``CPU_BLOCK_ELEMENTS`` logits, so every pass after the first rea
 cache and the temporaries stay small; the final write is row by row with ``aten.threshold``
 (vectorised on CPU, unlike ``masked_fill``/``where``). It reads small CPU tensors on the host (a
 CPU waits for nothing) and loops over row blocks in Python; the kept sets are the same as the whole
-batch's (tests/test_processors_blocks.py). Switched on by ``SAMPLE_SMART_CPU_FAST_PATH=1`` or
+batch's (tests/processors/test_processors_blocks.py). Switched on by ``SAMPLE_SMART_CPU_FAST_PATH=1`` or
 :func:`~sample_smart.processors.dispatch.set_cpu_fast_path` (eager backend only).
 """
 from __future__ import annotations

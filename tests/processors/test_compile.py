@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,16 +18,7 @@ import sample_smart.processors.dispatch as dispatch
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import BatchState, DecodeConfig, process, process_core
 from sample_smart.processors import get_backend, set_backend, warmup
-from test_processors_reference import check_against_reference, make_logits
-
-MIXED = [
-    {},
-    {"temperature": 0.7, "top_k": 20, "top_p": 0.9},
-    {"edt_var": "0.8,1.0,1.0", "dynamic_top_k": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "prob_threshold": 1e-4},
-    {"hewitt_epsilon": 1e-3, "min_p": 0.05, "greedy_threshold": 0.3},
-    {"cal_acc": "-0.4,0.6,0.05", "top_n_sigma": 1.5},
-    {"confidence_bin_only": 3, "temperature": 0},
-]
+from support import MIXED, REPO, check_against_reference, make_logits
 
 # Every knob, each on rows of its own; top_p rows get flat logits (nucleus of hundreds of tokens,
 # beyond the 128 candidates: the exact key-bisection fallback runs).
@@ -189,7 +179,7 @@ def test_bad_environment_value_does_not_break_import():
             "    sample_smart.process(torch.randn(2, 9), sample_smart.DecodeConfig(min_p=0.1))\n"
             "except ValueError as e:\n"
             "    print('ERR', e)\n")
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(REPO)
     res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
@@ -211,7 +201,7 @@ def test_warmup_is_a_no_op_on_the_eager_backend(monkeypatch):
 def test_benchmark_backend_cases_are_labelled_and_compared():
     """benchmarks/processors.py --backend: ours under each backend, the compiled cases compared with
     the eager ones (and, compiled alone, the alternatives compared with the compiled ones)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(REPO))
     from benchmarks import processors as bench
 
     set_backend(None)

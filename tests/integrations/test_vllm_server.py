@@ -28,14 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sample_smart.integrations.vllm_engine import PROCESSOR_FQCN, apply_cpu_environment
+from support import REPO
 
 pytestmark = pytest.mark.engine
 
 START_TIMEOUT_S = 900  # ~65 s on an idle 2-core machine; generous for a loaded CI box
 REQUEST_TIMEOUT_S = 300
 
-CALIBRATION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "docs", "calibration", "calibration.json")
+CALIBRATION = str(REPO / "docs" / "calibration" / "calibration.json")
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Write a short poem about the sea.",
            "Question: what is 12 + 30? Answer:"]
 # (vllm_xargs, the same settings as a DecodeConfig dict)

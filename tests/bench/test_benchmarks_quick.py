@@ -3,12 +3,13 @@ kept set agrees with ours where the semantics match. No timing assertions."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support import REPO
+
+sys.path.insert(0, str(REPO))
 
 from benchmarks import engine as engine_bench  # noqa: E402
 from benchmarks import processors as bench  # noqa: E402

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from reference_impls import kept_set
+from support import check_against_reference, make_logits
 from sample_smart import DecodeConfig, process
 
 KNOBS = {
@@ -30,29 +31,6 @@ KNOBS = {
                                {"temperature": 1.5, "min_p": 0.1, "hewitt_epsilon": 0.01}],
 }
 CASES = [(name, cfg) for name, cfgs in KNOBS.items() for cfg in cfgs]
-
-
-def make_logits(kind: str, b: int, v: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    if kind == "random":
-        x = torch.randn(b, v, generator=g, dtype=torch.float64) * 2.0
-    else:  # peaked: one or a few dominant tokens per row, spread of confidences over rows
-        x = torch.randn(b, v, generator=g, dtype=torch.float64)
-        boost = torch.linspace(0.0, 12.0, b, dtype=torch.float64)
-        x[:, 0] += boost
-        x[:, 1] += boost * 0.8
-    return x
-
-
-def check_against_reference(x64: torch.Tensor, out: torch.Tensor, cfg: dict) -> None:
-    for i in range(x64.shape[0]):
-        keep, near, _ = kept_set(x64[i].numpy(), cfg)
-        got = torch.isfinite(out[i]).numpy()
-        bad = (got != keep) & ~near
-        assert not bad.any(), (
-            f"row {i}: {int(bad.sum())} tokens decided differently from the textbook rule "
-            f"(kept {int(got.sum())}, expected {int(keep.sum())}) for {cfg}"
-        )
 
 
 @pytest.mark.parametrize("kind", ["random", "peaked"])

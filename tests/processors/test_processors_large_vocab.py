@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import DecodeConfig, process
 from sample_smart.processors.select import CHUNK, chunk_maxima, largest_values, uses_chunks
-from test_processors_reference import check_against_reference, make_logits
+from support import check_against_reference, make_logits
 
 
 @settings(max_examples=40, deadline=None)

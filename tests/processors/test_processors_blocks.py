@@ -10,7 +10,7 @@ import sample_smart.processors.cpu_blocks as cpu_blocks
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import DecodeConfig, process
 from sample_smart.processors import BatchState, process_core
-from test_processors_reference import check_against_reference, make_logits
+from support import check_against_reference, make_logits
 
 MIXED = [
     {"top_p": 0.9}, {"top_p": 0.5, "temperature": 0.7}, {"top_p": 0.99, "min_p": 0.001}, {},

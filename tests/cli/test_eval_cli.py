@@ -1,14 +1,11 @@
 """`sample-smart eval` refuses bad flag values at parse time, naming the flag, before any model loads."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
 from sample_smart.cli import main
-
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
 
 
 @pytest.fixture
