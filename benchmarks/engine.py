@@ -19,6 +19,7 @@ seeded) and runs to exactly T tokens (``ignore_eos``). Per batch size, one warm-
 setting is excluded; then ``--repeats`` rounds; tokens/s = B x T / wall time of ``LLM.generate``.
 Reported: median tokens/s per setting and the ratios to ``bare`` from the medians.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,22 @@ from pathlib import Path
 from typing import Any
 
 PROMPTS = [
-    "The capital of France is", "Write a short poem about the sea.", "def fibonacci(n):",
-    "Question: what is 12 + 30? Answer:", "Once upon a time, in a small village,",
-    "List three uses of a paperclip:", "Translate to French: good morning", "The theory of relativity says",
-    "A recipe for pancakes:", "Explain photosynthesis to a child.", "import numpy as np\n",
-    "The best way to learn a language is", "Dear hiring manager,", "In 1969, the first humans",
-    "Summarise the plot of Hamlet.", "Why is the sky blue?",
+    "The capital of France is",
+    "Write a short poem about the sea.",
+    "def fibonacci(n):",
+    "Question: what is 12 + 30? Answer:",
+    "Once upon a time, in a small village,",
+    "List three uses of a paperclip:",
+    "Translate to French: good morning",
+    "The theory of relativity says",
+    "A recipe for pancakes:",
+    "Explain photosynthesis to a child.",
+    "import numpy as np\n",
+    "The best way to learn a language is",
+    "Dear hiring manager,",
+    "In 1969, the first humans",
+    "Summarise the plot of Hamlet.",
+    "Why is the sky blue?",
 ]
 MODES = ("bare", "installed", "full chain")
 BACKENDS = ("eager", "compiled")
@@ -52,8 +63,9 @@ def modes_for(backends: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def prompts(batch: int) -> list[str]:
-    return [f"{PROMPTS[i % len(PROMPTS)]}" + (f" ({i // len(PROMPTS)})" if i >= len(PROMPTS) else "")
-            for i in range(batch)]
+    return [
+        f"{PROMPTS[i % len(PROMPTS)]}" + (f" ({i // len(PROMPTS)})" if i >= len(PROMPTS) else "") for i in range(batch)
+    ]
 
 
 def request_params(mode: str, batch: int, tokens: int) -> list[Any]:
@@ -122,7 +134,12 @@ class Worker:
             env["SAMPLE_SMART_BACKEND"] = backend
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.engine", "--worker", "processor" if with_processor else "bare"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=root,
+        )
         self._read()
 
     def _read(self) -> dict:
@@ -141,8 +158,9 @@ class Worker:
         self.proc.wait(timeout=120)
 
 
-def run(batches=(1, 8, 32), tokens: int = 64, repeats: int = 3, backends: tuple[str, ...] = ("eager",),
-        log=print) -> dict:
+def run(
+    batches=(1, 8, 32), tokens: int = 64, repeats: int = 3, backends: tuple[str, ...] = ("eager",), log=print
+) -> dict:
     for b in backends:
         if b not in BACKENDS:
             raise ValueError(f"backend {b!r} is invalid: allowed {', '.join(BACKENDS)}")
@@ -163,14 +181,21 @@ def run(batches=(1, 8, 32), tokens: int = 64, repeats: int = 3, backends: tuple[
                     assert r["tokens"] == batch * tokens, r
                     runs[mode].append(r["tokens_per_s"])
             med = {mode: statistics.median(v) for mode, v in runs.items()}
-            entry = {"tokens_per_s": runs, "median_tokens_per_s": med,
-                     "ratio": {mode: med[mode] / med["bare"] for mode in modes if mode != "bare"},
-                     "ratio_installed": med["installed"] / med["bare"]}
+            entry = {
+                "tokens_per_s": runs,
+                "median_tokens_per_s": med,
+                "ratio": {mode: med[mode] / med["bare"] for mode in modes if mode != "bare"},
+                "ratio_installed": med["installed"] / med["bare"],
+            }
             if "full chain" in med:
                 entry["ratio_full_chain"] = med["full chain"] / med["bare"]
             results["batches"][str(batch)] = entry
-            log(f"batch {batch:>3} x {tokens} tokens: bare {med['bare']:.1f} tok/s, " + ", ".join(
-                f"{mode} {med[mode]:.1f} ({med[mode] / med['bare']:.3f}x)" for mode in modes if mode != "bare"))
+            log(
+                f"batch {batch:>3} x {tokens} tokens: bare {med['bare']:.1f} tok/s, "
+                + ", ".join(
+                    f"{mode} {med[mode]:.1f} ({med[mode] / med['bare']:.3f}x)" for mode in modes if mode != "bare"
+                )
+            )
     finally:
         for w in {id(w): w for w in workers.values()}.values():
             w.close()
@@ -182,9 +207,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, action="append", help="prompts per generate (repeatable; default 1, 8, 32)")
     p.add_argument("--tokens", type=int, default=64, help="tokens per prompt (default 64)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per batch size (default 3)")
-    p.add_argument("--backend", choices=["eager", "compiled", "both"], default="eager",
-                   help="processor backend: eager (default), compiled (torch.compile, compiled in the warm-up) "
-                        "or both (one engine each, full chain measured on each)")
+    p.add_argument(
+        "--backend",
+        choices=["eager", "compiled", "both"],
+        default="eager",
+        help="processor backend: eager (default), compiled (torch.compile, compiled in the warm-up) "
+        "or both (one engine each, full chain measured on each)",
+    )
     p.add_argument("--json", help="write the results here")
     p.add_argument("--worker", choices=["bare", "processor"], help=argparse.SUPPRESS)
     return p
@@ -195,11 +224,19 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.worker:
         _worker(args.worker == "processor")
         return None
-    for name, value in (("--tokens", args.tokens), ("--repeats", args.repeats), *(("--batch", b) for b in args.batch or ())):
+    for name, value in (
+        ("--tokens", args.tokens),
+        ("--repeats", args.repeats),
+        *(("--batch", b) for b in args.batch or ()),
+    ):
         if value < 1:
             raise SystemExit(f"{name}={value} is invalid: allowed integers >= 1")
-    results = run(batches=tuple(args.batch or (1, 8, 32)), tokens=args.tokens, repeats=args.repeats,
-                  backends=BACKENDS if args.backend == "both" else (args.backend,))
+    results = run(
+        batches=tuple(args.batch or (1, 8, 32)),
+        tokens=args.tokens,
+        repeats=args.repeats,
+        backends=BACKENDS if args.backend == "both" else (args.backend,),
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

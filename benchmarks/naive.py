@@ -12,6 +12,7 @@ and rank r = 0, 1, ...: min-p keeps ``sp >= min_p * sp[0]``; epsilon ``sp >= eps
 dynamic top-k ``r < K[9 - bin(p_max)]``; top-p ``c - sp < p``; greedy rules ``r < 1``; top-n-sigma
 ``x >= m - n sigma``; top-a ``sp >= a sp[0]^2``. The kept count is at least 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,7 +48,7 @@ def naive_process(logits: torch.Tensor, state: BatchState) -> torch.Tensor:
     def cap(n: torch.Tensor) -> None:
         torch.minimum(counts, n, out=counts)
 
-    col = lambda v: v.unsqueeze(-1)  # noqa: E731
+    col = lambda v: v.unsqueeze(-1)
     cap(torch.where(P["greedy"], 1, big))
     cap((sp >= col(p_max * P["log_min_p"].exp())).sum(-1))
     cap((sp >= col(P["log_eps"].exp())).sum(-1))

@@ -31,6 +31,7 @@ temporaries expensive here. ``--allocator both`` runs everything twice in subpro
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736`` ("reuse") and without ("default"); the
 setting of each run is printed and stored in the JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +48,9 @@ from typing import Any, Callable
 
 import torch
 
+from benchmarks.naive import naive_process
 from sample_smart import DecodeConfig, process
 from sample_smart.processors import BatchState, compiled, get_backend, process_core, set_backend
-
-from benchmarks.naive import naive_process
 
 REUSE_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 DEFAULT_SHAPES = ((64, 49152), (256, 151936))
@@ -96,15 +96,19 @@ def per_row_chain(batch: int) -> list[DecodeConfig]:
     out = []
     for i in range(batch):
         f = (i % 17) / 16.0  # 0 .. 1
-        out.append(DecodeConfig.from_dict({
-            "edt_var": [0.6 + 0.4 * f, 0.5 + f, 0.8 + 0.4 * f],
-            "dynamic_top_k": [1 + (i + j) % 7 * 5 for j in range(10)],
-            "prob_threshold": 1e-5 * (1 + 20 * f),
-            "hewitt_epsilon": 1e-4 * (1 + 20 * f),
-            "min_p": 0.02 + 0.2 * f,
-            "greedy_threshold": 0.1 + 0.4 * f,
-            "cal_acc": [-0.2 - 0.5 * f, 0.5 + 0.3 * f, 0.03 + 0.04 * f],
-        }))
+        out.append(
+            DecodeConfig.from_dict(
+                {
+                    "edt_var": [0.6 + 0.4 * f, 0.5 + f, 0.8 + 0.4 * f],
+                    "dynamic_top_k": [1 + (i + j) % 7 * 5 for j in range(10)],
+                    "prob_threshold": 1e-5 * (1 + 20 * f),
+                    "hewitt_epsilon": 1e-4 * (1 + 20 * f),
+                    "min_p": 0.02 + 0.2 * f,
+                    "greedy_threshold": 0.1 + 0.4 * f,
+                    "cal_acc": [-0.2 - 0.5 * f, 0.5 + 0.3 * f, 0.03 + 0.04 * f],
+                }
+            )
+        )
     return out
 
 
@@ -143,9 +147,11 @@ def ours_name(name: str, backend: str = "eager") -> str:
 
 def _under(backend: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``fn`` with the processor backend set to ``backend`` for the call (a module-level switch)."""
+
     def call(x):
         set_backend(backend)
         return fn(x)
+
     return call
 
 
@@ -172,8 +178,15 @@ def _transformers_cases() -> list[Case]:
         "top_p": tf.TopPLogitsWarper(top_p=KNOBS["top_p"]["top_p"]),
     }
     names = {"min_p": "MinP", "epsilon": "Epsilon", "eta": "Eta", "top_k": "TopK", "top_p": "TopP"}
-    return [Case(f"transformers {names[k]}LogitsWarper", "transformers",
-                 (lambda w: lambda x: w(ids, x))(w), same_as=f"ours: {k}") for k, w in warpers.items()]
+    return [
+        Case(
+            f"transformers {names[k]}LogitsWarper",
+            "transformers",
+            (lambda w: lambda x: w(ids, x))(w),
+            same_as=f"ours: {k}",
+        )
+        for k, w in warpers.items()
+    ]
 
 
 def _vllm_cases(batch: int, device: str) -> list[Case]:
@@ -195,15 +208,22 @@ def _vllm_cases(batch: int, device: str) -> list[Case]:
     copy = staticmethod(lambda x: x.clone())  # vLLM writes in place: a fresh copy, not timed
     return [
         Case("vLLM MinPLogitsProcessor", "vllm", min_p.apply, copy, same_as="ours: min_p"),
-        Case("vLLM apply_top_k_top_p (k)", "vllm", lambda x: apply_top_k_top_p(x, k, None), copy,
-             same_as="ours: top_k"),
-        Case("vLLM apply_top_k_top_p (p)", "vllm", lambda x: apply_top_k_top_p(x, None, p), copy,
-             same_as="ours: top_p"),
+        Case(
+            "vLLM apply_top_k_top_p (k)", "vllm", lambda x: apply_top_k_top_p(x, k, None), copy, same_as="ours: top_k"
+        ),
+        Case(
+            "vLLM apply_top_k_top_p (p)", "vllm", lambda x: apply_top_k_top_p(x, None, p), copy, same_as="ours: top_p"
+        ),
     ]
 
 
-def build_cases(batch: int, device: str, with_transformers: bool = True, with_vllm: bool = True,
-                backends: tuple[str, ...] = ("eager",)) -> list[Case]:
+def build_cases(
+    batch: int,
+    device: str,
+    with_transformers: bool = True,
+    with_vllm: bool = True,
+    backends: tuple[str, ...] = ("eager",),
+) -> list[Case]:
     """Every case; ours once per backend. The alternatives are compared with ours under the first
     backend, and ours under a later backend with ours under the first."""
     for b in backends:
@@ -228,17 +248,27 @@ def build_cases(batch: int, device: str, with_transformers: bool = True, with_vl
             if backend != first:
                 case.same_as = ours_name(name, first)
             cases.append(case)
-        cases.append(Case(ours_name("full chain, per-row, process() (validated)", backend), "ours",
-                          _under(backend, lambda x: process(x, per_row)),
-                          same_as=ours_name("full chain, per-row configs", backend)))
+        cases.append(
+            Case(
+                ours_name("full chain, per-row, process() (validated)", backend),
+                "ours",
+                _under(backend, lambda x: process(x, per_row)),
+                same_as=ours_name("full chain, per-row configs", backend),
+            )
+        )
     n_ours = len(cases)
-    naive_of = {f"ours: {n}": _state(c, batch, device) for n, c in {**DECODERS, "top_p": KNOBS["top_p"],
-                                                                     "min_p": KNOBS["min_p"]}.items()}
+    naive_of = {
+        f"ours: {n}": _state(c, batch, device)
+        for n, c in {**DECODERS, "top_p": KNOBS["top_p"], "min_p": KNOBS["min_p"]}.items()
+    }
     naive_of["ours: full chain, one config"] = full
     naive_of["ours: full chain, per-row configs"] = per_row
     for target, state in naive_of.items():
-        cases.append(Case(f"naive (sort) {target[6:]}", "naive", (lambda s: lambda x: naive_process(x, s))(state),
-                          same_as=target))
+        cases.append(
+            Case(
+                f"naive (sort) {target[6:]}", "naive", (lambda s: lambda x: naive_process(x, s))(state), same_as=target
+            )
+        )
     if with_transformers:
         cases += _transformers_cases()
     if with_vllm:
@@ -246,7 +276,7 @@ def build_cases(batch: int, device: str, with_transformers: bool = True, with_vl
     if first != "eager":  # the alternatives compare with ours under the first backend
         for case in cases[n_ours:]:
             if case.same_as is not None and case.same_as.startswith("ours: "):
-                case.same_as = ours_name(case.same_as[len("ours: "):], first)
+                case.same_as = ours_name(case.same_as[len("ours: ") :], first)
     return cases
 
 
@@ -268,8 +298,9 @@ def check_agreement(cases: list[Case], x: torch.Tensor) -> None:
             case.mismatch = int((theirs != kept[case.same_as]).sum())
 
 
-def time_cases(cases: list[Case], x: torch.Tensor, device: str, repeats: int, budget: float,
-               warmup: int = 2, min_runs: int = 5) -> None:
+def time_cases(
+    cases: list[Case], x: torch.Tensor, device: str, repeats: int, budget: float, warmup: int = 2, min_runs: int = 5
+) -> None:
     """Interleaved rounds; each case runs until ``repeats`` runs or ``budget`` seconds (>= ``min_runs``)."""
     want = {}
     for case in cases:
@@ -280,7 +311,9 @@ def time_cases(cases: list[Case], x: torch.Tensor, device: str, repeats: int, bu
             case.fn(arg)
             _sync(device)
             first = time.perf_counter() - t0
-        want[case.name] = repeats if warmup == 0 else max(min(min_runs, repeats), min(repeats, int(budget / max(first, 1e-6))))
+        want[case.name] = (
+            repeats if warmup == 0 else max(min(min_runs, repeats), min(repeats, int(budget / max(first, 1e-6))))
+        )
     for _ in range(max(want.values())):
         for case in cases:
             if len(case.times) >= want[case.name]:
@@ -299,31 +332,82 @@ def allocator_setting() -> str:
     return "reuse (MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736)" if reuse else "default glibc"
 
 
-def run(shapes=DEFAULT_SHAPES, dtypes=("float32",), kinds=("peaked", "flat"), device: str = "cpu",
-        repeats: int = 21, budget: float = 2.0, quick: bool = False, with_transformers: bool = True,
-        with_vllm: bool = True, max_mismatch: float = 1e-4, only: list[str] | None = None,
-        warmup: int = 2, min_runs: int = 5, backends: tuple[str, ...] = ("eager",), log=print) -> dict:
+def run(
+    shapes=DEFAULT_SHAPES,
+    dtypes=("float32",),
+    kinds=("peaked", "flat"),
+    device: str = "cpu",
+    repeats: int = 21,
+    budget: float = 2.0,
+    quick: bool = False,
+    with_transformers: bool = True,
+    with_vllm: bool = True,
+    max_mismatch: float = 1e-4,
+    only: list[str] | None = None,
+    warmup: int = 2,
+    min_runs: int = 5,
+    backends: tuple[str, ...] = ("eager",),
+    log=print,
+) -> dict:
     """Run the benchmark; return the JSON-ready results. ``quick``: every case once, no warm-up.
     ``backends``: the processor backends ours runs under (see ``build_cases``)."""
     results = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cpu": platform.processor() or platform.machine(), "device": device,
-                    "allocator": allocator_setting() if device == "cpu" else "n/a", "backends": list(backends)},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "device": device,
+            "allocator": allocator_setting() if device == "cpu" else "n/a",
+            "backends": list(backends),
+        },
         "method": "median and min of interleaved runs after warm-up (compiles included in the warm-up); "
-                  "x_read = median / median(one read)",
+        "x_read = median / median(one read)",
         "runs": [],
     }
     previous = get_backend()
     try:
-        _run_shapes(results, shapes, dtypes, kinds, device, repeats, budget, quick, with_transformers, with_vllm,
-                    max_mismatch, only, warmup, min_runs, tuple(backends), log)
+        _run_shapes(
+            results,
+            shapes,
+            dtypes,
+            kinds,
+            device,
+            repeats,
+            budget,
+            quick,
+            with_transformers,
+            with_vllm,
+            max_mismatch,
+            only,
+            warmup,
+            min_runs,
+            tuple(backends),
+            log,
+        )
     finally:
         set_backend(previous)
     return results
 
 
-def _run_shapes(results, shapes, dtypes, kinds, device, repeats, budget, quick, with_transformers, with_vllm,
-                max_mismatch, only, warmup, min_runs, backends, log) -> None:
+def _run_shapes(
+    results,
+    shapes,
+    dtypes,
+    kinds,
+    device,
+    repeats,
+    budget,
+    quick,
+    with_transformers,
+    with_vllm,
+    max_mismatch,
+    only,
+    warmup,
+    min_runs,
+    backends,
+    log,
+) -> None:
     for batch, vocab in shapes:
         if "compiled" in backends:
             compiled.reset()  # one vocabulary per compile, as in an engine (no dynamic-vocab recompile)
@@ -336,17 +420,41 @@ def _run_shapes(results, shapes, dtypes, kinds, device, repeats, budget, quick, 
                     names = {c.name for c in cases}
                     cases = [c for c in cases if c.same_as is None or c.same_as in names]
                 check_agreement(cases, x)
-                bad = [c for c in cases if c.mismatch is not None and dtype == "float32"
-                       and c.mismatch > max(2 * batch, max_mismatch * x.numel())]
+                bad = [
+                    c
+                    for c in cases
+                    if c.mismatch is not None
+                    and dtype == "float32"
+                    and c.mismatch > max(2 * batch, max_mismatch * x.numel())
+                ]
                 if bad:
-                    raise AssertionError("outputs disagree before timing: " + ", ".join(
-                        f"{c.name} vs {c.same_as}: {c.mismatch} tokens" for c in bad))
-                time_cases(cases, x, device, repeats=1 if quick else repeats, budget=budget,
-                           warmup=0 if quick else warmup, min_runs=min_runs)
+                    raise AssertionError(
+                        "outputs disagree before timing: "
+                        + ", ".join(f"{c.name} vs {c.same_as}: {c.mismatch} tokens" for c in bad)
+                    )
+                time_cases(
+                    cases,
+                    x,
+                    device,
+                    repeats=1 if quick else repeats,
+                    budget=budget,
+                    warmup=0 if quick else warmup,
+                    min_runs=min_runs,
+                )
                 read = statistics.median(cases[0].times)
-                rows = [{"case": c.name, "group": c.group, "median_ms": 1e3 * statistics.median(c.times),
-                         "min_ms": 1e3 * min(c.times), "x_read": statistics.median(c.times) / read,
-                         "runs": len(c.times), "same_as": c.same_as, "mismatch": c.mismatch} for c in cases]
+                rows = [
+                    {
+                        "case": c.name,
+                        "group": c.group,
+                        "median_ms": 1e3 * statistics.median(c.times),
+                        "min_ms": 1e3 * min(c.times),
+                        "x_read": statistics.median(c.times) / read,
+                        "runs": len(c.times),
+                        "same_as": c.same_as,
+                        "mismatch": c.mismatch,
+                    }
+                    for c in cases
+                ]
                 run_ = {"shape": [batch, vocab], "dtype": dtype, "kind": kind, "results": rows}
                 results["runs"].append(run_)
                 log(format_table(run_, results["machine"]))
@@ -354,20 +462,24 @@ def _run_shapes(results, shapes, dtypes, kinds, device, repeats, budget, quick, 
 
 def format_table(run_: dict, machine: dict) -> str:
     b, v = run_["shape"]
-    head = (f"\n[{b}, {v}] {run_['dtype']} {run_['kind']} logits | device {machine['device']}, "
-            f"{machine['threads']} threads, allocator: {machine['allocator']}, "
-            f"backend: {'+'.join(machine.get('backends', ['eager']))}")
+    head = (
+        f"\n[{b}, {v}] {run_['dtype']} {run_['kind']} logits | device {machine['device']}, "
+        f"{machine['threads']} threads, allocator: {machine['allocator']}, "
+        f"backend: {'+'.join(machine.get('backends', ['eager']))}"
+    )
     width = max([52] + [len(r["case"]) for r in run_["results"]])
     lines = [head, f"{'case':<{width}} {'median ms':>10} {'min ms':>9} {'x read':>8} {'runs':>5}  agrees with ours"]
     for r in run_["results"]:
         agree = "" if r["same_as"] is None else f"{r['mismatch']} tokens differ from {r['same_as']}"
-        lines.append(f"{r['case']:<{width}} {r['median_ms']:>10.2f} {r['min_ms']:>9.2f} {r['x_read']:>8.1f} "
-                     f"{r['runs']:>5}  {agree}")
+        lines.append(
+            f"{r['case']:<{width}} {r['median_ms']:>10.2f} {r['min_ms']:>9.2f} {r['x_read']:>8.1f} "
+            f"{r['runs']:>5}  {agree}"
+        )
     return "\n".join(lines)
 
 
 def _short(name: str) -> str:
-    return name[len("ours: "):] if name.startswith("ours: ") else name
+    return name[len("ours: ") :] if name.startswith("ours: ") else name
 
 
 def markdown(results: dict) -> str:
@@ -375,9 +487,11 @@ def markdown(results: dict) -> str:
     parts = []
     for run_ in results["runs"]:
         b, v = run_["shape"]
-        parts.append(f"**[{b}, {v}] {run_['dtype']}, {run_['kind']} logits** ({results['machine']['threads']} "
-                     f"threads, allocator: {results['machine']['allocator']}, backend: "
-                     f"{'+'.join(results['machine'].get('backends', ['eager']))})\n")
+        parts.append(
+            f"**[{b}, {v}] {run_['dtype']}, {run_['kind']} logits** ({results['machine']['threads']} "
+            f"threads, allocator: {results['machine']['allocator']}, backend: "
+            f"{'+'.join(results['machine'].get('backends', ['eager']))})\n"
+        )
         parts.append("| case | median ms | min ms | x read | tokens differing from ours |")
         parts.append("|---|---:|---:|---:|---|")
         for r in run_["results"]:
@@ -395,19 +509,26 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     runs = results["runs"]
-    fig, axes = plt.subplots(len(runs), 1, figsize=(11, 0.22 * len(runs[0]["results"]) * len(runs) + 1.5),
-                             squeeze=False)
-    colours = {"floor": "0.6", "ours": "tab:green", "transformers": "tab:orange", "vllm": "tab:blue",
-               "naive": "tab:red"}
+    fig, axes = plt.subplots(
+        len(runs), 1, figsize=(11, 0.22 * len(runs[0]["results"]) * len(runs) + 1.5), squeeze=False
+    )
+    colours = {
+        "floor": "0.6",
+        "ours": "tab:green",
+        "transformers": "tab:orange",
+        "vllm": "tab:blue",
+        "naive": "tab:red",
+    }
     for ax, run_ in zip(axes[:, 0], runs):
         rows = run_["results"][::-1]
-        ax.barh([r["case"] for r in rows], [r["x_read"] for r in rows],
-                color=[colours[r["group"]] for r in rows])
+        ax.barh([r["case"] for r in rows], [r["x_read"] for r in rows], color=[colours[r["group"]] for r in rows])
         ax.set_xscale("log")
         ax.axvline(1.0, color="k", lw=0.5)
         ax.set_xlabel("median time / median time of one read (amax) of the same tensor (log scale)")
-        ax.set_title(f"{run_['shape']} {run_['dtype']} {run_['kind']} logits; allocator: "
-                     f"{results['machine']['allocator']}", fontsize=9)
+        ax.set_title(
+            f"{run_['shape']} {run_['dtype']} {run_['kind']} logits; allocator: {results['machine']['allocator']}",
+            fontsize=9,
+        )
         ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -428,8 +549,12 @@ def _shape(text: str) -> tuple[int, int]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sample-smart bench processors", description=__doc__.split("\n")[0])
     p.add_argument("--shape", type=_shape, action="append", help="BxV (repeatable); default 64x49152 and 256x151936")
-    p.add_argument("--dtype", action="append", choices=["float32", "bfloat16", "float16"],
-                   help="repeatable; default float32 and bfloat16")
+    p.add_argument(
+        "--dtype",
+        action="append",
+        choices=["float32", "bfloat16", "float16"],
+        help="repeatable; default float32 and bfloat16",
+    )
     p.add_argument("--kind", action="append", choices=["peaked", "flat"], help="repeatable; default both")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
     p.add_argument("--repeats", type=int, default=21, help="timed runs per case at most (default 21)")
@@ -437,11 +562,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-runs", type=int, default=5, help="timed runs per case at least (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs per case first (default 2)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--allocator", choices=["current", "reuse", "default", "both"], default="current",
-                   help="CPU: run under the given glibc allocator setting (subprocesses); default: as started")
-    p.add_argument("--backend", choices=["eager", "compiled", "both"], default="eager",
-                   help="processor backend for ours: eager (default), compiled (torch.compile; the compile is "
-                        "part of the untimed warm-up) or both (each ours case under each, same run)")
+    p.add_argument(
+        "--allocator",
+        choices=["current", "reuse", "default", "both"],
+        default="current",
+        help="CPU: run under the given glibc allocator setting (subprocesses); default: as started",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["eager", "compiled", "both"],
+        default="eager",
+        help="processor backend for ours: eager (default), compiled (torch.compile; the compile is "
+        "part of the untimed warm-up) or both (each ours case under each, same run)",
+    )
     p.add_argument("--quick", action="store_true", help="CI mode: small shapes, every case once, outputs checked")
     p.add_argument("--only", action="append", help="run only the cases whose name contains this (repeatable)")
     p.add_argument("--no-transformers", action="store_true")
@@ -461,7 +594,16 @@ def _subprocess_runs(args: argparse.Namespace, argv: list[str]) -> dict:
         if setting == "reuse":
             env.update(REUSE_ENV)
         out = Path(f".bench-{os.getpid()}-{setting}.json").resolve()
-        cmd = [sys.executable, "-m", "benchmarks.processors", *_strip(base), "--allocator", "current", "--json", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.processors",
+            *_strip(base),
+            "--allocator",
+            "current",
+            "--json",
+            str(out),
+        ]
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         subprocess.run(cmd, env=env, check=True)
@@ -497,11 +639,21 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         shapes = args.shape or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
         dtypes = args.dtype or (["float32"] if args.quick else ["float32", "bfloat16"])
-        results = run(shapes=shapes, dtypes=dtypes, kinds=args.kind or ["peaked", "flat"], device=args.device,
-                      repeats=args.repeats, budget=args.budget, quick=args.quick,
-                      with_transformers=not args.no_transformers, with_vllm=not args.no_vllm, only=args.only,
-                      warmup=args.warmup, min_runs=args.min_runs,
-                      backends=BACKENDS if args.backend == "both" else (args.backend,))
+        results = run(
+            shapes=shapes,
+            dtypes=dtypes,
+            kinds=args.kind or ["peaked", "flat"],
+            device=args.device,
+            repeats=args.repeats,
+            budget=args.budget,
+            quick=args.quick,
+            with_transformers=not args.no_transformers,
+            with_vllm=not args.no_vllm,
+            only=args.only,
+            warmup=args.warmup,
+            min_runs=args.min_runs,
+            backends=BACKENDS if args.backend == "both" else (args.backend,),
+        )
         runs_for_plot = results
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

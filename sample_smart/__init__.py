@@ -7,6 +7,7 @@ The core (config, processors, calibration, traces) imports only torch, numpy and
 standard library; integrations with vLLM, lm-eval and transformers live in
 ``sample_smart.integrations`` and import their framework when used.
 """
+
 from sample_smart.config import DecodeConfig
 from sample_smart.processors import BatchState, process, process_core
 

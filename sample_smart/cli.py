@@ -4,6 +4,7 @@ Each subcommand group lives in its own module under ``sample_smart.commands`` an
 imported lazily, so ``sample-smart --help`` stays fast and a command that needs vLLM
 or transformers imports them only when it runs.
 """
+
 from __future__ import annotations
 
 import importlib

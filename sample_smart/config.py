@@ -50,6 +50,7 @@ request names: :meth:`DecodeConfig.from_dict` is then called with ``calibrations
 the operator loaded at start-up, by name) and ``calibration`` must be one of those names, or
 ``{"name", "mode", "threshold"}``; an unknown name is refused without touching the file system.
 """
+
 from __future__ import annotations
 
 import math
@@ -238,8 +239,9 @@ class DecodeConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_calibration(cls, path: str, mode: str = "epsilon", threshold: float | None = None,
-                         **extra: Any) -> "DecodeConfig":
+    def from_calibration(
+        cls, path: str, mode: str = "epsilon", threshold: float | None = None, **extra: Any
+    ) -> "DecodeConfig":
         """A Calibrated-TopK (``mode="topk"``) or Calibrated-epsilon (``mode="epsilon"``) decoder
         from a calibration file written by ``sample-smart calibrate fit``; ``extra`` adds other knobs."""
         from sample_smart.calibration import load_decoder_settings
@@ -271,8 +273,11 @@ class DecodeConfig:
     @property
     def is_noop(self) -> bool:
         """True when no knob changes the logits (the row comes back unchanged)."""
-        return (not self.uses_temperature and not self.is_greedy
-                and all(getattr(self, key) is None for key in KNOBS if key not in _TRANSFORM_KEYS))
+        return (
+            not self.uses_temperature
+            and not self.is_greedy
+            and all(getattr(self, key) is None for key in KNOBS if key not in _TRANSFORM_KEYS)
+        )
 
     @property
     def uses_temperature(self) -> bool:
@@ -298,8 +303,7 @@ def _calibration_settings(value: Any, calibrations: Any = None) -> dict[str, Any
     Served (``calibrations`` a :class:`~sample_smart.calibration.registry.CalibrationRegistry`): a
     name or {"name", "mode", "threshold"}; nothing is read, an unknown name is refused."""
     ref = "name" if calibrations is not None else "path"
-    allowed = (f"a calibration {ref}, or {{'{ref}': ..., 'mode': 'topk'|'epsilon'|..., 'threshold': c}} "
-               "with 0 < c <= 1")
+    allowed = f"a calibration {ref}, or {{'{ref}': ..., 'mode': 'topk'|'epsilon'|..., 'threshold': c}} with 0 < c <= 1"
     mode, threshold = "epsilon", None
     if isinstance(value, str):
         target = value
@@ -311,9 +315,14 @@ def _calibration_settings(value: Any, calibrations: Any = None) -> dict[str, Any
         if not isinstance(mode, str):  # which modes a file supports, its loader says
             raise _bad("calibration.mode", mode, "'epsilon', 'topk' (grid calibrations) or 'greedy_threshold'")
         if threshold is not None:
-            threshold = _in_range("calibration.threshold",
-                                  _as_float("calibration.threshold", threshold, "0 < c <= 1"), 0.0, 1.0,
-                                  "0 < c <= 1", lo_open=True)
+            threshold = _in_range(
+                "calibration.threshold",
+                _as_float("calibration.threshold", threshold, "0 < c <= 1"),
+                0.0,
+                1.0,
+                "0 < c <= 1",
+                lo_open=True,
+            )
     else:
         raise _bad("calibration", value, allowed)
     if not isinstance(target, str):
@@ -342,8 +351,9 @@ class Knob:
     cli_type: type = float
 
 
-def _float_knob(key: str, lo: float, hi: float, allowed: str, help: str, lo_open: bool = False,
-                off: float | None = None) -> Knob:
+def _float_knob(
+    key: str, lo: float, hi: float, allowed: str, help: str, lo_open: bool = False, off: float | None = None
+) -> Knob:
     def parse(value: Any) -> float | None:
         v = _in_range(key, _as_float(key, value, allowed), lo, hi, allowed, lo_open)
         return None if (off is not None and v == off) else v
@@ -369,8 +379,7 @@ def _parse_top_k(value: Any) -> int | None:
     return None if k in (0, -1) else k
 
 
-_DTK_ALLOWED = (f"exactly 10 integers 0..{INT_MAX} (index 0 = p_max decile [0.9, 1], 0 = greedy), "
-                "list or 'a,b,...'")
+_DTK_ALLOWED = f"exactly 10 integers 0..{INT_MAX} (index 0 = p_max decile [0.9, 1], 0 = greedy), list or 'a,b,...'"
 
 
 def _parse_dynamic_top_k(value: Any) -> tuple[int, ...]:
@@ -380,8 +389,10 @@ def _parse_dynamic_top_k(value: Any) -> tuple[int, ...]:
     return ks
 
 
-_EDT_ALLOWED = (f"'N,theta,T0' with N > 0 finite, |theta| <= {EDT_THETA_MAX:g}, "
-                f"{TEMPERATURE_RANGE[0]:g} <= T0 <= {TEMPERATURE_RANGE[1]:g}")
+_EDT_ALLOWED = (
+    f"'N,theta,T0' with N > 0 finite, |theta| <= {EDT_THETA_MAX:g}, "
+    f"{TEMPERATURE_RANGE[0]:g} <= T0 <= {TEMPERATURE_RANGE[1]:g}"
+)
 
 
 def _parse_edt(value: Any) -> tuple[float, float, float]:
@@ -391,8 +402,10 @@ def _parse_edt(value: Any) -> tuple[float, float, float]:
     return (n, theta, t0)
 
 
-_CAL_ALLOWED = (f"'A,B,thr' with |A| <= {CAL_ACC_MAX:g}, 0 < B <= {CAL_ACC_MAX:g}, "
-                f"0 < thr <= {CAL_ACC_MAX:g} (keep base**A * p**B >= thr)")
+_CAL_ALLOWED = (
+    f"'A,B,thr' with |A| <= {CAL_ACC_MAX:g}, 0 < B <= {CAL_ACC_MAX:g}, "
+    f"0 < thr <= {CAL_ACC_MAX:g} (keep base**A * p**B >= thr)"
+)
 
 
 def _parse_cal_acc(value: Any) -> tuple[float, float, float]:
@@ -420,26 +433,49 @@ _CBO_ALLOWED = "an integer 1..10 (1 = lowest p_max decile [0, 0.1), 10 = [0.9, 1
 
 # One entry per DecodeConfig field, in field order: the only place a knob's spelling, range and
 # CLI help are written (the rule it drives is declared in sample_smart.processors.rules).
-KNOBS: dict[str, Knob] = {k.key: k for k in (
-    Knob("temperature", _parse_temperature, f"0 (greedy) or {TEMPERATURE_RANGE[0]:g} <= T <= {TEMPERATURE_RANGE[1]:g}",
-         "Temperature T (0 = greedy)."),
-    Knob("edt_var", _parse_edt, _EDT_ALLOWED, "EDT 'N,theta,T0': T = T0 * N^(theta/H), H in nats.", str),
-    Knob("top_k", _parse_top_k, f"an integer 1..{INT_MAX} (0 or -1 = off)", "Top-k.", int),
-    _float_knob("top_p", 0.0, 1.0, "0 < top_p <= 1 (1 = off)", "Nucleus mass p.", lo_open=True, off=1.0),
-    _prob_knob("min_p", "Min-p: keep p >= min_p * p_max.", "min_p"),
-    _prob_knob("prob_threshold", "Epsilon sampling: keep p >= eps.", "prob_threshold"),
-    _prob_knob("hewitt_epsilon", "Eta sampling epsilon: keep p >= min(eps, sqrt(eps) exp(-H)).", "hewitt_epsilon"),
-    Knob("dynamic_top_k", _parse_dynamic_top_k, _DTK_ALLOWED,
-         "Calibrated-TopK: 10 comma-separated K, index 0 = p_max decile [0.9, 1].", str),
-    _prob_knob("greedy_threshold", "Greedy-Threshold t: argmax only when p_max < t.", "greedy_threshold"),
-    Knob("confidence_bin_only", lambda v: _as_int_in("confidence_bin_only", v, 1, 10, _CBO_ALLOWED), _CBO_ALLOWED,
-         "Sample only when p_max is in decile 1..10 (1 = [0, 0.1)), else greedy.", int),
-    Knob("cal_acc", _parse_cal_acc, _CAL_ALLOWED, "Calibrated-epsilon 'A,B,thr': keep base^A p^B >= thr.", str),
-    Knob("cal_acc_base", _parse_base, _BASE_ALLOWED, "Log base of --cal-acc: 10 (reference) or e.", str),
-    _float_knob("top_n_sigma", 0.0, N_SIGMA_MAX, f"0 < n <= {N_SIGMA_MAX:g}", "Top-n-sigma: keep logit >= max - n*std.",
-                lo_open=True),
-    _prob_knob("top_a", "Top-a: keep p >= a * p_max^2.", "top_a"),
-)}
+KNOBS: dict[str, Knob] = {
+    k.key: k
+    for k in (
+        Knob(
+            "temperature",
+            _parse_temperature,
+            f"0 (greedy) or {TEMPERATURE_RANGE[0]:g} <= T <= {TEMPERATURE_RANGE[1]:g}",
+            "Temperature T (0 = greedy).",
+        ),
+        Knob("edt_var", _parse_edt, _EDT_ALLOWED, "EDT 'N,theta,T0': T = T0 * N^(theta/H), H in nats.", str),
+        Knob("top_k", _parse_top_k, f"an integer 1..{INT_MAX} (0 or -1 = off)", "Top-k.", int),
+        _float_knob("top_p", 0.0, 1.0, "0 < top_p <= 1 (1 = off)", "Nucleus mass p.", lo_open=True, off=1.0),
+        _prob_knob("min_p", "Min-p: keep p >= min_p * p_max.", "min_p"),
+        _prob_knob("prob_threshold", "Epsilon sampling: keep p >= eps.", "prob_threshold"),
+        _prob_knob("hewitt_epsilon", "Eta sampling epsilon: keep p >= min(eps, sqrt(eps) exp(-H)).", "hewitt_epsilon"),
+        Knob(
+            "dynamic_top_k",
+            _parse_dynamic_top_k,
+            _DTK_ALLOWED,
+            "Calibrated-TopK: 10 comma-separated K, index 0 = p_max decile [0.9, 1].",
+            str,
+        ),
+        _prob_knob("greedy_threshold", "Greedy-Threshold t: argmax only when p_max < t.", "greedy_threshold"),
+        Knob(
+            "confidence_bin_only",
+            lambda v: _as_int_in("confidence_bin_only", v, 1, 10, _CBO_ALLOWED),
+            _CBO_ALLOWED,
+            "Sample only when p_max is in decile 1..10 (1 = [0, 0.1)), else greedy.",
+            int,
+        ),
+        Knob("cal_acc", _parse_cal_acc, _CAL_ALLOWED, "Calibrated-epsilon 'A,B,thr': keep base^A p^B >= thr.", str),
+        Knob("cal_acc_base", _parse_base, _BASE_ALLOWED, "Log base of --cal-acc: 10 (reference) or e.", str),
+        _float_knob(
+            "top_n_sigma",
+            0.0,
+            N_SIGMA_MAX,
+            f"0 < n <= {N_SIGMA_MAX:g}",
+            "Top-n-sigma: keep logit >= max - n*std.",
+            lo_open=True,
+        ),
+        _prob_knob("top_a", "Top-a: keep p >= a * p_max^2.", "top_a"),
+    )
+}
 
 
 def _normalise_fields(cfg: DecodeConfig) -> dict[str, Any]:

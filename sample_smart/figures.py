@@ -5,6 +5,7 @@ The figures themselves live with their layer: calibration figures in
 :mod:`sample_smart.calibration.plots`, study, comparison and decision-token figures in
 :mod:`sample_smart.analysis`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -20,6 +20,7 @@ One place for what every command and loader needs, so that each reports the same
   (compared after resolving symlinks, and with ``os.path.samefile`` so that hard links
   count too); the same input file may not be given twice (its records would count twice).
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,8 @@ import shutil
 import stat
 import tempfile
 import warnings
-from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,15 @@ def check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
 
 
-def report(path, line: int | None, message: str, on_error: str, *,
-           error: type[InputFileError] = InputFileError, warning: type[Warning] = InputFileWarning) -> None:
+def report(
+    path,
+    line: int | None,
+    message: str,
+    on_error: str,
+    *,
+    error: type[InputFileError] = InputFileError,
+    warning: type[Warning] = InputFileWarning,
+) -> None:
     """Raise ``error(path, line, message)`` (on_error "raise") or warn ``skipping <it>`` ("skip")."""
     err = error(path, line, message)
     if on_error == "raise":
@@ -91,8 +99,15 @@ def open_regular(path: str | os.PathLike) -> tuple[int, os.stat_result]:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
-            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket or special file"
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(st.st_mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a socket or special file"
+        )
         raise InputFileError(path, None, f"is {kind}; only regular files are read")
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
@@ -124,8 +139,10 @@ def _utf8_problem(data: bytes) -> tuple[int, str] | None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         col = data.rfind(b"\n", 0, exc.start) + 1
-        return (data.count(b"\n", 0, exc.start) + 1,
-                f"not UTF-8 (byte 0x{data[exc.start]:02x} at column {exc.start - col + 1}); save the file as UTF-8")
+        return (
+            data.count(b"\n", 0, exc.start) + 1,
+            f"not UTF-8 (byte 0x{data[exc.start]:02x} at column {exc.start - col + 1}); save the file as UTF-8",
+        )
     return None
 
 
@@ -135,8 +152,10 @@ def _json_problem(data: bytes, exc: Exception) -> str:
     if bad is not None:
         return bad[1]
     if b"\r" in data.rstrip(b"\r\n"):
-        return ("several records separated by a bare carriage return (CR-only line endings); "
-                "convert the file to LF line endings (e.g. tr '\\r' '\\n')")
+        return (
+            "several records separated by a bare carriage return (CR-only line endings); "
+            "convert the file to LF line endings (e.g. tr '\\r' '\\n')"
+        )
     return f"invalid JSON ({exc})"
 
 
@@ -155,7 +174,7 @@ def non_utf8_error(path: str | os.PathLike) -> InputFileError:
 def loads_line(line: bytes, *, first: bool = False) -> Any:
     """``orjson.loads`` of one line; the first line of a file may start with a UTF-8 BOM."""
     if first and line.startswith(BOM):
-        line = line[len(BOM):]
+        line = line[len(BOM) :]
     return orjson.loads(line)
 
 
@@ -176,7 +195,7 @@ def iter_json_lines(
     with os.fdopen(fd, "rb") as f:
         for lineno, line in enumerate(f, start=1):  # binary iteration splits at b"\n" only
             if lineno == 1 and line.startswith(BOM):
-                line = line[len(BOM):]
+                line = line[len(BOM) :]
             if not line.strip():
                 continue
             try:
@@ -194,7 +213,7 @@ def iter_json_lines(
 def parse_json_document(data: bytes, path: str | os.PathLike) -> Any:
     """One JSON document from ``data`` (BOM accepted); InputFileError naming path:line."""
     if data.startswith(BOM):
-        data = data[len(BOM):]
+        data = data[len(BOM) :]
     if not data.strip():
         raise InputFileError(path, None, "file is empty")
     try:
@@ -243,7 +262,9 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def bad_field(where: str | os.PathLike, field: str, value: Any, allowed: str, line: int | None = None) -> InputFileError:
+def bad_field(
+    where: str | os.PathLike, field: str, value: Any, allowed: str, line: int | None = None
+) -> InputFileError:
     """``InputFileError("<where>[:<line>]: field '<field>': must be <allowed>, got <value>")``
     (the value's repr cut to 80 characters)."""
     shown = repr(value)
@@ -264,13 +285,16 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def refuse_overwrite(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], *,
-                     option: str = "-o/--output") -> None:
+def refuse_overwrite(
+    output: str | os.PathLike, inputs: Iterable[str | os.PathLike], *, option: str = "-o/--output"
+) -> None:
     """ValueError when ``output`` is one of ``inputs`` (symlinks and hard links included)."""
     for inp in inputs:
         if inp is not None and same_file(output, inp):
-            raise ValueError(f"{output}: the output would overwrite the input {inp} (same file); "
-                             f"choose another {option}; nothing was written")
+            raise ValueError(
+                f"{output}: the output would overwrite the input {inp} (same file); "
+                f"choose another {option}; nothing was written"
+            )
 
 
 def distinct_inputs(paths: Iterable[str | os.PathLike]) -> None:

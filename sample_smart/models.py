@@ -19,6 +19,7 @@ The folder is ``$SAMPLE_SMART_CACHE/models/SmolLM2-135M-Instruct-fp32`` (default
 ``~/.cache/sample_smart``). It is written into a temporary sibling and renamed at the
 end, so an interrupted conversion never leaves a half-written model behind.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -83,9 +84,7 @@ def require_default_model() -> Path:
     return path
 
 
-def prepare_default_model(
-    force: bool = False, progress: Callable[[str], None] | None = None
-) -> Path:
+def prepare_default_model(force: bool = False, progress: Callable[[str], None] | None = None) -> Path:
     """Convert the embedded GGUF into ``default_model_path()`` once; return the folder.
 
     Idempotent: returns at once when a complete conversion exists (unless ``force``).
@@ -110,9 +109,7 @@ def prepare_default_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     say(f"converting {gguf.name} (GGUF Q4_1) to fp32 safetensors in {target} (about a minute) ...")
     with atomic_dir(target) as tmp:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # Pitfall: the dequantized model still claims to be quantized and refuses to save.
         model.hf_quantizer = None

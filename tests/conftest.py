@@ -1,4 +1,5 @@
 """Shared test set-up: no test may reach a model hub."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -6,8 +7,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-
+import pytest  # noqa: E402 (after the path/environment set-up above)
 from engine_fixtures import *  # noqa: E402,F401,F403  (the shared vLLM engine fixture `llm`)
 
 

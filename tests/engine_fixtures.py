@@ -9,6 +9,7 @@ other engine settings starts its engine in a subprocess (never two engines in on
 Tests using it must leave it as they found it: requests they add through
 ``llm.llm_engine`` must be finished or aborted before they return.
 """
+
 from __future__ import annotations
 
 import pytest

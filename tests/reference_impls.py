@@ -5,6 +5,7 @@ no shared code with ``sample_smart.processors``. Each rule returns ``(keep, near
 set and the tokens whose decision sits within a relative 1e-4 of the rule's boundary, where a
 float32 implementation may legitimately decide the other way.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,7 +54,6 @@ def kept_set(x: np.ndarray, cfg: dict):
     v = x.shape[0]
     p = softmax(x)
     pmax = p.max()
-    top = int(np.argmax(p))
     keep = np.ones(v, dtype=bool)
     near = np.zeros(v, dtype=bool)
 
@@ -104,9 +104,9 @@ def kept_set(x: np.ndarray, cfg: dict):
         inter(*_threshold(p, min(eps, math.sqrt(eps) * math.exp(-h))))
     if cfg.get("cal_acc") is not None:
         a, b, thr = cfg["cal_acc"]
-        base = {"e": math.e, 10: 10.0, 10.0: 10.0}[cfg.get("cal_acc_base", 10)]
+        base = {"e": math.e, 10: 10.0}[cfg.get("cal_acc_base", 10)]  # 10.0 looks up 10
         with np.errstate(divide="ignore"):
-            acc = base ** a * p ** b
+            acc = base**a * p**b
         inter(*_threshold(acc, thr))
     if cfg.get("greedy_threshold"):
         if abs(pmax - cfg["greedy_threshold"]) < REL:
@@ -124,7 +124,7 @@ def kept_set(x: np.ndarray, cfg: dict):
         thr = x.max() - cfg["top_n_sigma"] * sigma
         inter(x >= thr, np.abs(x - thr) < REL * max(1.0, abs(thr)))
     if cfg.get("top_a"):
-        inter(*_threshold(p, cfg["top_a"] * pmax ** 2))
+        inter(*_threshold(p, cfg["top_a"] * pmax**2))
     keep[p == pmax] = True  # the argmax is never removed
     keep &= np.isfinite(x)
     return keep, near, x

@@ -1,12 +1,12 @@
 """The test suite's shared helpers: the repository root, logits makers, the one reference checker
 (processor output against the float64 textbook rules of ``reference_impls``) and the one mixed
 batch of settings that tests of whole batches share."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-
 from reference_impls import kept_set
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
 """DecodeConfig: reference keys and formats, validation errors that name key, value and range."""
+
 import math
 
 import pytest
@@ -7,11 +8,22 @@ from sample_smart import DecodeConfig
 
 
 def test_reference_formats_are_accepted():
-    cfg = DecodeConfig.from_dict({
-        "temperature": "0.7", "top_k": 50, "top_p": 0.95, "min_p": 0.1, "prob_threshold": 3e-4,
-        "dynamic_top_k": "1,2,3,4,5,6,7,8,9,10", "edt_var": "0.8,1.0,1.0", "hewitt_epsilon": 9e-4,
-        "greedy_threshold": 0.3, "confidence_bin_only": 4, "cal_acc": "-0.5,0.7,0.05", "top_n_sigma": 1.0,
-    })
+    cfg = DecodeConfig.from_dict(
+        {
+            "temperature": "0.7",
+            "top_k": 50,
+            "top_p": 0.95,
+            "min_p": 0.1,
+            "prob_threshold": 3e-4,
+            "dynamic_top_k": "1,2,3,4,5,6,7,8,9,10",
+            "edt_var": "0.8,1.0,1.0",
+            "hewitt_epsilon": 9e-4,
+            "greedy_threshold": 0.3,
+            "confidence_bin_only": 4,
+            "cal_acc": "-0.5,0.7,0.05",
+            "top_n_sigma": 1.0,
+        }
+    )
     assert cfg.dynamic_top_k == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
     assert cfg.edt_var == (0.8, 1.0, 1.0)
     assert cfg.cal_acc == (-0.5, 0.7, 0.05) and cfg.cal_acc_base == 10.0

@@ -1,6 +1,7 @@
 """Issue 11, parts 3-5: traces never lose a confirmed record, no command destroys its input or
 answers silently wrong, readers report ``path:line: what`` (exit 2, no traceback), and files
 named by users are read safely (regular files only, bounded size)."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,14 @@ import os
 import threading
 import warnings
 
+import numpy as np
 import orjson
 import pytest
+from calibration_synth import make_record, make_records, write_traces
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import numpy as np
-from calibration_synth import make_record, make_records, write_traces
 from sample_smart import DecodeConfig
 from sample_smart.calibration import (
     build_calibration,
@@ -94,8 +95,9 @@ def test_cr_only_and_crlf_files_are_never_truncated(tmp_path):
     with pytest.raises(TraceFormatError, match=r"cr\.jsonl:1: .*bare carriage return"):
         list(read_records(cr))
     crlf = tmp_path / "crlf.jsonl"
-    crlf.write_bytes(b"".join(orjson.dumps(tf_record(str(i))) + b"\r\n" for i in range(2))
-                     + orjson.dumps(tf_record("2")) + b"\r")  # a CRLF file that lost its last LF
+    crlf.write_bytes(
+        b"".join(orjson.dumps(tf_record(str(i))) + b"\r\n" for i in range(2)) + orjson.dumps(tf_record("2")) + b"\r"
+    )  # a CRLF file that lost its last LF
     with pytest.warns(RuntimeWarning, match="added it"):
         w = TraceWriter(crlf)
     with w:
@@ -131,7 +133,9 @@ def test_random_corruption_is_reported_never_raised_otherwise(tmp_path, data):
         op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
         i = data.draw(st.integers(0, max(len(raw) - 1, 0)))
         if op == "flip" and raw:
-            raw[i] = data.draw(st.sampled_from([0x0D, 0x0A, 0xFF, 0xEF, 0x22, 0x7D, 0x00, 0xE2, data.draw(st.integers(0, 255))]))
+            raw[i] = data.draw(
+                st.sampled_from([0x0D, 0x0A, 0xFF, 0xEF, 0x22, 0x7D, 0x00, 0xE2, data.draw(st.integers(0, 255))])
+            )
         elif op == "cut":
             del raw[i:]
         else:
@@ -222,12 +226,25 @@ def test_trace_and_analyze_refuse_to_write_over_an_input(tmp_path):
     data.write_bytes(line({"id": "a", "prompt": "p", "target": "t"}))
     before = data.read_bytes()
     assert_reported(cli("trace", "teacher-force", "--data", data, "-o", data, "--no-progress"), "would overwrite")
-    assert_reported(cli("trace", "teacher-force", "--data", data, "-o", tmp_path / "o.jsonl",
-                        "--reference-out", data, "--no-progress"), "would overwrite")
+    assert_reported(
+        cli(
+            "trace",
+            "teacher-force",
+            "--data",
+            data,
+            "-o",
+            tmp_path / "o.jsonl",
+            "--reference-out",
+            data,
+            "--no-progress",
+        ),
+        "would overwrite",
+    )
     assert data.read_bytes() == before
     m = tmp_path / "confidence_bin_curves.json"
-    m.write_text(json.dumps({"decoder": {"confidence_bin_only": 3},
-                             "metrics": {"maj_at_k": {"1": 0.5}, "accuracy": 0.5}}))
+    m.write_text(
+        json.dumps({"decoder": {"confidence_bin_only": 3}, "metrics": {"maj_at_k": {"1": 0.5}, "accuracy": 0.5}})
+    )
     before = m.read_bytes()
     assert_reported(cli("analyze", "bins", m, "-o", tmp_path), "would overwrite the input")
     assert m.read_bytes() == before
@@ -242,11 +259,30 @@ def _samples(tmp_path, rows, raw_lines=()):
     recs = []
     for r in rows:
         n = 2
-        recs.append({"schema": GENERATION, "request_id": r["trace_id"], "prompt_id": r["trace_id"], "sample_index": 0,
-                     "model": "m", "backend": "vllm", "logprobs_mode": "raw_logprobs", "config": {}, "top_k": 1,
-                     "log_base": "e", "n_generated": n, "n_tokens": n, "stop": {"reason": "end", "match": None},
-                     "text": "x", "token_id": [1] * n, "rank": [1] * n, "logprob": [-0.5] * n,
-                     "p_max": [0.3, 0.9], "top_ids": [[1]] * n, "top_logprobs": [[-0.5]] * n})
+        recs.append(
+            {
+                "schema": GENERATION,
+                "request_id": r["trace_id"],
+                "prompt_id": r["trace_id"],
+                "sample_index": 0,
+                "model": "m",
+                "backend": "vllm",
+                "logprobs_mode": "raw_logprobs",
+                "config": {},
+                "top_k": 1,
+                "log_base": "e",
+                "n_generated": n,
+                "n_tokens": n,
+                "stop": {"reason": "end", "match": None},
+                "text": "x",
+                "token_id": [1] * n,
+                "rank": [1] * n,
+                "logprob": [-0.5] * n,
+                "p_max": [0.3, 0.9],
+                "top_ids": [[1]] * n,
+                "top_logprobs": [[-0.5]] * n,
+            }
+        )
     t.write_bytes(b"".join(line(r) for r in recs))
     return s
 
@@ -268,9 +304,19 @@ def test_low_conf_correct_must_be_a_json_boolean(tmp_path):
 
 # ---- part 5: readers report, never trace back ------------------------------------------
 def _metrics(**over):
-    m = {"label": "x", "wall_time_s": 1.0, "decoder": {"confidence_bin_only": 3},
-         "metrics": {"repeats": 2, "accuracy": 0.5, "maj_at_k": {"1": 0.5, "2": 0.5},
-                     "pass_at_k": {"1": 0.5, "2": 0.7}, "mean_distinct_answers": 1.0, "invalid_rate": 0.0}}
+    m = {
+        "label": "x",
+        "wall_time_s": 1.0,
+        "decoder": {"confidence_bin_only": 3},
+        "metrics": {
+            "repeats": 2,
+            "accuracy": 0.5,
+            "maj_at_k": {"1": 0.5, "2": 0.5},
+            "pass_at_k": {"1": 0.5, "2": 0.7},
+            "mean_distinct_answers": 1.0,
+            "invalid_rate": 0.0,
+        },
+    }
     for k, v in over.items():
         m[k] = v
     return m
@@ -289,8 +335,10 @@ def test_analyze_reports_bad_files(tmp_path):
     assert_reported(cli("analyze", "table", nokey), "missing field 'wall_time_s'")  # today: KeyError
     bin3 = tmp_path / "bin3_metrics.json"
     bin3.write_text(json.dumps(_metrics(decoder={"confidence_bin_only": "3"})))
-    assert_reported(cli("analyze", "bins", bin3, "-o", tmp_path / "o"),  # today: TypeError
-                    "field 'decoder.confidence_bin_only': must be an int in 1..10")
+    assert_reported(
+        cli("analyze", "bins", bin3, "-o", tmp_path / "o"),  # today: TypeError
+        "field 'decoder.confidence_bin_only': must be an int in 1..10",
+    )
     s = _samples(tmp_path, [_row(0, True)], [b'["a list"]\n'])
     assert_reported(cli("analyze", "low-conf", s), "run_samples.jsonl:2: expected a JSON object")  # AttributeError
     s = _samples(tmp_path, [_row(0, True), {k: v for k, v in _row(1, True).items() if k != "correct"}])
@@ -349,9 +397,11 @@ def test_decoder_settings_from_dict_equals_loading_the_file(calib):
         derive_decoder_settings((validated[0], validated[1], {}), "topk", source="c")
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
-                    max_leaves=8)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+    max_leaves=8,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -406,8 +456,10 @@ def test_encodings_bom_and_line_separators(calib, tmp_path):
     assert read_pairs(pj)[0].tolist() == [0.25]
     # U+2028 inside a JSON string does not split the line (str.splitlines did)
     sep = tmp_path / "sep.jsonl"
-    sep.write_bytes(line({"confidence": 0.5, "correct": True, "note": "a\u2028b\u2029c\x85d"})
-                    + line({"confidence": 0.75, "correct": False}))
+    sep.write_bytes(
+        line({"confidence": 0.5, "correct": True, "note": "a\u2028b\u2029c\x85d"})
+        + line({"confidence": 0.75, "correct": False})
+    )
     assert read_pairs(sep)[0].tolist() == [0.5, 0.75]  # today: "not valid JSON"
     res = cli("calibrate", "buckets", sep, "-o", tmp_path / "sep.json")
     assert res.exit_code == 0, res.output
@@ -424,8 +476,9 @@ def test_read_user_file_opens_regular_files_only_and_bounded(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     result = {}
-    th = threading.Thread(target=lambda: result.setdefault("err", pytest.raises(ValueError, load_decoder_settings,
-                                                                                  fifo, "topk")))
+    th = threading.Thread(
+        target=lambda: result.setdefault("err", pytest.raises(ValueError, load_decoder_settings, fifo, "topk"))
+    )
     th.start()
     th.join(10)
     assert not th.is_alive(), "opening a FIFO blocked"
@@ -477,8 +530,24 @@ def _corrupt(data, raw: bytes) -> bytes:
         elif op == "cut":
             del buf[i:]
         else:
-            buf[i:i] = data.draw(st.sampled_from([b"\r", b"\n", b"\xef\xbb\xbf", b"\xe2\x80\xa8", b"\xff", b'"', b"]",
-                                                  b"[[[[", b"-1", b"1e999", b"null", b"true"]))
+            buf[i:i] = data.draw(
+                st.sampled_from(
+                    [
+                        b"\r",
+                        b"\n",
+                        b"\xef\xbb\xbf",
+                        b"\xe2\x80\xa8",
+                        b"\xff",
+                        b'"',
+                        b"]",
+                        b"[[[[",
+                        b"-1",
+                        b"1e999",
+                        b"null",
+                        b"true",
+                    ]
+                )
+            )
     return bytes(buf)
 
 
@@ -510,9 +579,11 @@ def test_corrupted_inputs_never_trace_back_in_the_cli(calib, tmp_path, data):
             except ValueError as exc:
                 assert str(bad) in str(exc)
         return
-    args = {"fit": ("calibrate", "fit", bad, "-o", tmp_path / "c.json", "--n-boot", 0),
-            "table": ("analyze", "table", bad),
-            "buckets": ("calibrate", "buckets", bad, "-o", tmp_path / "b.json")}[kind]
+    args = {
+        "fit": ("calibrate", "fit", bad, "-o", tmp_path / "c.json", "--n-boot", 0),
+        "table": ("analyze", "table", bad),
+        "buckets": ("calibrate", "buckets", bad, "-o", tmp_path / "b.json"),
+    }[kind]
     res = cli(*args)
     assert res.exit_code in (0, 2), res.output
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)

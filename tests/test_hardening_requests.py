@@ -5,6 +5,7 @@ Every case of the issue's list is here, plus hypothesis fuzzing of ``DecodeConfi
 ``config_from_params``/``validate_params`` (flat keys, the nested dict and its JSON text) and of
 ``process`` on accepted settings in float32, float16 and bfloat16.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import REPO as _REPO
 from vllm import SamplingParams
 
 from sample_smart import DecodeConfig, process
@@ -25,7 +27,6 @@ from sample_smart.config import SETTING_KEYS
 from sample_smart.integrations.vllm import SampleSmartLogitsProcessor, config_from_params
 from sample_smart.processors import BatchState
 from sample_smart.processors.pipeline import validate_logits
-from support import REPO as _REPO
 
 REPO = str(_REPO)
 CALIBRATION = os.path.join(REPO, "docs", "calibration", "calibration.json")
@@ -83,13 +84,16 @@ def _json_text(value) -> str:
     return json.dumps(value)
 
 
-@pytest.mark.parametrize("text", [
-    "[" * 100_000 + "]" * 100_000,  # too long
-    '{"min_p": ' + "[" * 20_000 + "]" * 20_000 + "}",  # nested deeper than the JSON reader recurses
-    '{"top_k": ' + "1" * 5000 + "}",  # an int past Python's digit limit
-    '{"min_p": 1e999}',  # float overflow to inf
-    '{"min_p": NaN}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,  # too long
+        '{"min_p": ' + "[" * 20_000 + "]" * 20_000 + "}",  # nested deeper than the JSON reader recurses
+        '{"top_k": ' + "1" * 5000 + "}",  # an int past Python's digit limit
+        '{"min_p": 1e999}',  # float overflow to inf
+        '{"min_p": NaN}',
+    ],
+)
 def test_hostile_json_text_is_a_value_error(text):
     with pytest.raises(ValueError, match="sample_smart|min_p|top_k"):
         SampleSmartLogitsProcessor.validate_params(SamplingParams(extra_args={"sample_smart": text}))
@@ -163,19 +167,33 @@ def test_small_temperature_on_half_logits_keeps_the_distribution(dtype):
 
 
 # ------------------------------------------------------------------ fuzzing
-_scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**62, max_value=2**70)
-            | st.floats(allow_nan=True, allow_infinity=True) | st.floats(min_value=-1e7, max_value=1e7)
-            | st.text(max_size=12) | st.sampled_from(["1e300", "2**63", "nan", "-inf", "1,2,3", "0.5,1,1", "e", "10"]))
-_values = st.recursive(_scalars, lambda c: st.lists(c, max_size=11) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                       max_leaves=12)
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**62, max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(min_value=-1e7, max_value=1e7)
+    | st.text(max_size=12)
+    | st.sampled_from(["1e300", "2**63", "nan", "-inf", "1,2,3", "0.5,1,1", "e", "10"])
+)
+_values = st.recursive(
+    _scalars, lambda c: st.lists(c, max_size=11) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=12
+)
 _keys = st.sampled_from(sorted(SETTING_KEYS - {"calibration"})) | st.text(max_size=8)
 _settings = st.dictionaries(_keys, _values, max_size=4)
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _named_keys(settings_: dict) -> list[str]:
-    return [str(k) for k in settings_] + ["greedy_threshold", "confidence_bin_only", "prob_threshold",
-                                          "hewitt_epsilon", "decoder setting", "temperature"]
+    return [str(k) for k in settings_] + [
+        "greedy_threshold",
+        "confidence_bin_only",
+        "prob_threshold",
+        "hewitt_epsilon",
+        "decoder setting",
+        "temperature",
+    ]
 
 
 @FUZZ
@@ -248,8 +266,9 @@ def test_processor_survives_an_unexpected_error(monkeypatch, caplog):
     from vllm.v1.sample.logits_processor import BatchUpdate
 
     proc = SampleSmartLogitsProcessor(VllmConfig(), torch.device("cpu"), False)
-    proc.update_state(BatchUpdate(batch_size=1, removed=[], moved=[],
-                                  added=[(0, SamplingParams(extra_args={"min_p": 0.5}), [1], [])]))
+    proc.update_state(
+        BatchUpdate(batch_size=1, removed=[], moved=[], added=[(0, SamplingParams(extra_args={"min_p": 0.5}), [1], [])])
+    )
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
@@ -270,8 +289,15 @@ def test_a_request_never_opens_a_path(tmp_path, monkeypatch):
     real_open = os.open
     monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
     messages = []
-    for target in [str(fifo), "/dev/zero", "/etc/passwd", str(tmp_path / "missing.json"), CALIBRATION,
-                   {"path": "/dev/zero"}, {"name": "/etc/passwd", "mode": "topk"}]:
+    for target in [
+        str(fifo),
+        "/dev/zero",
+        "/etc/passwd",
+        str(tmp_path / "missing.json"),
+        CALIBRATION,
+        {"path": "/dev/zero"},
+        {"name": "/etc/passwd", "mode": "topk"},
+    ]:
         t0 = time.monotonic()
         with pytest.raises(ValueError, match="calibration") as err:
             SampleSmartLogitsProcessor.validate_params(SamplingParams(extra_args={"calibration": target}))
@@ -304,11 +330,14 @@ def test_served_calibrations_by_name_are_read_once(tmp_path, monkeypatch):
         registry_mod._registry_for.cache_clear()
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("gsm8k=/nonexistent/c.json", "gsm8k"),
-    ("bad name=x.json", "name"),
-    ("a=", "name=path"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("gsm8k=/nonexistent/c.json", "gsm8k"),
+        ("bad name=x.json", "name"),
+        ("a=", "name=path"),
+    ],
+)
 def test_a_bad_calibration_specification_stops_start_up(spec, message):
     with pytest.raises(ValueError, match=message):
         CalibrationRegistry.from_spec(spec)
@@ -325,8 +354,9 @@ def test_offline_calibration_paths_must_be_regular_files(tmp_path):
 
 
 def test_state_with_vocab_turns_huge_k_off():
-    state = BatchState.from_configs([DecodeConfig(top_k=2**31 - 1), DecodeConfig(dynamic_top_k=[2**31 - 1] * 10)],
-                                    vocab_size=100)
+    state = BatchState.from_configs(
+        [DecodeConfig(top_k=2**31 - 1), DecodeConfig(dynamic_top_k=[2**31 - 1] * 10)], vocab_size=100
+    )
     assert state.candidates == 100 and not state.uses("top_k")
     assert int(state.params["dyn_k"].max()) == 100
     assert math.isfinite(float(state.temperature.sum()))

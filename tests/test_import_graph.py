@@ -1,6 +1,7 @@
 """The package's import graph: no cycle between sample_smart's modules (imports inside functions
 count too: they are how a cycle hides), and the core never imports vllm, lm_eval or transformers
 when it is imported."""
+
 from __future__ import annotations
 
 import ast
@@ -9,8 +10,13 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sample_smart"
-CORE = ("sample_smart", "sample_smart.config", "sample_smart.processors", "sample_smart.calibration",
-        "sample_smart.traces")
+CORE = (
+    "sample_smart",
+    "sample_smart.config",
+    "sample_smart.processors",
+    "sample_smart.calibration",
+    "sample_smart.traces",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -49,7 +55,7 @@ def test_no_import_cycle_inside_the_package():
         stack.append(u)
         for v in sorted(graph[u]):
             if state.get(v) == "open":
-                cycles.append(" -> ".join(stack[stack.index(v):] + [v]))
+                cycles.append(" -> ".join(stack[stack.index(v) :] + [v]))
             elif v not in state:
                 visit(v)
         stack.pop()
@@ -59,12 +65,16 @@ def test_no_import_cycle_inside_the_package():
         if name not in state:
             visit(name)
     assert not cycles, cycles
-    assert graph["sample_smart.processors.dispatch"] >= {"sample_smart.processors.chain",
-                                                          "sample_smart.processors.compiled"}
+    assert graph["sample_smart.processors.dispatch"] >= {
+        "sample_smart.processors.chain",
+        "sample_smart.processors.compiled",
+    }
 
 
 def test_the_core_imports_no_engine_or_model_library():
-    code = ("import sys; import " + ", ".join(CORE) + "; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('vllm', 'lm_eval', 'transformers')))")
+    code = (
+        "import sys; import " + ", ".join(CORE) + "; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('vllm', 'lm_eval', 'transformers')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

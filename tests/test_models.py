@@ -3,6 +3,7 @@
 CI runs ``sample-smart model prepare`` before pytest, so the default cache is complete here;
 the conversion itself is exercised by that step (and by every engine test loading it).
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Small (prompt, target) data written for the trace tests (project-authored text)."""
+
 from __future__ import annotations
 
 import orjson

@@ -10,6 +10,7 @@ bootstrap resamples) and writes grid.json, calibration.json, grid_heatmap.png,
 powerlaw_fit.png and the numbers in NUMBERS.md. The trace file itself (~30 MB) stays
 in the cache (``$SAMPLE_SMART_CACHE/traces``); it is resumable if interrupted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,20 +46,46 @@ def main() -> None:
         with open(args.train, "rb") as fh:
             for i, line in enumerate(fh):
                 rec = orjson.loads(line)
-                yield Example(id=f"gsm8k-train-{i}", prompt=[{"role": "user", "content": rec["question"]}],
-                              target=rec["answer"])
+                yield Example(
+                    id=f"gsm8k-train-{i}", prompt=[{"role": "user", "content": rec["question"]}], target=rec["answer"]
+                )
 
     backend = TransformersTeacherForcer(require_default_model(), top_k=20, batch_size=8)
     counts = run_teacher_forcing(examples(), backend, traces, chat_template=True, limit=args.n, total=args.n)
     print(f"teacher forcing: {counts} -> {traces}", file=sys.stderr)
 
     cli = [sys.executable, "-m", "sample_smart.cli", "calibrate"]
-    run = lambda *a: subprocess.run([*cli, *map(str, a)], check=True, capture_output=True, text=True).stdout  # noqa: E731
+    run = lambda *a: subprocess.run([*cli, *map(str, a)], check=True, capture_output=True, text=True).stdout
     log = run("grid", traces, "-o", out / "grid.json", "--max-rank", 20)
-    log += run("fit", out / "grid.json", "-o", out / "calibration.json", "--base", "e", "--n-boot", 2000,
-               "--topk-threshold", 0.05, "--min-samples", 50)
-    log += run("fit", out / "grid.json", "-o", out / "calibration_weighted.json", "--base", "e", "--weighted",
-               "--n-boot", 2000, "--topk-threshold", 0.05, "--min-samples", 50)
+    log += run(
+        "fit",
+        out / "grid.json",
+        "-o",
+        out / "calibration.json",
+        "--base",
+        "e",
+        "--n-boot",
+        2000,
+        "--topk-threshold",
+        0.05,
+        "--min-samples",
+        50,
+    )
+    log += run(
+        "fit",
+        out / "grid.json",
+        "-o",
+        out / "calibration_weighted.json",
+        "--base",
+        "e",
+        "--weighted",
+        "--n-boot",
+        2000,
+        "--topk-threshold",
+        0.05,
+        "--min-samples",
+        50,
+    )
     run("plot", "grid", out / "grid.json", "-o", out / "grid_heatmap.png")
     run("plot", "fit", out / "calibration.json", "-o", out / "powerlaw_fit.png")
     run("plot", "fit", out / "calibration_weighted.json", "-o", out / "powerlaw_fit_weighted.png")

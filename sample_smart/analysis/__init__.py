@@ -5,6 +5,15 @@
   votes, maj@k per confidence bin (arXiv 2510.05987, section 5);
 * :mod:`.plots`: their figures (matplotlib Agg).
 """
+
 from .metrics import extract_answer, maj_at_k, majority_answer, normalize_answer, pass_at_k, question_metrics, summarize
 
-__all__ = ["extract_answer", "maj_at_k", "majority_answer", "normalize_answer", "pass_at_k", "question_metrics", "summarize"]
+__all__ = [
+    "extract_answer",
+    "maj_at_k",
+    "majority_answer",
+    "normalize_answer",
+    "pass_at_k",
+    "question_metrics",
+    "summarize",
+]

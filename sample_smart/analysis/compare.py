@@ -28,6 +28,7 @@ base distribution, here every KL is a sum over the full vocabulary. Conventions:
 ``std(ddof=1) / sqrt(n)`` (binomial ``sqrt(s (1 - s) / n)`` for the share); percentiles are
 numpy's linear interpolation between order statistics.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,11 @@ def position_stats(logits: torch.Tensor, next_ids: torch.Tensor | Sequence[int])
 
 
 def pair_stats(
-    logits_base: torch.Tensor, logits_other: torch.Tensor, next_ids: torch.Tensor | Sequence[int],
-    *, chunk_rows: int = 128,
+    logits_base: torch.Tensor,
+    logits_other: torch.Tensor,
+    next_ids: torch.Tensor | Sequence[int],
+    *,
+    chunk_rows: int = 128,
 ) -> dict[str, np.ndarray]:
     """Exact per-position ``kl`` (nats), ``delta_p`` and ``same_top`` for aligned rows (module docstring).
 
@@ -85,7 +89,8 @@ def pair_stats(
     """
     if logits_base.dim() != 2 or logits_base.shape != logits_other.shape:
         raise ValueError(
-            f"aligned logits must both be [N, V] of one shape, got {tuple(logits_base.shape)} and {tuple(logits_other.shape)}"
+            "aligned logits must both be [N, V] of one shape, got "
+            f"{tuple(logits_base.shape)} and {tuple(logits_other.shape)}"
         )
     ids = torch.as_tensor(next_ids, dtype=torch.long)
     n = logits_base.shape[0]
@@ -109,7 +114,11 @@ def pair_stats(
 
 
 def kl_readout(
-    kl: Any, delta_p: Any, same_top: Any, logprob_base: Any, logprob_other: Any,
+    kl: Any,
+    delta_p: Any,
+    same_top: Any,
+    logprob_base: Any,
+    logprob_other: Any,
 ) -> dict[str, Any]:
     """llama.cpp's ``--kl-divergence`` summary for one pair, exact (module docstring for the conventions).
 
@@ -123,8 +132,10 @@ def kl_readout(
     lq = np.asarray(logprob_other, dtype=np.float64)
     n = kl.size
     if not (dp.size == same.size == lb.size == lq.size == n):
-        raise ValueError(f"per-position arrays differ in length: kl {n}, delta_p {dp.size}, same_top {same.size}, "
-                         f"logprob_base {lb.size}, logprob_other {lq.size}")
+        raise ValueError(
+            f"per-position arrays differ in length: kl {n}, delta_p {dp.size}, same_top {same.size}, "
+            f"logprob_base {lb.size}, logprob_other {lq.size}"
+        )
     kl_mean, kl_se = mean_se(kl)
     dp_mean, dp_se = mean_se(dp)
     rms = float(math.sqrt(np.mean(dp**2))) if n else None
@@ -150,7 +161,9 @@ def kl_readout(
         "delta_p_percentiles": percentiles(dp),
         "same_top_share": share,
         "same_top_share_se": share_se,
-        "ln_ppl_ratio_definition": "ln(PPL_other / PPL_base) = mean over positions of (-ln p_other(next) + ln p_base(next))",
+        "ln_ppl_ratio_definition": (
+            "ln(PPL_other / PPL_base) = mean over positions of (-ln p_other(next) + ln p_base(next))"
+        ),
         "ln_ppl_ratio": ratio,
         "ln_ppl_ratio_se": ratio_se,
         "ppl_base": float(math.exp(-lb.mean())) if n else None,
@@ -162,8 +175,14 @@ def describe(values: Any) -> dict[str, Any]:
     """n, mean, std (ddof=1), min, max and the :data:`SUMMARY_PERCENTILES` of ``values``."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
-        return {"n": 0, "mean": None, "std": None, "min": None, "max": None,
-                "percentiles": percentiles(arr, SUMMARY_PERCENTILES)}
+        return {
+            "n": 0,
+            "mean": None,
+            "std": None,
+            "min": None,
+            "max": None,
+            "percentiles": percentiles(arr, SUMMARY_PERCENTILES),
+        }
     return {
         "n": int(arr.size),
         "mean": float(arr.mean()),
@@ -182,7 +201,15 @@ def pair_readouts(
     out = {}
     for key, cols in pairs.items():
         base, other = key.split("|")
-        out[key] = {"base": base, "other": other, **kl_readout(
-            cols["kl"], cols["delta_p"], cols["same_top"],
-            per_model[base]["logprob_next"], per_model[other]["logprob_next"])}
+        out[key] = {
+            "base": base,
+            "other": other,
+            **kl_readout(
+                cols["kl"],
+                cols["delta_p"],
+                cols["same_top"],
+                per_model[base]["logprob_next"],
+                per_model[other]["logprob_next"],
+            ),
+        }
     return out

@@ -4,6 +4,7 @@ Units are in every axis label: entropy in nats over the full vocabulary of the r
 distribution; p_next is the raw probability of the observed next token; KL(P_base || P_other)
 in nats, log-scaled axes say so. Histogram bins are stated in the titles.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,14 +21,21 @@ def _note(fig, manifest: dict) -> None:
     fig.supxlabel(f"{manifest['experiment_name']}: {mode}; raw distributions, full vocabulary, natural log", fontsize=7)
 
 
-def _histograms(frames: dict, column: str, bins, path: str | Path, manifest: dict, *, xlabel: str, title: str,
-                unit: str = "") -> Path:
+def _histograms(
+    frames: dict, column: str, bins, path: str | Path, manifest: dict, *, xlabel: str, title: str, unit: str = ""
+) -> Path:
     fig = new_figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
     for name, df in frames.items():
         w = np.full(len(df), 1.0 / max(len(df), 1))
-        ax.hist(df[column], bins=bins, weights=w, histtype="step", lw=1.4,
-                label=f"{name} (mean {df[column].mean():.3f}{unit}, n={len(df)})")
+        ax.hist(
+            df[column],
+            bins=bins,
+            weights=w,
+            histtype="step",
+            lw=1.4,
+            label=f"{name} (mean {df[column].mean():.3f}{unit}, n={len(df)})",
+        )
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("share of positions (log scale)")
@@ -40,16 +48,29 @@ def _histograms(frames: dict, column: str, bins, path: str | Path, manifest: dic
 def plot_entropy(frames: dict, path: str | Path, manifest: dict) -> Path:
     """Entropy distribution per model (step histograms, shared bins of 0.1 nats)."""
     top = max(float(df["entropy"].max()) for df in frames.values() if len(df))
-    return _histograms(frames, "entropy", np.arange(0.0, top + 0.2, 0.1), path, manifest, unit=" nats",
-                       xlabel="entropy H of the next-token distribution (nats)",
-                       title="Entropy per position, bins of 0.1 nats")
+    return _histograms(
+        frames,
+        "entropy",
+        np.arange(0.0, top + 0.2, 0.1),
+        path,
+        manifest,
+        unit=" nats",
+        xlabel="entropy H of the next-token distribution (nats)",
+        title="Entropy per position, bins of 0.1 nats",
+    )
 
 
 def plot_p_next(frames: dict, path: str | Path, manifest: dict) -> Path:
     """Probability of the next token per model (step histograms, bins of 0.02)."""
-    return _histograms(frames, "p_next", np.linspace(0.0, 1.0, 51), path, manifest,
-                       xlabel="p(next token) under the model (probability, raw distribution)",
-                       title="Probability of the next token, bins of 0.02")
+    return _histograms(
+        frames,
+        "p_next",
+        np.linspace(0.0, 1.0, 51),
+        path,
+        manifest,
+        xlabel="p(next token) under the model (probability, raw distribution)",
+        title="Probability of the next token, bins of 0.02",
+    )
 
 
 def plot_quantiles(quant, path: str | Path, manifest: dict) -> Path:
@@ -79,12 +100,21 @@ def plot_kl(readouts: dict, pairs, path: str | Path, manifest: dict) -> Path:
     for key, r in readouts.items():
         vals = [r["kl_percentiles"][n] for n in names]
         shown = [v if v is not None and v > 0 else np.nan for v in vals] if positive else vals
-        left.plot(range(len(names)), shown, marker="o",
-                  label=f"{r['base']} || {r['other']}: mean {r['mean_kl']:.3g} ± {r['mean_kl_se'] or 0:.2g} nats")
+        left.plot(
+            range(len(names)),
+            shown,
+            marker="o",
+            label=f"{r['base']} || {r['other']}: mean {r['mean_kl']:.3g} ± {r['mean_kl_se'] or 0:.2g} nats",
+        )
         g = pairs[(pairs["base"] == r["base"]) & (pairs["other"] == r["other"])]
         lim = max(float(np.abs(g["delta_p"]).max()), 1e-6)
-        right.hist(g["delta_p"], bins=np.linspace(-lim, lim, 61), histtype="step", lw=1.4,
-                   label=f"{r['other']} - {r['base']}: RMS {r['rms_delta_p']:.3g}")
+        right.hist(
+            g["delta_p"],
+            bins=np.linspace(-lim, lim, 61),
+            histtype="step",
+            lw=1.4,
+            label=f"{r['other']} - {r['base']}: RMS {r['rms_delta_p']:.3g}",
+        )
     left.set_xticks(range(len(names)), names, rotation=45, fontsize=8)
     if positive:
         left.set_yscale("log")

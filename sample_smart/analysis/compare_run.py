@@ -26,6 +26,7 @@ JSONL line), ``PREFIX_errors.jsonl`` (prompts reported and skipped), and the agg
 :mod:`.compare_tables` and :mod:`.compare_plots`. A crash loses at most the prompt being
 written; rerunning the same command (same settings and data) continues the same files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,8 +59,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9._+-]{1,80}$")
 # ----------------------------------------------------------------------------- models
 
 
-def make_bf16_copy(src: str | os.PathLike | None = None, dst: str | os.PathLike | None = None,
-                   *, force: bool = False) -> Path:
+def make_bf16_copy(
+    src: str | os.PathLike | None = None, dst: str | os.PathLike | None = None, *, force: bool = False
+) -> Path:
     """A second real model made from ``src`` (default: the embedded fp32 model): its weights
     cast to bfloat16 (round to nearest even) and saved with its tokenizer.
 
@@ -173,8 +175,9 @@ class CompareSpec:
             if len(set(self.names)) != len(self.names):
                 raise ValueError(f"names must be distinct, got {self.names}")
         if not _NAME_RE.match(self.experiment_name):
-            raise ValueError(f"experiment_name={self.experiment_name!r} is invalid: allowed 1-80 characters of "
-                             "A-Z a-z 0-9 . _ + -")
+            raise ValueError(
+                f"experiment_name={self.experiment_name!r} is invalid: allowed 1-80 characters of A-Z a-z 0-9 . _ + -"
+            )
         for key, lo in (("max_new_tokens", 1), ("batch_size", 1), ("n_quantiles", 1), ("limit", 1), ("max_length", 2)):
             v = getattr(self, key)
             if v is not None and (not isinstance(v, int) or v < lo):
@@ -248,8 +251,9 @@ def _load_examples(spec: CompareSpec, errors: list[dict]) -> list[Example]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         examples = []
-        for ex in load_examples(spec.data, id_field=spec.id_field, prompt_field=spec.prompt_field,
-                                target_field=target, on_error="skip"):
+        for ex in load_examples(
+            spec.data, id_field=spec.id_field, prompt_field=spec.prompt_field, target_field=target, on_error="skip"
+        ):
             examples.append(ex)
             if spec.limit is not None and len(examples) >= spec.limit:
                 break
@@ -298,21 +302,29 @@ def prepare(spec: CompareSpec) -> Plan:
                 encs = [enc] * len(paths)
                 need = len(enc.input_ids)
             else:
-                encs = [EncodedExample(ex.id, render_prompt(t, ex.prompt, chat_template=spec.chat_template), [])
-                        for t in tokenizers]
+                encs = [
+                    EncodedExample(ex.id, render_prompt(t, ex.prompt, chat_template=spec.chat_template), [])
+                    for t in tokenizers
+                ]
                 if not all(e.prompt_ids for e in encs):
                     raise ValueError("the prompt tokenises to no tokens")
                 need = max(len(e.prompt_ids) for e in encs) + spec.max_new_tokens
             if need > max_length:
-                what = "prompt + target" if spec.mode == "teacher_forced" else f"prompt + max_new_tokens={spec.max_new_tokens}"
+                what = (
+                    "prompt + target"
+                    if spec.mode == "teacher_forced"
+                    else f"prompt + max_new_tokens={spec.max_new_tokens}"
+                )
                 raise ValueError(f"{what} needs {need} positions, above the context of {max_length} tokens")
         except ValueError as exc:
             errors.append({"id": ex.id, "stage": "encode", "error": str(exc)})
             continue
         prompts.append((index, ex, encs))
     if not prompts:
-        raise ValueError(f"data: none of the {len(examples)} examples of {spec.data} can run; "
-                         f"first problem: example {errors[0]['id']!r}: {errors[0]['error']}")
+        raise ValueError(
+            f"data: none of the {len(examples)} examples of {spec.data} can run; "
+            f"first problem: example {errors[0]['id']!r}: {errors[0]['error']}"
+        )
     return Plan(spec, paths, names, tokenizers, max_length, prompts, errors)
 
 
@@ -351,8 +363,11 @@ def done_ids(tokens_path: Path) -> set[str]:
         return set()
     with warnings.catch_warnings():  # a line cut by a crash: TraceWriter removes it (and says so)
         warnings.simplefilter("ignore", TraceFormatWarning)
-        return {str(rec["id"]) for _, rec in read_jsonl(tokens_path, on_error="skip")
-                if isinstance(rec, dict) and "id" in rec}
+        return {
+            str(rec["id"])
+            for _, rec in read_jsonl(tokens_path, on_error="skip")
+            if isinstance(rec, dict) and "id" in rec
+        }
 
 
 # ----------------------------------------------------------------------------- per prompt
@@ -391,9 +406,17 @@ def _model_columns(enc: EncodedExample, rows, tokenizer, texts: dict) -> dict[st
 
 
 PER_TOKEN_COLUMNS = {  # record column -> CSV header (units in the name)
-    "current_id": "current_id", "current_token": "current_token", "next_id": "next_id", "next_token": "next_token",
-    "entropy": "entropy_nats", "p_next": "p_next", "logprob_next": "logprob_next_nats", "rank_next": "rank_next",
-    "p_max": "p_max", "top_id": "top_id", "top_token": "top_token",
+    "current_id": "current_id",
+    "current_token": "current_token",
+    "next_id": "next_id",
+    "next_token": "next_token",
+    "entropy": "entropy_nats",
+    "p_next": "p_next",
+    "logprob_next": "logprob_next_nats",
+    "rank_next": "rank_next",
+    "p_max": "p_max",
+    "top_id": "top_id",
+    "top_token": "top_token",
 }
 
 
@@ -414,9 +437,15 @@ def _prompt_folder(prefix: Path, rec: dict) -> Path:
                     df[f"delta_p_vs_{base}"] = pc["delta_p"]
                     df[f"same_top_as_{base}"] = pc["same_top"]
             df.to_csv(tmp / f"{name}.csv", index=False)
-        texts = {"id": rec["id"], "mode": rec["mode"], "prompt": rec["prompt"], "target": rec.get("target"),
-                 "models": {n: {k: c[k] for k in ("text", "n_tokens", "stopped_by_eos") if k in c}
-                            for n, c in rec["models"].items()}}
+        texts = {
+            "id": rec["id"],
+            "mode": rec["mode"],
+            "prompt": rec["prompt"],
+            "target": rec.get("target"),
+            "models": {
+                n: {k: c[k] for k in ("text", "n_tokens", "stopped_by_eos") if k in c} for n, c in rec["models"].items()
+            },
+        }
         (tmp / "texts.json").write_bytes(orjson.dumps(texts, option=orjson.OPT_INDENT_2))
     return final
 
@@ -433,8 +462,9 @@ class _Models:
         self.forcers = []
         for path, tok in zip(plan.paths, plan.tokenizers):
             if path not in by_path:
-                by_path[path] = TransformersTeacherForcer(path, tok, device=spec.device, dtype=spec.dtype,
-                                                          batch_size=spec.batch_size, top_k=1)
+                by_path[path] = TransformersTeacherForcer(
+                    path, tok, device=spec.device, dtype=spec.dtype, batch_size=spec.batch_size, top_k=1
+                )
             self.forcers.append(by_path[path])
 
     def logits(self, m: int, encs: list[EncodedExample]) -> list:
@@ -456,16 +486,23 @@ def _generate(models: _Models, m: int, enc: EncodedExample, spec: CompareSpec, i
     torch.manual_seed(spec.seed + index)  # prompt i gets seed + i, in every run and for every model
     ids = torch.tensor([enc.prompt_ids], device=f.device)
     with torch.inference_mode():
-        out = f.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=spec.max_new_tokens,
-                               pad_token_id=f.pad_id, **generate_kwargs(cfg))
-    gen = out[0, len(enc.prompt_ids):].tolist()
+        out = f.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=spec.max_new_tokens,
+            pad_token_id=f.pad_id,
+            **generate_kwargs(cfg),
+        )
+    gen = out[0, len(enc.prompt_ids) :].tolist()
     eos = f.model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     stopped = bool(gen) and gen[-1] in eos
     return gen, stopped
 
 
-def _records_for_chunk(plan: Plan, models: _Models, chunk: list, texts: list[dict]) -> list[tuple[Any, dict | Exception]]:
+def _records_for_chunk(
+    plan: Plan, models: _Models, chunk: list, texts: list[dict]
+) -> list[tuple[Any, dict | Exception]]:
     """(example, record or the exception that stopped it) for each prompt of ``chunk``."""
     spec, names = plan.spec, plan.names
     results: list[tuple[Any, dict | Exception]] = []
@@ -491,7 +528,9 @@ def _records_for_chunk(plan: Plan, models: _Models, chunk: list, texts: list[dic
         for j, (index, ex, enc_list) in enumerate(chunk):
             enc = enc_list[0]
             try:
-                rec = _base_record(plan, ex, index, plan.tokenizers[0].decode(enc.prompt_ids, skip_special_tokens=False))
+                rec = _base_record(
+                    plan, ex, index, plan.tokenizers[0].decode(enc.prompt_ids, skip_special_tokens=False)
+                )
                 for m, name in enumerate(names):
                     rec["models"][name] = _model_columns(enc, logits[m][j], plan.tokenizers[m], texts[m])
                     rec["models"][name]["text"] = ex.target
@@ -501,12 +540,14 @@ def _records_for_chunk(plan: Plan, models: _Models, chunk: list, texts: list[dic
                         ps = pair_stats(logits[a][j], logits[b][j], enc.target_ids)
                         rec["pairs"][f"{names[a]}|{names[b]}"] = {k: v.tolist() for k, v in ps.items()}
                 results.append((ex, rec))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - reported, and the run goes on
                 results.append((ex, exc))
         return results
     for index, ex, enc_list in chunk:
         try:
-            rec = _base_record(plan, ex, index, plan.tokenizers[0].decode(enc_list[0].prompt_ids, skip_special_tokens=False))
+            rec = _base_record(
+                plan, ex, index, plan.tokenizers[0].decode(enc_list[0].prompt_ids, skip_special_tokens=False)
+            )
             for m, name in enumerate(names):
                 gen, stopped = _generate(models, m, enc_list[m], spec, index)
                 if not gen:
@@ -517,21 +558,30 @@ def _records_for_chunk(plan: Plan, models: _Models, chunk: list, texts: list[dic
                 cols["stopped_by_eos"] = stopped
                 rec["models"][name] = cols
             results.append((ex, rec))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - reported, and the run goes on
             results.append((ex, exc))
     return results
 
 
 def _base_record(plan: Plan, ex: Example, index: int, prompt_text: str) -> dict:
-    return {"schema": SCHEMA, "id": ex.id, "index": index, "mode": plan.spec.mode, "log_base": "e",
-            "prompt": prompt_text, "target": ex.target, "models": {}}
+    return {
+        "schema": SCHEMA,
+        "id": ex.id,
+        "index": index,
+        "mode": plan.spec.mode,
+        "log_base": "e",
+        "prompt": prompt_text,
+        "target": ex.target,
+        "models": {},
+    }
 
 
 # ----------------------------------------------------------------------------- driver
 
 
-def run_compare(spec: CompareSpec, *, progress: bool = True, plan: Plan | None = None,
-                loaded: dict[str, Any] | None = None) -> dict:
+def run_compare(
+    spec: CompareSpec, *, progress: bool = True, plan: Plan | None = None, loaded: dict[str, Any] | None = None
+) -> dict:
     """Run ``spec`` (see the module docstring); return ``{"prefix", "files", "counts", "errors"}``.
 
     Resume: with ``spec.resume`` (default) a run in ``output_dir`` with the same fingerprint
@@ -559,11 +609,20 @@ def run_compare(spec: CompareSpec, *, progress: bool = True, plan: Plan | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(f"{prefix}_run.json")
     if not manifest.exists():
-        meta = {"schema": "sample_smart.compare_run/1", "experiment_name": spec.experiment_name, "fingerprint": fp,
-                "created": _utc_stamp(), "mode": spec.mode, "models": dict(zip(plan.names, plan.paths)),
-                "backend": "transformers", "settings": {k: v for k, v in asdict(spec).items() if k != "decoder"},
-                "decoder": spec.decoder.to_dict() if spec.decoder else ({"temperature": 0.0} if spec.mode == "generation" else None),
-                "max_length": plan.max_length}
+        meta = {
+            "schema": "sample_smart.compare_run/1",
+            "experiment_name": spec.experiment_name,
+            "fingerprint": fp,
+            "created": _utc_stamp(),
+            "mode": spec.mode,
+            "models": dict(zip(plan.names, plan.paths)),
+            "backend": "transformers",
+            "settings": {k: v for k, v in asdict(spec).items() if k != "decoder"},
+            "decoder": spec.decoder.to_dict()
+            if spec.decoder
+            else ({"temperature": 0.0} if spec.mode == "generation" else None),
+            "max_length": plan.max_length,
+        }
         write_atomic(manifest, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     tokens_path = Path(f"{prefix}_tokens.jsonl")
     done = done_ids(tokens_path)
@@ -574,8 +633,13 @@ def run_compare(spec: CompareSpec, *, progress: bool = True, plan: Plan | None =
         models = _Models(plan, loaded)
         texts: list[dict] = [{} for _ in plan.names]
         size = spec.batch_size if spec.mode == "teacher_forced" else 1
-        bar = tqdm(total=len(plan.prompts), initial=counts["skipped_done"], disable=not progress, unit="prompt",
-                   desc=f"compare [{spec.mode}]")
+        bar = tqdm(
+            total=len(plan.prompts),
+            initial=counts["skipped_done"],
+            disable=not progress,
+            unit="prompt",
+            desc=f"compare [{spec.mode}]",
+        )
         try:
             with TraceWriter(tokens_path) as writer:
                 for start in range(0, len(todo), size):

@@ -22,6 +22,7 @@ better format from about a million tokens on; CSV is for people):
   per model side by side, and the pairs' headline numbers;
 * the figures of :mod:`.compare_plots`.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,8 +38,19 @@ from sample_smart.traces.reader import read_jsonl
 
 from .compare import describe, pair_readouts, percentiles
 
-TOKEN_COLUMNS = ("current_id", "current_token", "next_id", "next_token", "entropy", "p_next", "logprob_next",
-                 "rank_next", "p_max", "top_id", "top_token")
+TOKEN_COLUMNS = (
+    "current_id",
+    "current_token",
+    "next_id",
+    "next_token",
+    "entropy",
+    "p_next",
+    "logprob_next",
+    "rank_next",
+    "p_max",
+    "top_id",
+    "top_token",
+)
 UNIT_NAMES = {"entropy": "entropy_nats", "logprob_next": "logprob_next_nats"}
 STATS_COLUMNS = ("entropy", "p_next", "logprob_next", "rank_next", "p_max")
 
@@ -63,7 +75,7 @@ def parquet_available() -> bool:
     if importlib.util.find_spec("pyarrow") is None:
         return False
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow  # noqa: F401 (only: does it import?)
     except ImportError:
         return False
     return True
@@ -123,10 +135,20 @@ def by_token(frames: dict[str, Any], key: str) -> Any:
     for name, df in frames.items():
         if df.empty:
             continue
-        g = df.groupby(f"{key}_id", sort=False).agg(
-            token=(f"{key}_token", "first"), count=("entropy", "size"), entropy_mean_nats=("entropy", "mean"),
-            entropy_std_nats=("entropy", "std"), p_next_mean=("p_next", "mean"), rank_next_mean=("rank_next", "mean"),
-            p_max_mean=("p_max", "mean")).reset_index().rename(columns={f"{key}_id": "token_id"})
+        g = (
+            df.groupby(f"{key}_id", sort=False)
+            .agg(
+                token=(f"{key}_token", "first"),
+                count=("entropy", "size"),
+                entropy_mean_nats=("entropy", "mean"),
+                entropy_std_nats=("entropy", "std"),
+                p_next_mean=("p_next", "mean"),
+                rank_next_mean=("rank_next", "mean"),
+                p_max_mean=("p_max", "mean"),
+            )
+            .reset_index()
+            .rename(columns={f"{key}_id": "token_id"})
+        )
         g.insert(0, "model", name)
         out.append(g.sort_values(["count", "token_id"], ascending=[False, True]))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
@@ -140,10 +162,19 @@ def entropy_quantiles(frames: dict[str, Any], n_quantiles: int) -> Any:
         if df.empty:
             continue
         codes, edges = pd.qcut(df["entropy"], n_quantiles, labels=False, retbins=True, duplicates="drop")
-        g = df.assign(_bin=codes).groupby("_bin").agg(
-            count=("entropy", "size"), entropy_mean_nats=("entropy", "mean"), p_next_mean=("p_next", "mean"),
-            top1_share=("rank_next", lambda r: float((r == 1).mean())), p_max_mean=("p_max", "mean"),
-            logprob_next_mean_nats=("logprob_next", "mean")).reset_index()
+        g = (
+            df.assign(_bin=codes)
+            .groupby("_bin")
+            .agg(
+                count=("entropy", "size"),
+                entropy_mean_nats=("entropy", "mean"),
+                p_next_mean=("p_next", "mean"),
+                top1_share=("rank_next", lambda r: float((r == 1).mean())),
+                p_max_mean=("p_max", "mean"),
+                logprob_next_mean_nats=("logprob_next", "mean"),
+            )
+            .reset_index()
+        )
         g.insert(0, "quantile", g["_bin"].to_numpy() + 1)
         g.insert(1, "entropy_low_nats", edges[g["_bin"].to_numpy()])
         g.insert(2, "entropy_high_nats", edges[g["_bin"].to_numpy() + 1])
@@ -170,13 +201,17 @@ def _pair_columns(frames: dict[str, Any], pairs) -> tuple[dict, dict]:
     cols = {}
     if pairs is not None:
         for (base, other), g in pairs.groupby(["base", "other"], sort=False):
-            cols[f"{base}|{other}"] = {"kl": g["kl_nats"].to_numpy(), "delta_p": g["delta_p"].to_numpy(),
-                                       "same_top": g["same_top"].to_numpy(bool)}
+            cols[f"{base}|{other}"] = {
+                "kl": g["kl_nats"].to_numpy(),
+                "delta_p": g["delta_p"].to_numpy(),
+                "same_top": g["same_top"].to_numpy(bool),
+            }
     return per_model, cols
 
 
-def write_aggregates(prefix: str | os.PathLike, *, n_quantiles: int = 10, errors: list[dict] | None = None,
-                     plots: bool = True) -> dict[str, str]:
+def write_aggregates(
+    prefix: str | os.PathLike, *, n_quantiles: int = 10, errors: list[dict] | None = None, plots: bool = True
+) -> dict[str, str]:
     """(Re)write every aggregate file of the run at ``prefix`` from its tokens JSONL; return {key: path}.
 
     ``errors``: the skipped prompts to record in the summary (default: ``PREFIX_errors.jsonl``)."""
@@ -187,8 +222,12 @@ def write_aggregates(prefix: str | os.PathLike, *, n_quantiles: int = 10, errors
     if errors is None and Path(f"{prefix}_errors.jsonl").exists():
         errors = [rec for _, rec in read_jsonl(f"{prefix}_errors.jsonl")]
     frames, pairs = token_frames(manifest, records)
-    files: dict[str, str] = {"run": f"{prefix}_run.json", "tokens_jsonl": f"{prefix}_tokens.jsonl",
-                             "errors": f"{prefix}_errors.jsonl", "prompts_dir": f"{prefix}_prompts"}
+    files: dict[str, str] = {
+        "run": f"{prefix}_run.json",
+        "tokens_jsonl": f"{prefix}_tokens.jsonl",
+        "errors": f"{prefix}_errors.jsonl",
+        "prompts_dir": f"{prefix}_prompts",
+    }
     for name, df in frames.items():
         _write_table(df.rename(columns=UNIT_NAMES), f"{prefix}_tokens_{name}", files, f"tokens_{name}")
     if pairs is not None:
@@ -206,28 +245,53 @@ def write_aggregates(prefix: str | os.PathLike, *, n_quantiles: int = 10, errors
         "rank": "rank_next = #{v : p(v) >= p(next)}, 1 = argmax",
         "percentiles": "numpy linear interpolation between order statistics",
         "se": "std(ddof=1)/sqrt(n); binomial sqrt(s(1-s)/n) for shares",
-        "positions": ("teacher-forced: every model scores the same reference tokens (aligned)"
-                      if manifest["mode"] == "teacher_forced" else
-                      "generation: each model scores its own generated tokens (not aligned, no KL)"),
+        "positions": (
+            "teacher-forced: every model scores the same reference tokens (aligned)"
+            if manifest["mode"] == "teacher_forced"
+            else "generation: each model scores its own generated tokens (not aligned, no KL)"
+        ),
     }
     summary = {
-        "schema": "sample_smart.compare_summary/1", "experiment_name": manifest["experiment_name"],
-        "mode": manifest["mode"], "backend": manifest["backend"], "models": manifest["models"],
-        "decoder": manifest.get("decoder"), "conventions": conventions,
+        "schema": "sample_smart.compare_summary/1",
+        "experiment_name": manifest["experiment_name"],
+        "mode": manifest["mode"],
+        "backend": manifest["backend"],
+        "models": manifest["models"],
+        "decoder": manifest.get("decoder"),
+        "conventions": conventions,
         "per_model": {name: _model_summary(df) for name, df in frames.items()},
-        "pairs": readouts, "skipped_prompts": errors or [],
+        "pairs": readouts,
+        "skipped_prompts": errors or [],
     }
     comparison = {
-        "schema": "sample_smart.model_comparison/1", "experiment_name": manifest["experiment_name"],
-        "mode": manifest["mode"], "units": conventions["units"], "models": list(frames),
+        "schema": "sample_smart.model_comparison/1",
+        "experiment_name": manifest["experiment_name"],
+        "mode": manifest["mode"],
+        "units": conventions["units"],
+        "models": list(frames),
         "mean_entropy_nats": {n: summary["per_model"][n]["entropy_nats"]["mean"] for n in frames},
         "mean_p_next": {n: summary["per_model"][n]["p_next"]["mean"] for n in frames},
         "entropy_percentiles_nats": {n: percentiles(df["entropy"].to_numpy(np.float64)) for n, df in frames.items()},
         "perplexity": {n: summary["per_model"][n]["perplexity"] for n in frames},
         "top1_share": {n: summary["per_model"][n]["top1_share"] for n in frames},
-        "pairs": {k: {f: r[f] for f in ("base", "other", "n_positions", "mean_kl", "mean_kl_se", "same_top_share",
-                                        "same_top_share_se", "mean_delta_p", "rms_delta_p", "ln_ppl_ratio")}
-                  for k, r in readouts.items()},
+        "pairs": {
+            k: {
+                f: r[f]
+                for f in (
+                    "base",
+                    "other",
+                    "n_positions",
+                    "mean_kl",
+                    "mean_kl_se",
+                    "same_top_share",
+                    "same_top_share_se",
+                    "mean_delta_p",
+                    "rms_delta_p",
+                    "ln_ppl_ratio",
+                )
+            }
+            for k, r in readouts.items()
+        },
     }
     for key, obj in (("summary_stats", summary), ("model_comparison", comparison)):
         path = Path(f"{prefix}_{key}.json")

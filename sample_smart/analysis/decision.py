@@ -35,6 +35,7 @@ p_c and the mass are always reported. Pure torch/numpy: transformers is only use
 the tokenizer object passed in. Context: arXiv 2510.05987 measures correctness against the
 model's raw token probabilities; this makes the same readout a training-time instrument.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,9 +74,11 @@ class LabelTokens:
         """JSON-ready description (stored next to the numbers it produced)."""
         return {
             "convention": "first-token probability; p_class = sum of the raw softmax over the class's "
-                          "distinct first-token ids at the answer position",
-            "classes": {c: {"token_ids": list(ids), "variants": {t: list(v) for t, v in var}}
-                        for c, ids, var in zip(self.classes, self.class_ids, self.variants)},
+            "distinct first-token ids at the answer position",
+            "classes": {
+                c: {"token_ids": list(ids), "variants": {t: list(v) for t, v in var}}
+                for c, ids, var in zip(self.classes, self.class_ids, self.variants)
+            },
             "multi_token_variants": list(self.multi_token),
         }
 
@@ -108,8 +111,9 @@ def _encode(tokenizer: Any, text: str, where: str) -> tuple[int, ...]:
     return ids
 
 
-def resolve_label_tokens(tokenizer: Any, labels: Mapping[str, Sequence[str]], *,
-                         leading_space: bool = True) -> LabelTokens:
+def resolve_label_tokens(
+    tokenizer: Any, labels: Mapping[str, Sequence[str]], *, leading_space: bool = True
+) -> LabelTokens:
     """Find every class's first-token ids (module doc). ``leading_space``: also tokenise " " + word.
 
     Errors (ValueError naming the class and word): an empty label set, fewer than two classes,
@@ -148,7 +152,8 @@ def resolve_label_tokens(tokenizer: Any, labels: Mapping[str, Sequence[str]], *,
                     raise ValueError(
                         f"label classes {prev[0]!r} (word {prev[1]!r}) and {name!r} (word {text!r}) share the "
                         f"token {first} ({tokenizer.convert_ids_to_tokens(first)!r}); the first-token "
-                        "probabilities could not tell them apart")
+                        "probabilities could not tell them apart"
+                    )
                 owner[first] = (name, text)
                 if first not in ids_c:
                     ids_c.append(first)
@@ -159,8 +164,9 @@ def resolve_label_tokens(tokenizer: Any, labels: Mapping[str, Sequence[str]], *,
 
 
 # ---------------------------------------------------------------- answer position
-def find_answer_positions(labels: Any, label_tokens: LabelTokens, *, tokenizer: Any = None,
-                          answer_prefix: str | None = None) -> tuple[list[int], list[int]]:
+def find_answer_positions(
+    labels: Any, label_tokens: LabelTokens, *, tokenizer: Any = None, answer_prefix: str | None = None
+) -> tuple[list[int], list[int]]:
     """Per row of ``labels`` ([B, T] ints, -100 ignored): (answer position, gold class index),
     both -1 when no label token is found. The position is j - 1 for the last non-ignored label
     j holding a label token (right after ``answer_prefix`` when given: the decoded labels
@@ -185,7 +191,7 @@ def find_answer_positions(labels: Any, label_tokens: LabelTokens, *, tokenizer: 
             if not mask[j]:
                 continue
             if answer_prefix is not None:
-                before = [t for t in rows[r][max(0, j - 32):j] if t != IGNORE_INDEX]
+                before = [t for t in rows[r][max(0, j - 32) : j] if t != IGNORE_INDEX]
                 text = tokenizer.decode(before, skip_special_tokens=False, clean_up_tokenization_spaces=False)
                 if not text.endswith(answer_prefix):
                     continue
@@ -214,13 +220,15 @@ def record_fields(p: np.ndarray, gold: int | None, classes: Sequence[str]) -> di
     mass = float(p.sum())
     k = int(np.argmax(p))
     rec: dict[str, Any] = {f"p_{c}": float(v) for c, v in zip(classes, p)}
-    rec.update({
-        "mass": mass,
-        "confidence": float(p[k]),
-        "confidence_renorm": float(p[k] / mass) if mass > 0 else float("nan"),
-        "gt": None if gold is None or gold < 0 else classes[gold],
-        "pred": classes[k],
-    })
+    rec.update(
+        {
+            "mass": mass,
+            "confidence": float(p[k]),
+            "confidence_renorm": float(p[k] / mass) if mass > 0 else float("nan"),
+            "gt": None if gold is None or gold < 0 else classes[gold],
+            "pred": classes[k],
+        }
+    )
     rec["correct"] = None if rec["gt"] is None else rec["gt"] == rec["pred"]
     return rec
 
@@ -249,8 +257,11 @@ def summarize(records: Sequence[Mapping[str, Any]], classes: Sequence[str], n_mi
     out["accuracy"] = float(correct.mean()) if graded else nan
     out["ece"] = ece([r["confidence"] for r in graded], correct, n_bins=ECE_BINS) if graded else nan
     renorm = [r for r in graded if r.get("confidence_renorm") is not None and math.isfinite(r["confidence_renorm"])]
-    out["ece_renorm"] = (ece([r["confidence_renorm"] for r in renorm],
-                             [bool(r["correct"]) for r in renorm], n_bins=ECE_BINS) if renorm else nan)
+    out["ece_renorm"] = (
+        ece([r["confidence_renorm"] for r in renorm], [bool(r["correct"]) for r in renorm], n_bins=ECE_BINS)
+        if renorm
+        else nan
+    )
     out["n"] = float(len(records))
     out["n_missing"] = float(n_missing)
     return out
@@ -263,8 +274,9 @@ def _supports_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def probs_at(model: Any, input_ids: Any, positions: Sequence[int], label_tokens: LabelTokens,
-             **kwargs: Any) -> np.ndarray:
+def probs_at(
+    model: Any, input_ids: Any, positions: Sequence[int], label_tokens: LabelTokens, **kwargs: Any
+) -> np.ndarray:
     """[B, C] raw class probabilities at ``positions[r]`` of row r (one no-grad forward pass;
     rows with position < 0 are NaN). ``kwargs`` (attention_mask, position_ids) go to the model.
     Only the needed positions go through the LM head (``logits_to_keep`` as an index tensor)
@@ -282,7 +294,9 @@ def probs_at(model: Any, input_ids: Any, positions: Sequence[int], label_tokens:
         if _supports_logits_to_keep(model):
             keep = sorted({positions[r] for r in found})
             col = {p: i for i, p in enumerate(keep)}
-            out = model(input_ids=input_ids, use_cache=False, logits_to_keep=torch.tensor(keep, device=device), **kwargs)
+            out = model(
+                input_ids=input_ids, use_cache=False, logits_to_keep=torch.tensor(keep, device=device), **kwargs
+            )
             cols_t = torch.tensor([col[positions[r]] for r in found], device=device)
         else:
             out = model(input_ids=input_ids, use_cache=False, **kwargs)
@@ -291,15 +305,28 @@ def probs_at(model: Any, input_ids: Any, positions: Sequence[int], label_tokens:
     return probs
 
 
-def score_batch(model: Any, batch: Mapping[str, Any], label_tokens: LabelTokens, *, tokenizer: Any = None,
-                answer_prefix: str | None = None) -> tuple[list[int], list[int], np.ndarray]:
+def score_batch(
+    model: Any,
+    batch: Mapping[str, Any],
+    label_tokens: LabelTokens,
+    *,
+    tokenizer: Any = None,
+    answer_prefix: str | None = None,
+) -> tuple[list[int], list[int], np.ndarray]:
     """A collated batch (``input_ids``, ``labels``, optional ``attention_mask``/``position_ids``):
     (answer positions, gold class indices, [B, C] probabilities; -1/-1/NaN where no answer
     position is found), by :func:`find_answer_positions` and :func:`probs_at`."""
     if "labels" not in batch or "input_ids" not in batch:
         raise ValueError(f"a batch needs 'input_ids' and 'labels' (got keys {sorted(batch)})")
-    positions, gold = find_answer_positions(batch["labels"].cpu(), label_tokens, tokenizer=tokenizer,
-                                            answer_prefix=answer_prefix)
-    probs = probs_at(model, batch["input_ids"], positions, label_tokens,
-                     attention_mask=batch.get("attention_mask"), position_ids=batch.get("position_ids"))
+    positions, gold = find_answer_positions(
+        batch["labels"].cpu(), label_tokens, tokenizer=tokenizer, answer_prefix=answer_prefix
+    )
+    probs = probs_at(
+        model,
+        batch["input_ids"],
+        positions,
+        label_tokens,
+        attention_mask=batch.get("attention_mask"),
+        position_ids=batch.get("position_ids"),
+    )
     return positions, gold, probs

@@ -17,6 +17,7 @@ crash). ``step`` is the checkpoint's ``global_step`` from its ``trainer_state.js
 Resumable as the traces: sample ids already in the output are skipped, the writer is crash-safe.
 Every input line is checked before the model loads (errors name ``path:line``).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,25 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .decision import (DECISION_SCHEMA, IGNORE_INDEX, find_answer_positions, probs_at, record_fields,
-                       resolve_label_tokens)
+from .decision import (
+    DECISION_SCHEMA,
+    IGNORE_INDEX,
+    find_answer_positions,
+    probs_at,
+    record_fields,
+    resolve_label_tokens,
+)
 
 
-def _read_inputs(path: str | os.PathLike, classes: Sequence[str], *, id_field: str, prompt_field: str,
-                 target_field: str, gt_field: str) -> list[dict[str, Any]]:
+def _read_inputs(
+    path: str | os.PathLike,
+    classes: Sequence[str],
+    *,
+    id_field: str,
+    prompt_field: str,
+    target_field: str,
+    gt_field: str,
+) -> list[dict[str, Any]]:
     from sample_smart.traces.reader import TraceFormatError, read_jsonl
 
     rows, seen = [], set()
@@ -68,8 +82,11 @@ def _done_ids(path: str | os.PathLike) -> set[str]:
 
     if not Path(path).exists():
         return set()
-    return {str(r["sample_id"]) for _, r in read_jsonl(path, on_error="skip")
-            if isinstance(r, dict) and r.get("schema") == DECISION_SCHEMA and "sample_id" in r}
+    return {
+        str(r["sample_id"])
+        for _, r in read_jsonl(path, on_error="skip")
+        if isinstance(r, dict) and r.get("schema") == DECISION_SCHEMA and "sample_id" in r
+    }
 
 
 def checkpoint_step(model: str | os.PathLike) -> int | None:
@@ -84,12 +101,26 @@ def checkpoint_step(model: str | os.PathLike) -> int | None:
     return int(step) if isinstance(step, (int, float)) else None
 
 
-def extract_decisions(data: str | os.PathLike, output: str | os.PathLike, *, model: str | os.PathLike,
-                      labels: Mapping[str, Sequence[str]], answer_prefix: str | None = None,
-                      leading_space: bool = True, chat_template: bool = True, id_field: str = "id",
-                      prompt_field: str = "prompt", target_field: str = "target", gt_field: str = "gt",
-                      batch_size: int = 8, limit: int | None = None, resume: bool = True, progress: bool = True,
-                      step: int | None = None, device: str | None = None) -> dict[str, int]:
+def extract_decisions(
+    data: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    model: str | os.PathLike,
+    labels: Mapping[str, Sequence[str]],
+    answer_prefix: str | None = None,
+    leading_space: bool = True,
+    chat_template: bool = True,
+    id_field: str = "id",
+    prompt_field: str = "prompt",
+    target_field: str = "target",
+    gt_field: str = "gt",
+    batch_size: int = 8,
+    limit: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    step: int | None = None,
+    device: str | None = None,
+) -> dict[str, int]:
     """Score ``data`` with ``model``, append records to ``output`` (module doc); returns counts
     ``{"written", "skipped", "missing"}``."""
     if batch_size < 1:
@@ -110,8 +141,9 @@ def extract_decisions(data: str | os.PathLike, output: str | os.PathLike, *, mod
     tok = AutoTokenizer.from_pretrained(str(model))
     label_tokens = resolve_label_tokens(tok, labels, leading_space=leading_space)
     classes = label_tokens.classes
-    rows = _read_inputs(data, classes, id_field=id_field, prompt_field=prompt_field, target_field=target_field,
-                        gt_field=gt_field)[: limit if limit is not None else None]
+    rows = _read_inputs(
+        data, classes, id_field=id_field, prompt_field=prompt_field, target_field=target_field, gt_field=gt_field
+    )[: limit if limit is not None else None]
     step = checkpoint_step(model) if step is None else step
     done = _done_ids(output) if resume else set()
     todo = [r for r in rows if r["sample_id"] not in done]
@@ -144,7 +176,7 @@ def extract_decisions(data: str | os.PathLike, output: str | os.PathLike, *, mod
     try:
         with TraceWriter(output) as writer:
             for start in range(0, len(encoded), batch_size):
-                chunk = encoded[start:start + batch_size]
+                chunk = encoded[start : start + batch_size]
                 width = max(len(p) + len(t) for _, p, t in chunk)
                 ids = torch.full((len(chunk), width), int(pad), dtype=torch.long)
                 mask = torch.zeros_like(ids)
@@ -152,13 +184,14 @@ def extract_decisions(data: str | os.PathLike, output: str | os.PathLike, *, mod
                 positions, found_gold = [], []
                 for i, (r, p, t) in enumerate(chunk):  # right padding: positions are the unpadded ones
                     seq = p + t
-                    ids[i, :len(seq)] = torch.tensor(seq)
-                    mask[i, :len(seq)] = 1
+                    ids[i, : len(seq)] = torch.tensor(seq)
+                    mask[i, : len(seq)] = 1
                     if r["target"] is not None:
-                        labels_t[i, len(p):len(seq)] = torch.tensor(t)
+                        labels_t[i, len(p) : len(seq)] = torch.tensor(t)
                 if any(r["target"] is not None for r, _, _ in chunk):
-                    pos_t, gold_t = find_answer_positions(labels_t, label_tokens, tokenizer=tok,
-                                                          answer_prefix=answer_prefix)
+                    pos_t, gold_t = find_answer_positions(
+                        labels_t, label_tokens, tokenizer=tok, answer_prefix=answer_prefix
+                    )
                 for i, (r, p, t) in enumerate(chunk):
                     if r["target"] is not None:
                         positions.append(pos_t[i])
@@ -171,13 +204,15 @@ def extract_decisions(data: str | os.PathLike, output: str | os.PathLike, *, mod
                     head = {"schema": DECISION_SCHEMA, "sample_id": r["sample_id"], "model": str(model), "step": step}
                     if positions[i] < 0:
                         where = f" after {answer_prefix!r}" if answer_prefix else ""
-                        writer.write({**head, "answer_pos": None, "gt": r["gt"],
-                                      "error": f"no label token{where} in the target"})
+                        writer.write(
+                            {**head, "answer_pos": None, "gt": r["gt"], "error": f"no label token{where} in the target"}
+                        )
                         counts["missing"] += 1
                     else:
                         gold = classes.index(r["gt"]) if r["gt"] is not None else found_gold[i]
-                        writer.write({**head, "answer_pos": int(positions[i]),
-                                      **record_fields(probs[i], gold, classes)})
+                        writer.write(
+                            {**head, "answer_pos": int(positions[i]), **record_fields(probs[i], gold, classes)}
+                        )
                     counts["written"] += 1
                 bar.update(len(chunk))
     finally:

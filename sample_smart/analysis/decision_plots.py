@@ -16,6 +16,7 @@ and/or per-example JSONL of schema ``sample_smart.decision/1`` (the callback's `
 All probabilities are of the raw softmax at the answer position (no temperature, no truncation),
 first-token convention (:mod:`sample_smart.analysis.decision`).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ import numpy as np
 from .decision import DECISION_SCHEMA, ECE_BIN_RULE, ECE_BINS, summarize
 
 _PREFIX = "eval_decision_"
-_CONV = ("raw softmax at the answer position, first-token probability per label variant;\n"
-         "mass = sum of p_class; confidence = max p_class (raw), renorm = max p_class / mass")
+_CONV = (
+    "raw softmax at the answer position, first-token probability per label variant;\n"
+    "mass = sum of p_class; confidence = max p_class (raw), renorm = max p_class / mass"
+)
 
 
 def read_trainer_state(path: str | Path) -> list[dict[str, Any]]:
@@ -47,8 +50,9 @@ def read_trainer_state(path: str | Path) -> list[dict[str, Any]]:
         if isinstance(entry, dict) and any(k.startswith(_PREFIX) for k in entry):
             if not isinstance(entry.get("step"), (int, float)):
                 raise ValueError(f"{path}: log_history[{i}] has decision keys but no numeric 'step'")
-            rows.append({"step": int(entry["step"]),
-                         **{k[len(_PREFIX):]: entry[k] for k in entry if k.startswith(_PREFIX)}})
+            rows.append(
+                {"step": int(entry["step"]), **{k[len(_PREFIX) :]: entry[k] for k in entry if k.startswith(_PREFIX)}}
+            )
     if not rows:
         raise ValueError(f"{path}: no {_PREFIX}* entries in log_history (was the DecisionTokenCallback attached?)")
     return rows
@@ -103,16 +107,20 @@ def plot_evolution(rows: Sequence[Mapping[str, Any]], path: str | Path, title: s
     classes = [k[2:] for k in rows[0] if k.startswith("p_")]
     fig = new_figure(figsize=(10.0, 6.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
-    for key, label, style in (("prob_mass", "mass = sum of p_class", "-o"), ("accuracy", "accuracy (argmax class)", "-s"),
-                              ("confidence", "confidence = max p_class (raw)", "--^"),
-                              ("confidence_renorm", "confidence renorm = max p_class / mass", ":v")):
+    for key, label, style in (
+        ("prob_mass", "mass = sum of p_class", "-o"),
+        ("accuracy", "accuracy (argmax class)", "-s"),
+        ("confidence", "confidence = max p_class (raw)", "--^"),
+        ("confidence_renorm", "confidence renorm = max p_class / mass", ":v"),
+    ):
         top.plot(steps, [r.get(key, math.nan) for r in rows], style, label=label, ms=4)
     top.set_ylim(-0.02, 1.02)
     top.set_ylabel("mean over eval examples")
     top.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     n = rows[-1].get("n")
-    top.set_title(title or f"Decision tokens during fine-tuning ({int(n) if n is not None else '?'} eval examples)",
-                  fontsize=10)
+    top.set_title(
+        title or f"Decision tokens during fine-tuning ({int(n) if n is not None else '?'} eval examples)", fontsize=10
+    )
     for c in classes:
         bottom.plot(steps, [r.get(f"p_{c}", math.nan) for r in rows], "-o", ms=3, label=f"mean p_{c}")
     bottom.plot(steps, [r.get("ece", math.nan) for r in rows], "k--", label=f"ECE of raw confidence ({ECE_BINS} bins)")
@@ -131,8 +139,7 @@ def plot_reliability_grid(groups: Mapping[Any, Sequence[Mapping[str, Any]]], pat
 
     keys = _pick(_sorted_keys(groups), most)
     fig = new_figure(figsize=(3.0 * len(keys), 4.6), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(2, len(keys), sharex=True, gridspec_kw={"height_ratios": [3, 1]},
-                                      squeeze=False))
+    axes = np.atleast_2d(fig.subplots(2, len(keys), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, squeeze=False))
     centres = (np.arange(ECE_BINS) + 0.5) / ECE_BINS
     for j, key in enumerate(keys):
         graded = [r for r in groups[key] if r.get("correct") is not None and r.get("answer_pos") is not None]
@@ -140,12 +147,20 @@ def plot_reliability_grid(groups: Mapping[Any, Sequence[Mapping[str, Any]]], pat
         top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
         if graded:
             corr = [bool(r["correct"]) for r in graded]
-            for field, colour, label, off in (("confidence", "tab:blue", "raw", -0.022),
-                                              ("confidence_renorm", "tab:orange", "renorm", 0.022)):
+            for field, colour, label, off in (
+                ("confidence", "tab:blue", "raw", -0.022),
+                ("confidence_renorm", "tab:orange", "renorm", 0.022),
+            ):
                 cal = BucketCalibrator(n_buckets=ECE_BINS).fit([r[field] for r in graded], corr)
                 pop = cal.counts_ > 0
-                top.bar(centres[pop] + off, cal.accuracy_[pop], width=0.04, color=colour, alpha=0.8,
-                        label=f"{label}: ECE {cal.ece_:.3f}")
+                top.bar(
+                    centres[pop] + off,
+                    cal.accuracy_[pop],
+                    width=0.04,
+                    color=colour,
+                    alpha=0.8,
+                    label=f"{label}: ECE {cal.ece_:.3f}",
+                )
                 bottom.bar(centres + off, cal.counts_, width=0.04, color=colour, alpha=0.8)
         top.set_ylim(0, 1)
         top.set_title(f"step {key}" if isinstance(key, (int, float)) else str(key)[-28:], fontsize=9)
@@ -187,8 +202,18 @@ def plot_confidence_hist(groups: Mapping[Any, Sequence[Mapping[str, Any]]], path
 
 def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     classes = [k[2:] for k in rows[0] if k.startswith("p_")]
-    cols = ["step", "n", "n_missing", "prob_mass", *[f"p_{c}" for c in classes], "confidence",
-            "confidence_renorm", "accuracy", "ece", "ece_renorm"]
+    cols = [
+        "step",
+        "n",
+        "n_missing",
+        "prob_mass",
+        *[f"p_{c}" for c in classes],
+        "confidence",
+        "confidence_renorm",
+        "accuracy",
+        "ece",
+        "ece_renorm",
+    ]
 
     def fmt(col: str, v: Any) -> str:
         if col in ("step", "n", "n_missing") and isinstance(v, float) and v.is_integer():
@@ -222,8 +247,11 @@ def write_report(inputs: Sequence[str | Path], out_dir: str | Path) -> dict[str,
                 groups.setdefault(key, []).extend(recs)
     if not state_rows and not groups:
         raise ValueError("no inputs given")
-    rows = sorted(state_rows, key=lambda r: r["step"]) if state_rows else summarize_groups(
-        {k: groups[k] for k in _sorted_keys(groups)})
+    rows = (
+        sorted(state_rows, key=lambda r: r["step"])
+        if state_rows
+        else summarize_groups({k: groups[k] for k in _sorted_keys(groups)})
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if all(isinstance(r["step"], (int, float)) for r in rows):
@@ -231,9 +259,15 @@ def write_report(inputs: Sequence[str | Path], out_dir: str | Path) -> dict[str,
     if groups:
         written.append(plot_reliability_grid(groups, out_dir / "reliability.png"))
         written.append(plot_confidence_hist(groups, out_dir / "confidence_hist.png"))
-    summary = {"conventions": _CONV.replace("\n", " "), "ece_bins": ECE_BIN_RULE, "source": [str(p) for p in inputs], "rows": rows}
+    summary = {
+        "conventions": _CONV.replace("\n", " "),
+        "ece_bins": ECE_BIN_RULE,
+        "source": [str(p) for p in inputs],
+        "rows": rows,
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     table = summary_markdown(rows)
     (out_dir / "summary.md").write_text(
-        f"# Decision-token summary\n\nConventions: {_CONV.replace(chr(10), ' ')}. ECE: {ECE_BIN_RULE}.\n\n{table}")
+        f"# Decision-token summary\n\nConventions: {_CONV.replace(chr(10), ' ')}. ECE: {ECE_BIN_RULE}.\n\n{table}"
+    )
     return {"figures": [str(w) for w in written], "summary": str(out_dir / "summary.json"), "table": table}

@@ -15,6 +15,7 @@ For one question with ``n`` sampled answers ``a_1..a_n`` (in repeat order) and g
 
 Run-level values are means over questions.
 """
+
 from __future__ import annotations
 
 import math
@@ -124,7 +125,7 @@ def summarize(per_question: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise ValueError(f"questions have different numbers of samples: {sorted(ns)}")
     n = ns.pop()
     m = len(per_question)
-    mean = lambda xs: float(sum(xs)) / m  # noqa: E731
+    mean = lambda xs: float(sum(xs)) / m
     return {
         "n_questions": m,
         "repeats": n,

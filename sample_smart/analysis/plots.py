@@ -5,6 +5,7 @@ Every figure states its units in the axis labels: accuracy is the fraction of sa
 questions) whose extracted answer equals the gold answer; p_max and ranks are of the raw
 distribution (before temperature and truncation); bins are left-closed, right-open.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,9 @@ def _binned(study: Mapping[str, Any], path: str | Path, xlabel: str, title: str)
     ax = fig.add_subplot()
     bars = ax.bar(range(len(bins)), acc, color="#4C72B0")
     for bar, b in zip(bars, bins):
-        ax.annotate(f"n={b['n']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            f"n={b['n']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8
+        )
     ax.set_xticks(range(len(bins)), labels, rotation=30)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel(xlabel)
@@ -32,13 +34,21 @@ def _binned(study: Mapping[str, Any], path: str | Path, xlabel: str, title: str)
 
 
 def plot_low_confidence(study: Mapping[str, Any], path: str | Path) -> Path:
-    return _binned(study, path, f"number of generated tokens with raw p_max < {study['threshold']}",
-                   f"Accuracy vs low-confidence tokens ({study['n_samples']} samples)")
+    return _binned(
+        study,
+        path,
+        f"number of generated tokens with raw p_max < {study['threshold']}",
+        f"Accuracy vs low-confidence tokens ({study['n_samples']} samples)",
+    )
 
 
 def plot_mean_rank(study: Mapping[str, Any], path: str | Path) -> Path:
-    return _binned(study, path, "mean raw rank of the sampled tokens (1 = always the argmax)",
-                   f"Accuracy by mean sampled-token rank ({study['n_samples']} samples)")
+    return _binned(
+        study,
+        path,
+        "mean raw rank of the sampled tokens (1 = always the argmax)",
+        f"Accuracy by mean sampled-token rank ({study['n_samples']} samples)",
+    )
 
 
 def plot_confidence_vote(study: Mapping[str, Any], path: str | Path) -> Path:
@@ -50,8 +60,10 @@ def plot_confidence_vote(study: Mapping[str, Any], path: str | Path) -> Path:
         ax.annotate(f"{v:.3f}", (i, v), ha="center", va="bottom")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy (fraction of questions, vote = gold)")
-    ax.set_title(f"Majority vote conditioned on confidence ({study['n_questions']} questions x "
-                 f"{study['samples_per_question']} samples)")
+    ax.set_title(
+        f"Majority vote conditioned on confidence ({study['n_questions']} questions x "
+        f"{study['samples_per_question']} samples)"
+    )
     return save_figure(fig, path, tight=True)
 
 
@@ -63,8 +75,13 @@ def plot_bin_curves(study: Mapping[str, Any], path: str | Path) -> Path:
     cmap = colormaps["viridis"]
     for c in study["curves"]:
         lo, hi = c["p_max_range"]
-        ax.plot(c["k"], c["maj_at_k"], marker="o", color=cmap((c["bin"] - 1) / 9),
-                label=f"bin {c['bin']}: p_max in [{lo:.1f}, {hi:.1f})")
+        ax.plot(
+            c["k"],
+            c["maj_at_k"],
+            marker="o",
+            color=cmap((c["bin"] - 1) / 9),
+            label=f"bin {c['bin']}: p_max in [{lo:.1f}, {hi:.1f})",
+        )
     ax.set_xlabel("k (samples per question in the vote)")
     ax.set_ylabel("maj@k accuracy (fraction of questions)")
     ax.set_title("Majority vote vs k, sampling only in one p_max decile (raw p_max)")

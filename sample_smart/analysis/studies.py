@@ -19,6 +19,7 @@ dict; :mod:`sample_smart.analysis.plots` draws it.
   confidence bin each (``--confidence-bin-only b``), one curve per bin: the paper's figure
   of ten curves.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from sample_smart.analysis.metrics import majority_answer
-from sample_smart.io_checks import InputFileError, bad_field, is_finite_number, is_int, iter_json_lines, json_bool, read_json_file
+from sample_smart.io_checks import (
+    InputFileError,
+    bad_field,
+    is_finite_number,
+    is_int,
+    iter_json_lines,
+    json_bool,
+    read_json_file,
+)
 
 __all__ = [
     "LOW_CONF_EDGES",
@@ -91,8 +100,12 @@ def _probability(v: Any) -> bool:
 
 def _curve(v: Any) -> bool:
     """``{"1": x, "2": y, ...}``: keys positive ints as strings, values probabilities."""
-    return (isinstance(v, dict) and len(v) > 0 and all(isinstance(k, str) and k.isdigit() and int(k) >= 1
-                                                        for k in v) and all(_probability(x) for x in v.values()))
+    return (
+        isinstance(v, dict)
+        and len(v) > 0
+        and all(isinstance(k, str) and k.isdigit() and int(k) >= 1 for k in v)
+        and all(_probability(x) for x in v.values())
+    )
 
 
 # Fields of an eval ``*_metrics.json`` (``sample-smart eval``) that analyze reads.
@@ -116,8 +129,9 @@ def load_metrics(path: str | Path, require: Sequence[str] = tuple(METRICS_FIELDS
     types of ``METRICS_FIELDS``; ``InputFileError`` (a ValueError) naming the file and field."""
     data = read_json_file(path)
     if not isinstance(data, dict):
-        raise InputFileError(path, None, f"expected a JSON object (a sample-smart eval *_metrics.json), "
-                                         f"got {type(data).__name__}")
+        raise InputFileError(
+            path, None, f"expected a JSON object (a sample-smart eval *_metrics.json), got {type(data).__name__}"
+        )
     return check_metrics(data, path, require)
 
 
@@ -156,8 +170,10 @@ def join_traces(samples: Sequence[Mapping[str, Any]], traces_path: str | Path) -
     for s in samples:
         rec = by_id.get(s.get("trace_id"))
         if rec is None:
-            raise ValueError(f"sample doc {s.get('doc_id')} repeat {s.get('repeat')}: trace {s.get('trace_id')!r} "
-                             f"not in {traces_path}")
+            raise ValueError(
+                f"sample doc {s.get('doc_id')} repeat {s.get('repeat')}: trace {s.get('trace_id')!r} "
+                f"not in {traces_path}"
+            )
         out.append({**s, "p_max": rec["p_max"], "rank": rec["rank"], "logprob": rec["logprob"]})
     return out
 
@@ -176,16 +192,26 @@ def _label(lo: float, hi: float, integer: bool) -> str:
     return f"[{lo:g}, {'inf' if math.isinf(hi) else f'{hi:g}'})"
 
 
-def _binned_accuracy(values: Iterable[float], correct: Iterable[bool], edges: Sequence[float], integer: bool) -> list[dict]:
+def _binned_accuracy(
+    values: Iterable[float], correct: Iterable[bool], edges: Sequence[float], integer: bool
+) -> list[dict]:
     n = [0] * (len(edges) - 1)
     c = [0] * (len(edges) - 1)
     for v, ok in zip(values, correct):
         i = _bin_index(v, edges)
         n[i] += 1
         c[i] += bool(ok)
-    return [{"bin": _label(edges[i], edges[i + 1], integer), "lo": edges[i],
-             "hi": None if math.isinf(edges[i + 1]) else edges[i + 1], "n": n[i], "n_correct": c[i],
-             "accuracy": c[i] / n[i] if n[i] else None} for i in range(len(n))]
+    return [
+        {
+            "bin": _label(edges[i], edges[i + 1], integer),
+            "lo": edges[i],
+            "hi": None if math.isinf(edges[i + 1]) else edges[i + 1],
+            "n": n[i],
+            "n_correct": c[i],
+            "accuracy": c[i] / n[i] if n[i] else None,
+        }
+        for i in range(len(n))
+    ]
 
 
 def low_conf_count(p_max: Sequence[float], threshold: float) -> int:
@@ -251,8 +277,9 @@ def confidence_vote_study(joined: Sequence[Mapping[str, Any]], threshold: float 
         "study": "majority_vote_conditioned_on_confidence",
         "definition": {
             "majority": "plain vote over all samples of the question",
-            "low_conf_filtered": f"vote over the most confident half (ceil(k/2)) of the question's samples: fewest tokens "
-                                 f"with raw p_max < {threshold}, ties to the earlier repeat",
+            "low_conf_filtered": "vote over the most confident half (ceil(k/2)) of the question's samples: "
+            f"fewest tokens "
+            f"with raw p_max < {threshold}, ties to the earlier repeat",
             "logprob_weighted": "vote weighted by exp(mean raw logprob of the sample's tokens)",
         },
         "n_questions": m,
@@ -274,14 +301,23 @@ def bin_curves_study(metrics_files: Sequence[str | Path]) -> dict[str, Any]:
         check_metrics(data, path, BIN_CURVE_FIELDS)
         maj = data["metrics"]["maj_at_k"]
         ks = sorted(maj, key=int)
-        curves.append({"bin": b, "p_max_range": [(b - 1) / 10, b / 10], "file": str(path),
-                       "k": [int(k) for k in ks], "maj_at_k": [maj[k] for k in ks],
-                       "accuracy": data["metrics"]["accuracy"]})
+        curves.append(
+            {
+                "bin": b,
+                "p_max_range": [(b - 1) / 10, b / 10],
+                "file": str(path),
+                "k": [int(k) for k in ks],
+                "maj_at_k": [maj[k] for k in ks],
+                "accuracy": data["metrics"]["accuracy"],
+            }
+        )
     if not curves:
         raise ValueError("no metrics files given")
     curves.sort(key=lambda c: c["bin"])
     return {
         "study": "majority_vote_vs_k_by_confidence_bin",
-        "definition": "each run samples only where the raw p_max falls in its decile bin (1 = [0, 0.1)), greedy elsewhere",
+        "definition": (
+            "each run samples only where the raw p_max falls in its decile bin (1 = [0, 0.1)), greedy elsewhere"
+        ),
         "curves": curves,
     }

@@ -1,4 +1,5 @@
 """Small JSON helpers for calibration files: atomic writes, clear read errors."""
+
 from __future__ import annotations
 
 import json

@@ -31,6 +31,7 @@ t = the same smallest edge. Other critics (a second model, or scores on the samp
 with ``--on-sampled``) do not score the token's probability under the decoding model and
 cannot be turned into a decoder: ``decoder_settings`` refuses them.
 """
+
 from __future__ import annotations
 
 import math
@@ -116,21 +117,32 @@ def summarize(counts: Any, correct: Any, score_sums: Any) -> dict:
     }
 
 
-def build_counts_file(meta: Mapping[str, Any], counts: Any, correct: Any, score_sums: Any,
-                      overall_accuracy_samples: float | None, extra: Mapping[str, Any] | None = None) -> dict:
+def build_counts_file(
+    meta: Mapping[str, Any],
+    counts: Any,
+    correct: Any,
+    score_sums: Any,
+    overall_accuracy_samples: float | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
     """The counts file's content (module doc); checks the two overall accuracies agree."""
     derived = summarize(counts, correct, score_sums)
     if overall_accuracy_samples is not None and not math.isclose(
-            overall_accuracy_samples, derived["overall_accuracy_buckets"], rel_tol=1e-9, abs_tol=1e-12):
-        raise RuntimeError(f"overall accuracy from the samples ({overall_accuracy_samples}) and from the bucket "
-                           f"counts ({derived['overall_accuracy_buckets']}) disagree")
+        overall_accuracy_samples, derived["overall_accuracy_buckets"], rel_tol=1e-9, abs_tol=1e-12
+    ):
+        raise RuntimeError(
+            f"overall accuracy from the samples ({overall_accuracy_samples}) and from the bucket "
+            f"counts ({derived['overall_accuracy_buckets']}) disagree"
+        )
     return {
         "kind": KIND,
         **dict(meta),
         "n_buckets": N_BUCKETS,
         "bucket_rule": BUCKET_RULE,
         "units": UNITS,
-        "fill_rule": "empty bucket = value of the nearest populated bucket toward 0.5 (sample_smart.calibration.buckets)",
+        "fill_rule": (
+            "empty bucket = value of the nearest populated bucket toward 0.5 (sample_smart.calibration.buckets)"
+        ),
         "isotonic_rule": ISOTONIC_RULE,
         "overall_accuracy_samples": overall_accuracy_samples,
         **dict(extra or {}),
@@ -154,9 +166,14 @@ def write_calibration(values_path: str | Path, data: Mapping[str, Any]) -> tuple
 
 def _check_list(data: Mapping[str, Any], key: str, where: str, kind: type) -> np.ndarray:
     v = data.get(key)
-    if not isinstance(v, list) or len(v) != N_BUCKETS or not all(
+    if (
+        not isinstance(v, list)
+        or len(v) != N_BUCKETS
+        or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and (kind is float or float(x).is_integer())
-            for x in v):
+            for x in v
+        )
+    ):
         raise ValueError(f"{where}: field {key!r} must be a list of {N_BUCKETS} numbers")
     return np.asarray(v, dtype=np.float64 if kind is float else np.int64)
 
@@ -168,8 +185,10 @@ def load_counts(path: str | Path) -> dict:
     if isinstance(data, list):
         side = counts_path(path)
         if not side.is_file():
-            raise ValueError(f"{path}: a bare list of {len(data)} values says nothing about its critic or "
-                             f"distribution; its counts file {side} is missing")
+            raise ValueError(
+                f"{path}: a bare list of {len(data)} values says nothing about its critic or "
+                f"distribution; its counts file {side} is missing"
+            )
         path, data = side, read_json(side, CALIBRATION_MAX_BYTES)
     if not isinstance(data, dict) or data.get("kind") != KIND:
         got = data.get("kind") if isinstance(data, dict) else type(data).__name__
@@ -209,15 +228,18 @@ def merge(paths: list[str | Path]) -> dict:
     for f in files[1:]:
         for key in _MERGE_KEYS:
             if f[key] != first[key]:
-                raise ValueError(f"{f['_path']}: {key} {f[key]!r} differs from {first['_path']}'s {first[key]!r}; "
-                                 "only runs with the same sampled distribution and critic merge")
+                raise ValueError(
+                    f"{f['_path']}: {key} {f[key]!r} differs from {first['_path']}'s {first[key]!r}; "
+                    "only runs with the same sampled distribution and critic merge"
+                )
     n = sum(np.asarray(f["counts"], dtype=np.int64) for f in files)
     k = sum(np.asarray(f["correct"], dtype=np.int64) for f in files)
     s = sum(np.asarray(f["score_sums"], dtype=np.float64) for f in files)
     runs = [r for f in files for r in (f.get("runs") or [])]
     meta = {key: first[key] for key in _MERGE_KEYS if key != "n_buckets"}
-    return build_counts_file({**meta, "merged_from": [f["_path"] for f in files], "runs": runs},
-                             n, k, s, overall_accuracy_samples=None)
+    return build_counts_file(
+        {**meta, "merged_from": [f["_path"] for f in files], "runs": runs}, n, k, s, overall_accuracy_samples=None
+    )
 
 
 def smallest_edge(iso: Any, threshold: float) -> float:
@@ -240,12 +262,15 @@ def decoder_settings(path: str | Path, mode: str, threshold: float | None) -> di
         raise ValueError(
             f"{where}: the critic {name!r} (prefix {critic.get('prefix')!r}) does not score the token's own "
             f"probability under the decoding model; only {', '.join(DECODER_CRITICS)} on the gold prefix give a "
-            "decoder")
+            "decoder"
+        )
     wanted = DECODER_CRITICS[name]
     if mode != wanted:
-        raise ValueError(f"{where}: a {name!r} bucket calibration gives mode {wanted!r} "
-                         f"({'epsilon: keep p >= eps' if wanted == 'epsilon' else 'Greedy-Threshold on p_max'}); "
-                         f"got mode {mode!r}")
+        raise ValueError(
+            f"{where}: a {name!r} bucket calibration gives mode {wanted!r} "
+            f"({'epsilon: keep p >= eps' if wanted == 'epsilon' else 'Greedy-Threshold on p_max'}); "
+            f"got mode {mode!r}"
+        )
     if threshold is None:
         raise ValueError(f"{where}: a critic bucket file has no default threshold; pass one in (0, 1]")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (0.0 < threshold <= 1.0):

@@ -24,6 +24,7 @@ conf_b their mean confidence:
 and the adaptive (equal-mass) ECE: the positions sorted by confidence are split into
 ``n_bins`` groups of (nearly) equal size (``numpy.array_split``), then the ECE formula.
 """
+
 from __future__ import annotations
 
 import math

@@ -20,6 +20,7 @@ fit, the default thresholds and the decoder settings derived at those defaults.
 (``decoder_settings_from_dict`` does the same for a file already read and parsed, e.g.
 calibrations loaded once when a server starts).
 """
+
 from __future__ import annotations
 
 import math
@@ -60,9 +61,7 @@ def calibrated_epsilon(fit: PowerLawFit, c_min: float) -> dict:
     """Decoder knobs of Calibrated-epsilon: ``{"cal_acc": [A, B, c_min], "cal_acc_base": b}``."""
     _check_threshold(c_min)
     if not fit.B > 0:
-        raise ValueError(
-            f"Calibrated-epsilon needs an increasing law (B > 0); this fit has B = {fit.B:.4g}"
-        )
+        raise ValueError(f"Calibrated-epsilon needs an increasing law (B > 0); this fit has B = {fit.B:.4g}")
     return {"cal_acc": [float(fit.A), float(fit.B), float(c_min)], "cal_acc_base": fit.base}
 
 
@@ -181,8 +180,9 @@ def _check_mode(mode: Any, threshold: Any) -> None:
         raise ValueError(f"calibration threshold must be a number in (0, 1], got {threshold!r:.80}")
 
 
-def decoder_settings_from_dict(data: Any, mode: str, threshold: float | None = None, *,
-                               source: str = "calibration") -> dict:
+def decoder_settings_from_dict(
+    data: Any, mode: str, threshold: float | None = None, *, source: str = "calibration"
+) -> dict:
     """Decoder settings from an already parsed calibration file (``load_decoder_settings``
     without the file system): validate ``data`` (see ``calibration_from_dict``) and derive
     the ``DecodeConfig.from_dict`` dict for ``mode`` at ``threshold``. Errors are ValueErrors
@@ -191,8 +191,13 @@ def decoder_settings_from_dict(data: Any, mode: str, threshold: float | None = N
     return derive_decoder_settings(calibration_from_dict(data, source), mode, threshold, source=source)
 
 
-def derive_decoder_settings(calibration: tuple[CalibrationGrid, PowerLawFit | None, Mapping[str, Any]], mode: str,
-                            threshold: float | None = None, *, source: str = "calibration") -> dict:
+def derive_decoder_settings(
+    calibration: tuple[CalibrationGrid, PowerLawFit | None, Mapping[str, Any]],
+    mode: str,
+    threshold: float | None = None,
+    *,
+    source: str = "calibration",
+) -> dict:
     """The settings of ``decoder_settings_from_dict`` from an already validated
     ``calibration_from_dict(...)`` triple (no re-validation of the grid: for a server that
     validates its calibrations once at start-up and derives settings per request)."""
@@ -205,8 +210,11 @@ def derive_decoder_settings(calibration: tuple[CalibrationGrid, PowerLawFit | No
             raise ValueError(f"{source}: no threshold given and the file has no default {key!r}")
     if mode == "topk":
         min_samples = defaults.get("min_samples")
-        return {"dynamic_top_k": calibrated_topk(grid, threshold, DEFAULT_MIN_SAMPLES if min_samples is None
-                                                 else min_samples)}
+        return {
+            "dynamic_top_k": calibrated_topk(
+                grid, threshold, DEFAULT_MIN_SAMPLES if min_samples is None else min_samples
+            )
+        }
     if fit is None:
         raise ValueError(f"{source}: mode 'epsilon' needs a power-law fit; the file has none (run `calibrate fit`)")
     try:

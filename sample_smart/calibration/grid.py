@@ -23,6 +23,7 @@ mean confidence of the bin). Arrays are indexed by bin in ascending order (index
 The grid only holds sums and counts, so it accumulates in a stream (traces bigger than
 memory) and two partial grids merge by addition (``merge`` or ``+``).
 """
+
 from __future__ import annotations
 
 import math
@@ -182,8 +183,10 @@ class CalibrationGrid:
             raise ValueError(f"cannot merge grids with max_rank {self.max_rank} and {other.max_rank}")
         src = {
             "n_records": self.source["n_records"] + other.source["n_records"],
-            **{k: self.source[k] + [v for v in other.source[k] if v not in self.source[k]]
-               for k in ("traces", "models", "backends")},
+            **{
+                k: self.source[k] + [v for v in other.source[k] if v not in self.source[k]]
+                for k in ("traces", "models", "backends")
+            },
         }
         return CalibrationGrid(
             max_rank=self.max_rank,
@@ -235,8 +238,11 @@ class CalibrationGrid:
     # ---- (de)serialisation ---------------------------------------------------------
     def to_dict(self) -> dict:
         def listed(a: np.ndarray) -> list:
-            return [None if isinstance(x, float) and math.isnan(x) else x for x in a.tolist()] if a.ndim == 1 \
+            return (
+                [None if isinstance(x, float) and math.isnan(x) else x for x in a.tolist()]
+                if a.ndim == 1
                 else [listed(row) for row in a]
+            )
 
         return {
             "schema": GRID_SCHEMA,
@@ -273,10 +279,17 @@ class CalibrationGrid:
         R = data["max_rank"]
         if not is_int(R) or R < 1:
             raise bad_field(where, "max_rank", R, "an int >= 1")
-        shapes = {"counts": (N_BINS,), "hits": (N_BINS, R), "beyond": (N_BINS,), "prob_sums": (N_BINS, R),
-                  "p_max_sums": (N_BINS,)}
-        arrays = {name: _json_array(data[name], shape, name in ("counts", "hits", "beyond"), where, name)
-                  for name, shape in shapes.items()}
+        shapes = {
+            "counts": (N_BINS,),
+            "hits": (N_BINS, R),
+            "beyond": (N_BINS,),
+            "prob_sums": (N_BINS, R),
+            "p_max_sums": (N_BINS,),
+        }
+        arrays = {
+            name: _json_array(data[name], shape, name in ("counts", "hits", "beyond"), where, name)
+            for name, shape in shapes.items()
+        }
         try:
             grid = cls(max_rank=R, source=_check_source(data.get("source"), where), **arrays)
         except (TypeError, ValueError) as exc:
@@ -384,6 +397,8 @@ def grid_from_traces(
             raise ValueError(f"{path}: no teacher-forced positions found (empty trace file?)")
     if duplicates:
         shown = "; ".join(duplicates[:5]) + (f"; and {len(duplicates) - 5} more" if len(duplicates) > 5 else "")
-        raise ValueError(f"{len(duplicates)} record(s) repeat an example already read (same id, model and gold "
-                         f"tokens), whose tokens would count twice: {shown}. Remove the duplicates")
+        raise ValueError(
+            f"{len(duplicates)} record(s) repeat an example already read (same id, model and gold "
+            f"tokens), whose tokens would count twice: {shown}. Remove the duplicates"
+        )
     return grid

@@ -1,6 +1,7 @@
 """Files of (confidence, correct) pairs for :mod:`~sample_smart.calibration.buckets`: a JSONL file of
 ``{"confidence": float, "correct": bool}`` lines, or a CSV with columns ``confidence`` and
 ``correct`` (``correct``: a boolean, 1/0, or in CSV the words true/false, yes/no)."""
+
 from __future__ import annotations
 
 import csv
@@ -41,7 +42,7 @@ def _parse_confidence(value: Any, where: str) -> float:
 
 
 def _sniff(path: Path) -> str:
-    """"jsonl" when the first non-blank byte of the file is ``{``, else "csv"."""
+    """ "jsonl" when the first non-blank byte of the file is ``{``, else "csv"."""
     fd, _ = open_regular(path)
     with os.fdopen(fd, "rb") as fh:
         head = fh.read(4096)
@@ -76,7 +77,9 @@ def read_pairs(path: str | Path, fmt: str = "auto") -> tuple[np.ndarray, np.ndar
             try:
                 fields = [f.strip() for f in (reader.fieldnames or [])]
                 if "confidence" not in fields or "correct" not in fields:
-                    raise ValueError(f"{path}: CSV needs a header with columns 'confidence' and 'correct', got {fields}")
+                    raise ValueError(
+                        f"{path}: CSV needs a header with columns 'confidence' and 'correct', got {fields}"
+                    )
                 reader.fieldnames = fields
                 for row in reader:
                     where = f"{path}:{reader.line_num}"

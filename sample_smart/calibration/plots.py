@@ -10,6 +10,7 @@ grid was measured on the RAW (untempered, unprocessed) distribution.
 - ``plot_reliability``: 100-bucket reliability diagram (accuracy vs confidence, filled
   buckets marked) with the count histogram under it, and ECE / MCE / adaptive ECE.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,7 @@ def plot_grid_heatmap(grid: Any, path: str | Path, max_rank: int = 10, title: st
             if np.isfinite(c[i, r]):
                 v = c[i, r]
                 txt = f"{v:.2f}" if v >= 0.0095 else ("0" if v == 0 else f"{v:.0e}")
-                ax.text(r, i, txt, ha="center", va="center", fontsize=7,
-                        color="white" if 0 < v <= 0.1 else "black")
+                ax.text(r, i, txt, ha="center", va="center", fontsize=7, color="white" if 0 < v <= 0.1 else "black")
     ax.set_xticks(range(R), [str(r + 1) for r in range(R)])
     ax.set_yticks(range(10), [_bin_label(m, int(grid.counts[m])) for m in range(9, -1, -1)], fontsize=8)
     ax.set_xlabel("rank r of the gold token")
@@ -71,9 +71,11 @@ def plot_powerlaw_fit(grid: Any, fit: Any, path: str | Path, title: str | None =
     b = "e" if fit.base == "e" else "10"
     log = "ln" if fit.base == "e" else "log10"
     ci = f"{100 * fit.ci_level:.0f}%"
-    label = (f"{log} c = A + B {log} p (base {b}, {'weighted by hits' if fit.weighted else 'unweighted'})\n"
-             f"A = {fit.A:.3f} [{fit.A_ci[0]:.3f}, {fit.A_ci[1]:.3f}], "
-             f"B = {fit.B:.3f} [{fit.B_ci[0]:.3f}, {fit.B_ci[1]:.3f}] ({ci} bootstrap), R$^2$ = {fit.r2:.3f}")
+    label = (
+        f"{log} c = A + B {log} p (base {b}, {'weighted by hits' if fit.weighted else 'unweighted'})\n"
+        f"A = {fit.A:.3f} [{fit.A_ci[0]:.3f}, {fit.A_ci[1]:.3f}], "
+        f"B = {fit.B:.3f} [{fit.B_ci[0]:.3f}, {fit.B_ci[1]:.3f}] ({ci} bootstrap), R$^2$ = {fit.r2:.3f}"
+    )
     ax.plot(xs, fit.predict(xs), color="black", lw=1.5, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -94,14 +96,32 @@ def plot_reliability(calibrator: Any, path: str | Path, title: str | None = None
     fig = new_figure(figsize=(7.0, 6.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
-    top.bar(centres[populated], calibrator.accuracy_[populated], width=1 / n, color="tab:blue",
-            alpha=0.7, label="empirical accuracy (populated bucket)")
-    top.step(centres, calibrator.filled_, where="mid", color="tab:orange", lw=1,
-             label="calibrated value (empty buckets filled toward 0.5)")
+    top.bar(
+        centres[populated],
+        calibrator.accuracy_[populated],
+        width=1 / n,
+        color="tab:blue",
+        alpha=0.7,
+        label="empirical accuracy (populated bucket)",
+    )
+    top.step(
+        centres,
+        calibrator.filled_,
+        where="mid",
+        color="tab:orange",
+        lw=1,
+        label="calibrated value (empty buckets filled toward 0.5)",
+    )
     s = calibrator.summary()
-    top.text(0.02, 0.97, f"ECE = {s['ece']:.4f}\nMCE = {s['mce']:.4f}\nadaptive ECE ({s['adaptive_bins']} bins) = "
-             f"{s['adaptive_ece']:.4f}\naccuracy = {s['overall_accuracy_raw']:.4f} (n = {s['n_pairs']})",
-             transform=top.transAxes, va="top", fontsize=8)
+    top.text(
+        0.02,
+        0.97,
+        f"ECE = {s['ece']:.4f}\nMCE = {s['mce']:.4f}\nadaptive ECE ({s['adaptive_bins']} bins) = "
+        f"{s['adaptive_ece']:.4f}\naccuracy = {s['overall_accuracy_raw']:.4f} (n = {s['n_pairs']})",
+        transform=top.transAxes,
+        va="top",
+        fontsize=8,
+    )
     top.set_ylabel("accuracy")
     top.set_ylim(0, 1)
     top.legend(loc="lower right", fontsize=7.5)

@@ -16,6 +16,7 @@ replacement, refit, percentile interval).
 log but applies ``10^A``; a fit copied across bases is silently wrong. Changing base:
 log_b' c = log_b c * ln b / ln b', so A' = A ln b / ln b' and B' = B (``PowerLawFit.to_base``).
 """
+
 from __future__ import annotations
 
 import math
@@ -104,9 +105,18 @@ class PowerLawFit:
         base = normalize_base(base)
         scale = ln_base(self.base) / ln_base(base)
         return PowerLawFit(
-            A=self.A * scale, B=self.B, base=base, r2=self.r2, n_cells=self.n_cells, weighted=self.weighted,
-            A_ci=tuple(a * scale for a in self.A_ci), B_ci=self.B_ci, ci_level=self.ci_level,
-            n_boot=self.n_boot, seed=self.seed, excluded=list(self.excluded),
+            A=self.A * scale,
+            B=self.B,
+            base=base,
+            r2=self.r2,
+            n_cells=self.n_cells,
+            weighted=self.weighted,
+            A_ci=tuple(a * scale for a in self.A_ci),
+            B_ci=self.B_ci,
+            ci_level=self.ci_level,
+            n_boot=self.n_boot,
+            seed=self.seed,
+            excluded=list(self.excluded),
         )
 
     # ---- (de)serialisation ---------------------------------------------------------
@@ -143,20 +153,27 @@ class PowerLawFit:
             raise bad_field(where, "weighted", data["weighted"], "a JSON boolean")
         for key in ("A_ci", "B_ci"):
             ci = data.get(key)
-            if ci is not None and not (isinstance(ci, list) and len(ci) == 2
-                                       and all(v is None or is_finite_number(v) for v in ci)):
+            if ci is not None and not (
+                isinstance(ci, list) and len(ci) == 2 and all(v is None or is_finite_number(v) for v in ci)
+            ):
                 raise bad_field(where, key, ci, "a list of two numbers (or nulls)")
         if data.get("excluded") is not None and not isinstance(data["excluded"], list):
             raise bad_field(where, "excluded", data["excluded"], "a list")
         nan2 = (float("nan"), float("nan"))
         try:
             return cls(
-                A=float(data["A"]), B=float(data["B"]), base=data["base"],
-                r2=_num(data.get("r2")), n_cells=int(data.get("n_cells") or 0), weighted=bool(data.get("weighted")),
+                A=float(data["A"]),
+                B=float(data["B"]),
+                base=data["base"],
+                r2=_num(data.get("r2")),
+                n_cells=int(data.get("n_cells") or 0),
+                weighted=bool(data.get("weighted")),
                 A_ci=tuple(_num(v) for v in data.get("A_ci") or nan2),
                 B_ci=tuple(_num(v) for v in data.get("B_ci") or nan2),
-                ci_level=float(data.get("ci_level") or 0.95), n_boot=int(data.get("n_boot") or 0),
-                seed=data.get("seed"), excluded=list(data.get("excluded") or []),
+                ci_level=float(data.get("ci_level") or 0.95),
+                n_boot=int(data.get("n_boot") or 0),
+                seed=data.get("seed"),
+                excluded=list(data.get("excluded") or []),
             )
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"{where}: bad fit ({exc})") from exc
@@ -167,8 +184,7 @@ def _num(v: Any) -> float:
 
 
 def _check_threshold(c_min: float) -> None:
-    if not (isinstance(c_min, (int, float, np.floating)) and not isinstance(c_min, bool)
-            and 0.0 < float(c_min) <= 1.0):
+    if not (isinstance(c_min, (int, float, np.floating)) and not isinstance(c_min, bool) and 0.0 < float(c_min) <= 1.0):
         raise ValueError(f"threshold c_min must be in (0, 1], got {c_min!r}")
 
 
@@ -246,8 +262,18 @@ def fit_power_law(
         A_ci = tuple(float(v) for v in np.percentile(Ab[good], q))
         B_ci = tuple(float(v) for v in np.percentile(Bb[good], q))
     return PowerLawFit(
-        A=A, B=B, base=base, r2=r2, n_cells=int(x.shape[0]), weighted=weights is not None,
-        A_ci=A_ci, B_ci=B_ci, ci_level=ci, n_boot=n_boot, seed=seed, excluded=excluded,
+        A=A,
+        B=B,
+        base=base,
+        r2=r2,
+        n_cells=int(x.shape[0]),
+        weighted=weights is not None,
+        A_ci=A_ci,
+        B_ci=B_ci,
+        ci_level=ci,
+        n_boot=n_boot,
+        seed=seed,
+        excluded=excluded,
     )
 
 
@@ -273,9 +299,14 @@ def fit_grid(
     small = (grid.counts > 0) & (grid.counts < min_count)
     c[small, :] = np.nan
     fit = fit_power_law(
-        grid.p.reshape(-1), c.reshape(-1),
+        grid.p.reshape(-1),
+        c.reshape(-1),
         weights=grid.hits.reshape(-1) if weighted else None,
-        base=base, n_boot=n_boot, ci=ci, seed=seed, labels=labels,
+        base=base,
+        n_boot=n_boot,
+        ci=ci,
+        seed=seed,
+        labels=labels,
     )
     for item in fit.excluded:
         m = item["label"][0]

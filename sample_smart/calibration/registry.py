@@ -10,12 +10,14 @@ starts, they are read and validated **once**, and a request picks one by its **n
     SAMPLE_SMART_CALIBRATIONS=/srv/cal/   # every *.json in the folder, named by its file stem
 
     "vllm_xargs": {"calibration": "gsm8k"}
-    "vllm_xargs": {"sample_smart": "{\\"calibration\\": {\\"name\\": \\"gsm8k\\", \\"mode\\": \\"topk\\", \\"threshold\\": 0.1}}"}
+    "vllm_xargs": {"sample_smart":
+                   "{\\"calibration\\": {\\"name\\": \\"gsm8k\\", \\"mode\\": \\"topk\\", \\"threshold\\": 0.1}}"}
 
 A name is 1-64 characters of ``[A-Za-z0-9_.-]`` starting with a letter or digit. A request naming
 an unknown calibration is refused with a message that lists the served names and says nothing
 about the file system. A bad file, or a bad specification, stops the server at start-up instead.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,8 +48,10 @@ class CalibrationRegistry:
     def add(self, name: str, calibration: Mapping[str, Any], source: str | None = None) -> None:
         """Add a parsed calibration under ``name`` after checking that both of its decoders derive."""
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ValueError(f"calibration name {name!r} is invalid: allowed 1-64 characters of "
-                             "[A-Za-z0-9_.-] starting with a letter or digit")
+            raise ValueError(
+                f"calibration name {name!r} is invalid: allowed 1-64 characters of "
+                "[A-Za-z0-9_.-] starting with a letter or digit"
+            )
         if name in self._data:
             raise ValueError(f"calibration name {name!r} is given twice")
         from sample_smart.calibration.derive import calibration_from_dict
@@ -105,10 +109,14 @@ class CalibrationRegistry:
         if not isinstance(name, str) or name not in self._data:
             from sample_smart.config import describe
 
-            served = ", ".join(self.names) if self._data else (
-                f"none (the operator lists them in {ENV_VAR} when the server starts)")
-            raise ValueError(f"calibration={describe(name)} is invalid: unknown calibration name; "
-                             f"this server serves: {served}")
+            served = (
+                ", ".join(self.names)
+                if self._data
+                else (f"none (the operator lists them in {ENV_VAR} when the server starts)")
+            )
+            raise ValueError(
+                f"calibration={describe(name)} is invalid: unknown calibration name; this server serves: {served}"
+            )
         return dict(self._settings(name, mode, threshold))
 
     def _derive(self, name: str, mode: str, threshold: float | None) -> dict:

@@ -7,6 +7,7 @@ as one line ``path:line: what is wrong`` (exit status 2, no traceback): a sample
 be a JSON object whose ``correct`` is a JSON boolean (or 0/1), a metrics file must hold the
 fields the command reads with their types.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,16 +19,31 @@ import click
 from sample_smart.io_checks import cli_errors, refuse_overwrite
 
 _SAMPLES = click.argument("samples", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-_TRACES = click.option("--traces", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-                       help="Generation traces [default: <stem>_traces.jsonl beside the samples].")
-_OUT = click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
-                    help="Where the JSON and PNG go [default: the folder of the input].")
-_THRESHOLD = click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
-                          show_default=True, help="A token is low-confidence when its raw p_max is below this.")
+_TRACES = click.option(
+    "--traces",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Generation traces [default: <stem>_traces.jsonl beside the samples].",
+)
+_OUT = click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the JSON and PNG go [default: the folder of the input].",
+)
+_THRESHOLD = click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="A token is low-confidence when its raw p_max is below this.",
+)
 
 
-def _write(study: dict[str, Any], out_dir: Path, name: str, plot: Callable[[dict, Path], Path],
-           inputs: tuple[Path | None, ...]) -> Path:
+def _write(
+    study: dict[str, Any], out_dir: Path, name: str, plot: Callable[[dict, Path], Path], inputs: tuple[Path | None, ...]
+) -> Path:
     json_path, png_path = out_dir / f"{name}.json", out_dir / f"{name}.png"
     for path in (json_path, png_path):
         refuse_overwrite(path, inputs, option="--output-dir")
@@ -71,8 +87,13 @@ def low_conf(samples: Path, traces: Path | None, output_dir: Path | None, thresh
     from sample_smart.analysis.studies import low_confidence_study
 
     study = low_confidence_study(_joined(samples, traces), threshold)
-    _write(study, output_dir or samples.parent, f"{_stem(samples)}_low_conf", plot_low_confidence,
-           (samples, _traces(samples, traces)))
+    _write(
+        study,
+        output_dir or samples.parent,
+        f"{_stem(samples)}_low_conf",
+        plot_low_confidence,
+        (samples, _traces(samples, traces)),
+    )
 
 
 @analyze.command("mean-rank")
@@ -85,8 +106,13 @@ def mean_rank(samples: Path, traces: Path | None, output_dir: Path | None) -> No
     from sample_smart.analysis.plots import plot_mean_rank
     from sample_smart.analysis.studies import mean_rank_study
 
-    _write(mean_rank_study(_joined(samples, traces)), output_dir or samples.parent,
-           f"{_stem(samples)}_mean_rank", plot_mean_rank, (samples, _traces(samples, traces)))
+    _write(
+        mean_rank_study(_joined(samples, traces)),
+        output_dir or samples.parent,
+        f"{_stem(samples)}_mean_rank",
+        plot_mean_rank,
+        (samples, _traces(samples, traces)),
+    )
 
 
 @analyze.command("conf-vote")
@@ -100,8 +126,13 @@ def conf_vote(samples: Path, traces: Path | None, output_dir: Path | None, thres
     from sample_smart.analysis.plots import plot_confidence_vote
     from sample_smart.analysis.studies import VOTE_FIELDS, confidence_vote_study
 
-    _write(confidence_vote_study(_joined(samples, traces, VOTE_FIELDS), threshold), output_dir or samples.parent,
-           f"{_stem(samples)}_conf_vote", plot_confidence_vote, (samples, _traces(samples, traces)))
+    _write(
+        confidence_vote_study(_joined(samples, traces, VOTE_FIELDS), threshold),
+        output_dir or samples.parent,
+        f"{_stem(samples)}_conf_vote",
+        plot_confidence_vote,
+        (samples, _traces(samples, traces)),
+    )
 
 
 @analyze.command("all")
@@ -110,7 +141,9 @@ def conf_vote(samples: Path, traces: Path | None, output_dir: Path | None, thres
 @_OUT
 @_THRESHOLD
 @click.pass_context
-def all_studies(ctx: click.Context, samples: Path, traces: Path | None, output_dir: Path | None, threshold: float) -> None:
+def all_studies(
+    ctx: click.Context, samples: Path, traces: Path | None, output_dir: Path | None, threshold: float
+) -> None:
     """The three trace-joined studies of one run."""
     ctx.invoke(low_conf, samples=samples, traces=traces, output_dir=output_dir, threshold=threshold)
     ctx.invoke(mean_rank, samples=samples, traces=traces, output_dir=output_dir)
@@ -119,8 +152,9 @@ def all_studies(ctx: click.Context, samples: Path, traces: Path | None, output_d
 
 @analyze.command("bins")
 @click.argument("metrics", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True)
+@click.option(
+    "--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True
+)
 @cli_errors
 def bins(metrics: tuple[Path, ...], output_dir: Path) -> None:
     """maj@k versus k for runs restricted to one confidence bin each (the ten-curve figure).
@@ -146,6 +180,7 @@ def table(metrics: tuple[Path, ...], k: int | None) -> None:
     k = k or min(r["metrics"]["repeats"] for r in rows)
     for p, r in zip(metrics, rows):
         if str(k) not in r["metrics"]["maj_at_k"] or str(k) not in r["metrics"]["pass_at_k"]:
-            raise click.BadParameter(f"k={k}: {p} has no maj@{k} or pass@{k} (its repeats: "
-                                     f"{r['metrics']['repeats']})", param_hint="'--k'")
+            raise click.BadParameter(
+                f"k={k}: {p} has no maj@{k} or pass@{k} (its repeats: {r['metrics']['repeats']})", param_hint="'--k'"
+            )
     click.echo(results_table(rows, k))

@@ -4,6 +4,7 @@ The benchmarks live in the repository's ``benchmarks`` folder (next to ``sample_
 the installed package; these commands run them from a source checkout and pass every option
 through (``sample-smart bench processors --help``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,7 +21,8 @@ def _benchmark(name: str):
     if not (root / "benchmarks" / f"{name}.py").is_file():
         raise click.ClickException(
             f"benchmarks/{name}.py not found next to the sample_smart package ({root}): the benchmarks "
-            "run from a source checkout of the repository")
+            "run from a source checkout of the repository"
+        )
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     return importlib.import_module(f"benchmarks.{name}")

@@ -13,6 +13,7 @@ through a symlink or a hard link, is refused before anything is written); ``grid
 a trace file given twice and a record that repeats an example already read (same id, model
 and gold tokens), naming the ids, since its tokens would count twice.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,12 +41,23 @@ def calibrate() -> None:
 
 @calibrate.command("grid")
 @click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Grid JSON to write.")
-@click.option("--max-rank", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Ranks 1..R in the grid (at most the traces' top_k).")
-@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
-              help="A corrupt trace line stops the run (raise) or is skipped with a warning.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Grid JSON to write."
+)
+@click.option(
+    "--max-rank",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Ranks 1..R in the grid (at most the traces' top_k).",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="A corrupt trace line stops the run (raise) or is skipped with a warning.",
+)
 @cli_errors
 def grid_cmd(traces: tuple[Path, ...], output: Path, max_rank: int, on_error: str) -> None:
     """Build the rank-wise correctness grid from teacher-forced trace files (JSONL)."""
@@ -62,27 +74,79 @@ def grid_cmd(traces: tuple[Path, ...], output: Path, max_rank: int, on_error: st
 
 @calibrate.command("fit")
 @click.argument("grid_path", metavar="GRID", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Calibration file to write (loadable by DecodeConfig.from_calibration).")
-@click.option("--base", type=click.Choice(["e", "10"]), default="e", show_default=True,
-              help="Log base of the fit log c = A + B log p (stored with the fit).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Calibration file to write (loadable by DecodeConfig.from_calibration).",
+)
+@click.option(
+    "--base",
+    type=click.Choice(["e", "10"]),
+    default="e",
+    show_default=True,
+    help="Log base of the fit log c = A + B log p (stored with the fit).",
+)
 @click.option("--weighted", is_flag=True, help="Weight cells by their gold hits (else unweighted).")
-@click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(min=0),
-              help="Bootstrap resamples for the confidence intervals (0 = none).")
-@click.option("--ci", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Confidence level of the intervals.")
+@click.option(
+    "--n-boot",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Bootstrap resamples for the confidence intervals (0 = none).",
+)
+@click.option(
+    "--ci",
+    default=0.95,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Confidence level of the intervals.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
-@click.option("--min-count", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Exclude bins with fewer positions from the fit.")
-@click.option("--topk-threshold", default=0.05, show_default=True, type=float, callback=_threshold,
-              help="Default c of the Calibrated-TopK list stored in the file.")
-@click.option("--epsilon-threshold", default=None, type=float, callback=_threshold,
-              help="Default c_min of Calibrated-epsilon stored in the file (none: give one when loading).")
-@click.option("--min-samples", default=50, show_default=True, type=click.IntRange(min=0),
-              help="Bins with fewer positions get K = 1 (greedy) in Calibrated-TopK.")
+@click.option(
+    "--min-count",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Exclude bins with fewer positions from the fit.",
+)
+@click.option(
+    "--topk-threshold",
+    default=0.05,
+    show_default=True,
+    type=float,
+    callback=_threshold,
+    help="Default c of the Calibrated-TopK list stored in the file.",
+)
+@click.option(
+    "--epsilon-threshold",
+    default=None,
+    type=float,
+    callback=_threshold,
+    help="Default c_min of Calibrated-epsilon stored in the file (none: give one when loading).",
+)
+@click.option(
+    "--min-samples",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Bins with fewer positions get K = 1 (greedy) in Calibrated-TopK.",
+)
 @cli_errors
-def fit_cmd(grid_path: Path, output: Path, base: str, weighted: bool, n_boot: int, ci: float, seed: int,
-            min_count: int, topk_threshold: float, epsilon_threshold: float | None, min_samples: int) -> None:
+def fit_cmd(
+    grid_path: Path,
+    output: Path,
+    base: str,
+    weighted: bool,
+    n_boot: int,
+    ci: float,
+    seed: int,
+    min_count: int,
+    topk_threshold: float,
+    epsilon_threshold: float | None,
+    min_samples: int,
+) -> None:
     """Fit the power law on a grid and write a calibration file."""
     from sample_smart.calibration import (
         CalibrationGrid,
@@ -97,31 +161,53 @@ def fit_cmd(grid_path: Path, output: Path, base: str, weighted: bool, n_boot: in
     if grid.n_tokens == 0:
         raise ValueError(f"{grid_path}: the grid holds no tokens")
     fit = fit_grid(grid, base=base, weighted=weighted, min_count=min_count, n_boot=n_boot, ci=ci, seed=seed)
-    cal = build_calibration(grid, fit, topk_threshold=topk_threshold, epsilon_threshold=epsilon_threshold,
-                            min_samples=min_samples, grid_file=str(grid_path))
+    cal = build_calibration(
+        grid,
+        fit,
+        topk_threshold=topk_threshold,
+        epsilon_threshold=epsilon_threshold,
+        min_samples=min_samples,
+        grid_file=str(grid_path),
+    )
     save_calibration(output, cal)
     log = "ln" if fit.base == "e" else "log10"
     pct = f"{100 * ci:g}%"
-    click.echo(f"fit ({'weighted by hits' if weighted else 'unweighted'}, base {fit.base}): "
-               f"{log} c = A + B {log} p over {fit.n_cells} cells ({len(fit.excluded)} excluded)")
+    click.echo(
+        f"fit ({'weighted by hits' if weighted else 'unweighted'}, base {fit.base}): "
+        f"{log} c = A + B {log} p over {fit.n_cells} cells ({len(fit.excluded)} excluded)"
+    )
     click.echo(f"A = {fit.A:.4f}  {pct} CI [{_fmt(fit.A_ci[0])}, {_fmt(fit.A_ci[1])}]")
     click.echo(f"B = {fit.B:.4f}  {pct} CI [{_fmt(fit.B_ci[0])}, {_fmt(fit.B_ci[1])}]")
     click.echo(f"R^2 = {_fmt(fit.r2)}")
-    click.echo(f"Calibrated-TopK at c = {topk_threshold} (highest bin first): "
-               f"{cal['derived']['calibrated_topk']['dynamic_top_k']}")
+    click.echo(
+        f"Calibrated-TopK at c = {topk_threshold} (highest bin first): "
+        f"{cal['derived']['calibrated_topk']['dynamic_top_k']}"
+    )
     if epsilon_threshold is not None and fit.B > 0:
-        click.echo(f"Calibrated-epsilon at c_min = {epsilon_threshold}: equivalent epsilon = "
-                   f"{equivalent_epsilon(fit, epsilon_threshold):.4g}")
+        click.echo(
+            f"Calibrated-epsilon at c_min = {epsilon_threshold}: equivalent epsilon = "
+            f"{equivalent_epsilon(fit, epsilon_threshold):.4g}"
+        )
     click.echo(f"-> {output}")
 
 
 @calibrate.command("buckets")
 @click.argument("pairs", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON array of 100 probabilities (default: beside PAIRS, same name, .json).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON array of 100 probabilities (default: beside PAIRS, same name, .json).",
+)
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto", show_default=True)
-@click.option("--adaptive-bins", default=15, show_default=True, type=click.IntRange(min=1),
-              help="Equal-mass bins of the adaptive ECE.")
+@click.option(
+    "--adaptive-bins",
+    default=15,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Equal-mass bins of the adaptive ECE.",
+)
 @cli_errors
 def buckets_cmd(pairs: Path, output: Path | None, fmt: str, adaptive_bins: int) -> None:
     """100-bucket confidence calibration of (confidence, correct) pairs (JSONL or CSV)."""
@@ -137,8 +223,9 @@ def buckets_cmd(pairs: Path, output: Path | None, fmt: str, adaptive_bins: int) 
     click.echo(f"pairs: {s['n_pairs']}, populated buckets: {s['populated_buckets']} of 100")
     click.echo(f"overall accuracy (raw pairs):    {s['overall_accuracy_raw']:.6f}")
     click.echo(f"overall accuracy (bucket counts): {s['overall_accuracy_buckets']:.6f}")
-    click.echo(f"ECE = {s['ece']:.4f}  MCE = {s['mce']:.4f}  adaptive ECE ({adaptive_bins} bins) = "
-               f"{s['adaptive_ece']:.4f}")
+    click.echo(
+        f"ECE = {s['ece']:.4f}  MCE = {s['mce']:.4f}  adaptive ECE ({adaptive_bins} bins) = {s['adaptive_ece']:.4f}"
+    )
     click.echo(f"-> {output}")
 
 
@@ -147,8 +234,9 @@ def plot() -> None:
     """Figures (PNG/PDF/SVG by the output's extension), each stating its conventions."""
 
 
-_OUT = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                    help="Figure file to write.")
+_OUT = click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Figure file to write."
+)
 
 
 @plot.command("grid")

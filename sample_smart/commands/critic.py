@@ -14,6 +14,7 @@ line naming what is wrong, before the model loads where possible.
 
 Heavy imports (torch, transformers) happen inside the commands only.
 """
+
 from __future__ import annotations
 
 import time
@@ -40,8 +41,10 @@ def _report(echo: Callable[[str], Any], data: dict, values: Path, counts: Path) 
     if data.get("overall_accuracy_samples") is not None:
         echo(f"overall accuracy (samples):       {data['overall_accuracy_samples']:.6f}")
     echo(f"overall accuracy (bucket counts): {data['overall_accuracy_buckets']:.6f}")
-    echo(f"ECE = {data['ece']:.4f}  MCE = {data['mce']:.4f}" +
-         (f"  adaptive ECE (15 bins) = {data['adaptive_ece']:.4f}" if data.get("adaptive_ece") is not None else ""))
+    echo(
+        f"ECE = {data['ece']:.4f}  MCE = {data['mce']:.4f}"
+        + (f"  adaptive ECE (15 bins) = {data['adaptive_ece']:.4f}" if data.get("adaptive_ece") is not None else "")
+    )
     echo(f"-> {values} (100 values)  {counts} (counts, metadata, isotonic values)")
 
 
@@ -49,37 +52,91 @@ def _report(echo: Callable[[str], Any], data: dict, values: Path, counts: Path) 
 @click.argument("model_spec", metavar="MODEL")
 @click.argument("data", metavar="DATA")
 @click.argument("num_sequences", metavar="NUM_SEQUENCES", type=click.IntRange(min=1))
-@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True,
-              help="For a DATA folder (train.jsonl / val.jsonl) or a task: which split.")
-@click.option("--critic", "critic_spec", default="p_sampled", show_default=True, callback=_critic_spec,
-              help="p_sampled (the model's probability of the sampled token), p_max, or model:PATH "
-                   "(a second model's probability of the sampled token; same vocabulary).")
-@click.option("--on-sampled", is_flag=True,
-              help="The critic scores the sampled sequence (gold tokens replaced by the draws), not the gold prefix.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val"]),
+    default="val",
+    show_default=True,
+    help="For a DATA folder (train.jsonl / val.jsonl) or a task: which split.",
+)
+@click.option(
+    "--critic",
+    "critic_spec",
+    default="p_sampled",
+    show_default=True,
+    callback=_critic_spec,
+    help="p_sampled (the model's probability of the sampled token), p_max, or model:PATH "
+    "(a second model's probability of the sampled token; same vocabulary).",
+)
+@click.option(
+    "--on-sampled",
+    is_flag=True,
+    help="The critic scores the sampled sequence (gold tokens replaced by the draws), not the gold prefix.",
+)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Sampling seed.")
 @click.option("--verbose", is_flag=True, help="Print the non-empty buckets every 100 sequences.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON array of 100 values (default: beside a checkpoint, latest.pt -> latest.json; "
-                   "<folder>/critic_calibration.json for a model folder).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the reliability diagram with the bucket counts (PNG/PDF/SVG).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="gsm8k_fewshot: the folder with train.jsonl/test.jsonl (val = test).")
-@click.option("--chat-template/--raw", "chat_template", default=True, show_default=True,
-              help="Render prompts with the tokenizer's chat template, or tokenize them as they are.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON array of 100 values (default: beside a checkpoint, latest.pt -> latest.json; "
+    "<folder>/critic_calibration.json for a model folder).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the reliability diagram with the bucket counts (PNG/PDF/SVG).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="gsm8k_fewshot: the folder with train.jsonl/test.jsonl (val = test).",
+)
+@click.option(
+    "--chat-template/--raw",
+    "chat_template",
+    default=True,
+    show_default=True,
+    help="Render prompts with the tokenizer's chat template, or tokenize them as they are.",
+)
 @click.option("--id-field", default="id", show_default=True, help="JSONL data: field of the example id.")
 @click.option("--prompt-field", default="prompt", show_default=True, help="JSONL data: field of the prompt.")
 @click.option("--target-field", default="target", show_default=True, help="JSONL data: field of the target.")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
-              help="Sequences per forward pass.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads (default: torch's; on a shared machine 1 can be several times faster).")
+@click.option(
+    "--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Sequences per forward pass."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads (default: torch's; on a shared machine 1 can be several times faster).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @cli_errors
-def critic_cmd(model_spec: str, data: str, num_sequences: int, split: str, critic_spec: str, on_sampled: bool,
-               seed: int, verbose: bool, output: Path | None, plot_path: Path | None, data_dir: Path | None,
-               chat_template: bool, id_field: str, prompt_field: str, target_field: str, batch_size: int,
-               threads: int | None, progress: bool) -> None:
+def critic_cmd(
+    model_spec: str,
+    data: str,
+    num_sequences: int,
+    split: str,
+    critic_spec: str,
+    on_sampled: bool,
+    seed: int,
+    verbose: bool,
+    output: Path | None,
+    plot_path: Path | None,
+    data_dir: Path | None,
+    chat_template: bool,
+    id_field: str,
+    prompt_field: str,
+    target_field: str,
+    batch_size: int,
+    threads: int | None,
+    progress: bool,
+) -> None:
     """Critic calibration on tokens sampled from MODEL's raw softmax over NUM_SEQUENCES of DATA.
 
     MODEL: a model folder, a checkpoint file (.pt/.pth/.bin/.safetensors with config and
@@ -127,26 +184,49 @@ def critic_cmd(model_spec: str, data: str, num_sequences: int, split: str, criti
         else:
             critic_model, critic_tok = load_model(critic_source)
             if critic_tok.get_vocab() != tokenizer.get_vocab():
-                raise ValueError(f"critic model {critic_source.name}: its tokenizer differs from the model's; "
-                                 "a critic scores the sampled token id, so both must share one vocabulary")
+                raise ValueError(
+                    f"critic model {critic_source.name}: its tokenizer differs from the model's; "
+                    "a critic scores the sampled token id, so both must share one vocabulary"
+                )
     echo = click.echo
-    result = run_critic_calibration(encoded, model, tokenizer, critic=critic, critic_model=critic_model, seed=seed,
-                                    batch_size=batch_size, progress=progress, verbose_every=100 if verbose else 0,
-                                    echo=echo)
+    result = run_critic_calibration(
+        encoded,
+        model,
+        tokenizer,
+        critic=critic,
+        critic_model=critic_model,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        verbose_every=100 if verbose else 0,
+        echo=echo,
+    )
     wall = time.perf_counter() - t0
     cal = result.calibrator()  # checks the raw and bucket accuracies agree, and gives the adaptive ECE
     meta = {
         "sampled_from": SAMPLED_FROM,
         "critic": critic.describe(critic_source.name if critic_source else None),
-        "runs": [{
-            "model": source.name, "data": ds.description, "num_sequences_requested": num_sequences,
-            "n_sequences": result.n_sequences, "n_positions": result.n_positions, "seed": seed,
-            "chat_template": chat_template, "draws_sha256": result.draws_sha256,
-        }],
+        "runs": [
+            {
+                "model": source.name,
+                "data": ds.description,
+                "num_sequences_requested": num_sequences,
+                "n_sequences": result.n_sequences,
+                "n_positions": result.n_positions,
+                "seed": seed,
+                "chat_template": chat_template,
+                "draws_sha256": result.draws_sha256,
+            }
+        ],
     }
-    content = build_counts_file(meta, result.counts, result.correct, result.score_sums,
-                                result.overall_accuracy_samples,
-                                extra={"adaptive_ece": cal.adaptive_ece_, "adaptive_bins": cal.adaptive_bins})
+    content = build_counts_file(
+        meta,
+        result.counts,
+        result.correct,
+        result.score_sums,
+        result.overall_accuracy_samples,
+        extra={"adaptive_ece": cal.adaptive_ece_, "adaptive_bins": cal.adaptive_bins},
+    )
     if content["filled"] != [float(v) for v in cal.filled_]:
         raise RuntimeError("bucket values from the counts and from the pairs disagree")
     values, counts = write_calibration(output, content)
@@ -157,14 +237,27 @@ def critic_cmd(model_spec: str, data: str, num_sequences: int, split: str, criti
     if plot_path is not None:
         from sample_smart.calibration.plots import plot_reliability
 
-        echo(str(plot_reliability(cal, plot_path, title=f"critic {critic.name} ({critic.prefix} prefix) on tokens "
-                                  "sampled from the raw softmax, T = 1; 100 buckets")))
+        echo(
+            str(
+                plot_reliability(
+                    cal,
+                    plot_path,
+                    title=f"critic {critic.name} ({critic.prefix} prefix) on tokens "
+                    "sampled from the raw softmax, T = 1; 100 buckets",
+                )
+            )
+        )
 
 
 @click.command("critic-merge")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON array of 100 values of the merged counts (counts file beside it).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON array of 100 values of the merged counts (counts file beside it).",
+)
 @cli_errors
 def critic_merge_cmd(inputs: tuple[Path, ...], output: Path) -> None:
     """Add the bucket counts of several `calibrate critic` runs (same sampled distribution and critic).

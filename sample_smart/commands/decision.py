@@ -9,6 +9,7 @@ Conventions (first-token probability, raw softmax, mass, ECE bins): :mod:`sample
 Errors in flags or input files are one line naming the flag, the file and line, or the label, and
 exit with status 2 (no traceback).
 """
+
 from __future__ import annotations
 
 import functools
@@ -49,8 +50,13 @@ def decision() -> None:
 
 
 @decision.command("finetune")
-@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: trainer_state.json, decision.jsonl, run.json (must not hold a decision.jsonl yet).")
+@click.option(
+    "-o",
+    "--output-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder: trainer_state.json, decision.jsonl, run.json (must not hold a decision.jsonl yet).",
+)
 @click.option("--model", default=None, help="Model folder (default: the embedded SmolLM2-135M-Instruct, fp32).")
 @click.option("--n-train", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--n-eval", type=click.IntRange(min=1), default=64, show_default=True)
@@ -58,12 +64,22 @@ def decision() -> None:
 @click.option("--eval-steps", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", "learning_rate", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=2e-5,
-              show_default=True, help="AdamW learning rate, constant schedule.")
+@click.option(
+    "--lr",
+    "learning_rate",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=2e-5,
+    show_default=True,
+    help="AdamW learning rate, constant schedule.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--padding-side", type=click.Choice(["right", "left"]), default="right", show_default=True)
-@click.option("--save-model/--no-save-model", default=False, show_default=True,
-              help="Also save the final model in OUTPUT_DIR/final (for `decision extract`).")
+@click.option(
+    "--save-model/--no-save-model",
+    default=False,
+    show_default=True,
+    help="Also save the final model in OUTPUT_DIR/final (for `decision extract`).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_errors_as_click
 def finetune(output_dir: Path, model: str | None, **kwargs: Any) -> None:
@@ -72,22 +88,44 @@ def finetune(output_dir: Path, model: str | None, **kwargs: Any) -> None:
 
     info = run_decision_finetune(output_dir, model=model, **kwargs)
     first, last = info["measurements"][0], info["measurements"][-1]
-    click.echo(json.dumps({"output_dir": str(output_dir), "wall_time_s": info["wall_time_s"],
-                           "first": first, "last": last}))
+    click.echo(
+        json.dumps({"output_dir": str(output_dir), "wall_time_s": info["wall_time_s"], "first": first, "last": last})
+    )
 
 
 @decision.command("extract")
 @click.option("--model", default=None, help="Checkpoint folder (default: the embedded SmolLM2-135M-Instruct, fp32).")
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
-              help='Input JSONL: {"id", "prompt", "target"?, "gt"?} per line.')
-@click.option("--labels", "labels", multiple=True, required=True, callback=_labels, metavar="CLASS=WORD[,WORD...]",
-              help="A class and its label words (repeat per class); leading-space variants are added.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output JSONL (appended, resumable).")
-@click.option("--answer-prefix", default=None,
-              help='Only a label token right after this text counts (with a target), or this text is appended '
-                   'to the prompt (without one), e.g. "\\boxed{".')
-@click.option("--backend", type=click.Choice(["transformers"]), default="transformers", show_default=True,
-              help="Only transformers for now (exact full-vocabulary softmax).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help='Input JSONL: {"id", "prompt", "target"?, "gt"?} per line.',
+)
+@click.option(
+    "--labels",
+    "labels",
+    multiple=True,
+    required=True,
+    callback=_labels,
+    metavar="CLASS=WORD[,WORD...]",
+    help="A class and its label words (repeat per class); leading-space variants are added.",
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output JSONL (appended, resumable)."
+)
+@click.option(
+    "--answer-prefix",
+    default=None,
+    help="Only a label token right after this text counts (with a target), or this text is appended "
+    'to the prompt (without one), e.g. "\\boxed{".',
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["transformers"]),
+    default="transformers",
+    show_default=True,
+    help="Only transformers for now (exact full-vocabulary softmax).",
+)
 @click.option("--chat-template/--raw", "chat_template", default=True, show_default=True)
 @click.option("--id-field", default="id", show_default=True)
 @click.option("--prompt-field", default="prompt", show_default=True)
@@ -95,14 +133,19 @@ def finetune(output_dir: Path, model: str | None, **kwargs: Any) -> None:
 @click.option("--gt-field", default="gt", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--limit", type=click.IntRange(min=0), default=None)
-@click.option("--step", type=click.IntRange(min=0), default=None,
-              help="Training step to record (default: global_step of MODEL/trainer_state.json, if any).")
+@click.option(
+    "--step",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Training step to record (default: global_step of MODEL/trainer_state.json, if any).",
+)
 @click.option("--device", default=None, help="torch device (default cpu).")
 @click.option("--resume/--no-resume", default=True, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_errors_as_click
-def extract(model: str | None, data: str, labels: dict[str, list[str]], output: str, backend: str,
-            **kwargs: Any) -> None:
+def extract(
+    model: str | None, data: str, labels: dict[str, list[str]], output: str, backend: str, **kwargs: Any
+) -> None:
     """Per-example decision-token probabilities of one checkpoint (p_<class>, mass, confidence, gt, pred, correct)."""
     from sample_smart.analysis.decision_extract import extract_decisions
 
@@ -119,8 +162,13 @@ def extract(model: str | None, data: str, labels: dict[str, list[str]], output: 
 
 @decision.command("plot")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for evolution.png, reliability.png, confidence_hist.png, summary.json, summary.md.")
+@click.option(
+    "-o",
+    "--output-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for evolution.png, reliability.png, confidence_hist.png, summary.json, summary.md.",
+)
 @_errors_as_click
 def plot(inputs: tuple[str, ...], output_dir: str) -> None:
     """Evolution over steps, reliability diagrams and confidence histograms; prints the summary table.

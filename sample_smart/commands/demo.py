@@ -5,6 +5,7 @@ each prompt as one batch, and prints, decoder by decoder, how many tokens each r
 the most probable of them. One call of ``process`` handles the whole batch per decoder, and a
 last call mixes a different decoder in every row.
 """
+
 from __future__ import annotations
 
 import time
@@ -73,8 +74,10 @@ def demo(model_dir: str | None) -> None:
     model_dir = model_dir or str(require_default_model())
     t0 = time.perf_counter()
     tok, logits = next_token_logits(model_dir, PROMPTS)
-    click.echo(f"model: {model_dir}\nbatch: {len(PROMPTS)} prompts x vocab {logits.shape[-1]} "
-               f"(forward pass {time.perf_counter() - t0:.1f} s)")
+    click.echo(
+        f"model: {model_dir}\nbatch: {len(PROMPTS)} prompts x vocab {logits.shape[-1]} "
+        f"(forward pass {time.perf_counter() - t0:.1f} s)"
+    )
     probs = torch.softmax(logits, -1)
     for i, prompt in enumerate(PROMPTS):
         p_max = float(probs[i].max())
@@ -85,7 +88,7 @@ def demo(model_dir: str | None) -> None:
         click.echo(f"\n{name}  {settings}")
         for i in range(len(PROMPTS)):
             click.echo(f"  row {i}: " + _describe(tok, out[i]))
-    mixed = [DecodeConfig.from_dict(s) for s in list(DECODERS.values())[-len(PROMPTS):]]
+    mixed = [DecodeConfig.from_dict(s) for s in list(DECODERS.values())[-len(PROMPTS) :]]
     out = process(logits, mixed)
     click.echo("\none mixed batch (row i uses the i-th of the last four decoders above):")
     for i, cfg in enumerate(mixed):

@@ -1,4 +1,5 @@
 """`sample-smart model ...`: the embedded default model (SmolLM2-135M-Instruct, fp32)."""
+
 from __future__ import annotations
 
 import click

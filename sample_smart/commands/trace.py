@@ -12,6 +12,7 @@ bar, accept ``--limit`` and resume: records already in the output (keyed by exam
 are skipped on a rerun. An output that is the data file (also through a symlink or hard
 link) is refused; a bad data line is reported as ``path:line: what`` with exit status 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,23 +46,52 @@ def _count_lines(path: str) -> int:
 
 def _data_options(fn):
     fn = click.option("--target-field", default="target", show_default=True, help="JSON field of the target text.")(fn)
-    fn = click.option("--prompt-field", default="prompt", show_default=True,
-                      help="JSON field of the prompt (a string, or chat messages with --chat-template).")(fn)
-    fn = click.option("--id-field", default="id", show_default=True,
-                      help="JSON field of the example id (missing: the 0-based line index among examples).")(fn)
-    fn = click.option("--chat-template/--raw", "chat_template", default=True, show_default=True,
-                      help="Render prompts with the tokenizer's chat template, or tokenize them as they are.")(fn)
-    fn = click.option("--limit", type=click.IntRange(min=0), default=None,
-                      help="Use at most this many examples from the start of the data file.")(fn)
-    fn = click.option("--resume/--no-resume", default=True, show_default=True,
-                      help="Skip examples whose id already has a record in the output file.")(fn)
+    fn = click.option(
+        "--prompt-field",
+        default="prompt",
+        show_default=True,
+        help="JSON field of the prompt (a string, or chat messages with --chat-template).",
+    )(fn)
+    fn = click.option(
+        "--id-field",
+        default="id",
+        show_default=True,
+        help="JSON field of the example id (missing: the 0-based line index among examples).",
+    )(fn)
+    fn = click.option(
+        "--chat-template/--raw",
+        "chat_template",
+        default=True,
+        show_default=True,
+        help="Render prompts with the tokenizer's chat template, or tokenize them as they are.",
+    )(fn)
+    fn = click.option(
+        "--limit",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Use at most this many examples from the start of the data file.",
+    )(fn)
+    fn = click.option(
+        "--resume/--no-resume",
+        default=True,
+        show_default=True,
+        help="Skip examples whose id already has a record in the output file.",
+    )(fn)
     fn = click.option("--progress/--no-progress", default=True, show_default=True)(fn)
-    fn = click.option("--top-k", type=click.IntRange(1, 1000), default=20, show_default=True,
-                      help="How many top token ids/logprobs to keep per position.")(fn)
-    fn = click.option("--model", default=None, help="Model folder or name (default: the embedded SmolLM2-135M-Instruct).")(fn)
+    fn = click.option(
+        "--top-k",
+        type=click.IntRange(1, 1000),
+        default=20,
+        show_default=True,
+        help="How many top token ids/logprobs to keep per position.",
+    )(fn)
+    fn = click.option(
+        "--model", default=None, help="Model folder or name (default: the embedded SmolLM2-135M-Instruct)."
+    )(fn)
     fn = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output JSONL file.")(fn)
-    fn = click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
-                      help="Input JSONL, one example per line.")(fn)
+    fn = click.option(
+        "--data", required=True, type=click.Path(exists=True, dir_okay=False), help="Input JSONL, one example per line."
+    )(fn)
     return fn
 
 
@@ -78,16 +108,45 @@ def trace() -> None:
 
 @trace.command("teacher-force")
 @_data_options
-@click.option("--backend", type=click.Choice(["transformers", "vllm"]), default="transformers", show_default=True,
-              help="transformers: exact full-vocabulary entropy; vllm: prompt logprobs, entropy over the top-k only.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Sequences per forward pass (transformers) / per engine call chunk (vllm: x4).")
+@click.option(
+    "--backend",
+    type=click.Choice(["transformers", "vllm"]),
+    default="transformers",
+    show_default=True,
+    help="transformers: exact full-vocabulary entropy; vllm: prompt logprobs, entropy over the top-k only.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Sequences per forward pass (transformers) / per engine call chunk (vllm: x4).",
+)
 @click.option("--device", default=None, help="transformers backend: torch device (cpu, cuda, cuda:1, mps).")
-@click.option("--reference-out", type=click.Path(dir_okay=False), default=None,
-              help='Also write the reference {"gt","top_ids","top_probs"} lines (one per target token) here.')
+@click.option(
+    "--reference-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help='Also write the reference {"gt","top_ids","top_probs"} lines (one per target token) here.',
+)
 @cli_errors
-def teacher_force(data, output, model, top_k, progress, resume, limit, chat_template, id_field, prompt_field,
-                  target_field, backend, batch_size, device, reference_out) -> None:
+def teacher_force(
+    data,
+    output,
+    model,
+    top_k,
+    progress,
+    resume,
+    limit,
+    chat_template,
+    id_field,
+    prompt_field,
+    target_field,
+    backend,
+    batch_size,
+    device,
+    reference_out,
+) -> None:
     """Teacher-force (prompt, target) pairs: gold rank, logprob, p_max, entropy, top-k per target token.
 
     Input lines: {"id": ..., "prompt": ..., "target": ...}. Output: one
@@ -109,7 +168,9 @@ def teacher_force(data, output, model, top_k, progress, resume, limit, chat_temp
         chunk = batch_size * 4
     else:
         if device not in (None, "cpu"):
-            raise click.BadParameter("the vllm backend picks its own device; leave --device unset", param_hint="--device")
+            raise click.BadParameter(
+                "the vllm backend picks its own device; leave --device unset", param_hint="--device"
+            )
         from sample_smart.traces.vllm_backend import VLLMTeacherForcer
 
         scorer = VLLMTeacherForcer(_engine(model, top_k), top_k=top_k)
@@ -118,8 +179,16 @@ def teacher_force(data, output, model, top_k, progress, resume, limit, chat_temp
     ref = ReferenceTeacherForcedWriter(reference_out) if reference_out else None
     try:
         counts = run_teacher_forcing(
-            examples, scorer, output, chat_template=chat_template, limit=limit, resume=resume, chunk_size=chunk,
-            progress=progress, total=_count_lines(data), on_record=ref.write if ref else None,
+            examples,
+            scorer,
+            output,
+            chat_template=chat_template,
+            limit=limit,
+            resume=resume,
+            chunk_size=chunk,
+            progress=progress,
+            total=_count_lines(data),
+            on_record=ref.write if ref else None,
         )
     finally:
         if ref:
@@ -132,29 +201,92 @@ def teacher_force(data, output, model, top_k, progress, resume, limit, chat_temp
 @click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("-n", "--n", "n", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per prompt.")
 @click.option("--seed", type=int, default=None, help="Per-request sampling seed (request i gets seed + i).")
-@click.option("--temperature", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
-              help="vLLM's temperature (leave at 1 when the decoder settings set temperature or edt_var).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A sample_smart decoder setting (DecodeConfig key), e.g. --set min_p=0.1 --set greedy_threshold=0.3.")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="vLLM's temperature (leave at 1 when the decoder settings set temperature or edt_var).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A sample_smart decoder setting (DecodeConfig key), e.g. --set min_p=0.1 --set greedy_threshold=0.3.",
+)
 @click.option("--config-json", default=None, help="Decoder settings as a JSON object (merged under --set).")
 @click.option("--stop", "stop_strings", multiple=True, help="Stop TRACING after the first token completing this text.")
 @click.option("--stop-regex", default=None, help="Stop tracing after the first token completing a match of this regex.")
-@click.option("--trace-after-stop", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Also trace this many tokens after the stop match.")
-@click.option("--logprobs-mode", type=click.Choice(["raw_logprobs", "processed_logprobs"]), default="raw_logprobs",
-              show_default=True, help="Engine mode; processed adds each token's processed logprob (raw values kept).")
-@click.option("--reference-dir", type=click.Path(file_okay=False), default=None,
-              help="Also write low_conf_ranks_<ts>.jsonl and all_sampled_ranks_<ts>.jsonl here.")
-@click.option("--low-conf-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
-              help="low_conf_ranks: ranks at steps with p_max below this.")
-@click.option("--sampled-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.1, show_default=True,
-              help="all_sampled_ranks: ranks of sampled tokens with raw probability below this.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Prompts per engine call (and per flush of records).")
+@click.option(
+    "--trace-after-stop",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also trace this many tokens after the stop match.",
+)
+@click.option(
+    "--logprobs-mode",
+    type=click.Choice(["raw_logprobs", "processed_logprobs"]),
+    default="raw_logprobs",
+    show_default=True,
+    help="Engine mode; processed adds each token's processed logprob (raw values kept).",
+)
+@click.option(
+    "--reference-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write low_conf_ranks_<ts>.jsonl and all_sampled_ranks_<ts>.jsonl here.",
+)
+@click.option(
+    "--low-conf-threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="low_conf_ranks: ranks at steps with p_max below this.",
+)
+@click.option(
+    "--sampled-threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.1,
+    show_default=True,
+    help="all_sampled_ranks: ranks of sampled tokens with raw probability below this.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Prompts per engine call (and per flush of records).",
+)
 @cli_errors
-def generate(data, output, model, top_k, progress, resume, limit, chat_template, id_field, prompt_field,
-             target_field, max_tokens, n, seed, temperature, settings, config_json, stop_strings, stop_regex,
-             trace_after_stop, logprobs_mode, reference_dir, low_conf_threshold, sampled_threshold, batch_size) -> None:
+def generate(
+    data,
+    output,
+    model,
+    top_k,
+    progress,
+    resume,
+    limit,
+    chat_template,
+    id_field,
+    prompt_field,
+    target_field,
+    max_tokens,
+    n,
+    seed,
+    temperature,
+    settings,
+    config_json,
+    stop_strings,
+    stop_regex,
+    trace_after_stop,
+    logprobs_mode,
+    reference_dir,
+    low_conf_threshold,
+    sampled_threshold,
+    batch_size,
+) -> None:
     """Generate with vLLM and trace each sampled token's raw rank and probability.
 
     Input lines: {"id": ..., "prompt": ...} (a target field is ignored). Output: one
@@ -185,10 +317,26 @@ def generate(data, output, model, top_k, progress, resume, limit, chat_template,
     from sample_smart.traces.generation_run import run_generation_traces
 
     counts = run_generation_traces(
-        data, output, model=_model_path(model), config=config, top_k=top_k, n=n, max_tokens=max_tokens,
-        seed=seed, temperature=temperature, stop=stop, logprobs_mode=logprobs_mode, chat_template=chat_template,
-        id_field=id_field, prompt_field=prompt_field, limit=limit, resume=resume, progress=progress,
-        batch_size=batch_size, reference_dir=reference_dir, low_conf_threshold=low_conf_threshold,
+        data,
+        output,
+        model=_model_path(model),
+        config=config,
+        top_k=top_k,
+        n=n,
+        max_tokens=max_tokens,
+        seed=seed,
+        temperature=temperature,
+        stop=stop,
+        logprobs_mode=logprobs_mode,
+        chat_template=chat_template,
+        id_field=id_field,
+        prompt_field=prompt_field,
+        limit=limit,
+        resume=resume,
+        progress=progress,
+        batch_size=batch_size,
+        reference_dir=reference_dir,
+        low_conf_threshold=low_conf_threshold,
         sampled_threshold=sampled_threshold,
     )
     click.echo(json.dumps({"output": str(Path(output)), **counts}))

@@ -40,6 +40,7 @@ a missing trainer/eval dataset or an eval set where **no** example holds a label
 (the error names the first examples). Examples without an answer position are counted
 (``eval_decision_n_missing``), listed once in a warning, and never stop training.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,13 +80,23 @@ class DecisionTokenCallback(TrainerCallback):
     ``jsonl_path``: append one line per example and measurement (crash-safe, as the traces);
     ``metric_key_prefix``: "eval" gives ``eval_decision_*``."""
 
-    def __init__(self, tokenizer: Any, labels: Mapping[str, Sequence[str]], *, trainer: Any = None,
-                 answer_prefix: str | None = None, leading_space: bool = True, every_n_steps: int | None = None,
-                 jsonl_path: str | os.PathLike | None = None, metric_key_prefix: str = "eval"):
+    def __init__(
+        self,
+        tokenizer: Any,
+        labels: Mapping[str, Sequence[str]],
+        *,
+        trainer: Any = None,
+        answer_prefix: str | None = None,
+        leading_space: bool = True,
+        every_n_steps: int | None = None,
+        jsonl_path: str | os.PathLike | None = None,
+        metric_key_prefix: str = "eval",
+    ):
         if tokenizer is None:
             raise ValueError("DecisionTokenCallback needs the tokenizer (processing_class) to resolve the label tokens")
-        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
-                                          or every_n_steps < 1):
+        if every_n_steps is not None and (
+            isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1
+        ):
             raise ValueError(f"every_n_steps must be None or an int >= 1, got {every_n_steps!r}")
         if answer_prefix is not None and not answer_prefix:
             raise ValueError("answer_prefix must be None or a non-empty string")
@@ -100,8 +111,11 @@ class DecisionTokenCallback(TrainerCallback):
         self.history: list[dict[str, float]] = []  # the metrics of every measurement, in order
         self._warned_missing = False
         if self.label_tokens.multi_token:
-            warnings.warn(f"label variants of several tokens, scored by their first token's probability: "
-                          f"{list(self.label_tokens.multi_token)}", stacklevel=2)
+            warnings.warn(
+                f"label variants of several tokens, scored by their first token's probability: "
+                f"{list(self.label_tokens.multi_token)}",
+                stacklevel=2,
+            )
 
     @classmethod
     def attach(cls, trainer: Any, labels: Mapping[str, Sequence[str]], **kwargs: Any) -> "DecisionTokenCallback":
@@ -115,11 +129,15 @@ class DecisionTokenCallback(TrainerCallback):
     # ------------------------------------------------------------ events
     def on_train_begin(self, args, state, control, **kwargs):
         if self.trainer is None:
-            raise RuntimeError("DecisionTokenCallback needs the trainer to log its metrics (Trainer.evaluate logs "
-                               "before on_evaluate): build it with DecisionTokenCallback.attach(trainer, labels) or "
-                               "trainer=...")
+            raise RuntimeError(
+                "DecisionTokenCallback needs the trainer to log its metrics (Trainer.evaluate logs "
+                "before on_evaluate): build it with DecisionTokenCallback.attach(trainer, labels) or "
+                "trainer=..."
+            )
         if self.trainer.eval_dataset is None:
-            raise ValueError("DecisionTokenCallback needs an eval_dataset on the trainer (it measures the eval examples)")
+            raise ValueError(
+                "DecisionTokenCallback needs an eval_dataset on the trainer (it measures the eval examples)"
+            )
         self._preflight(self.trainer.get_eval_dataloader())
 
     def on_evaluate(self, args, state, control, model=None, eval_dataloader=None, metrics=None, **kwargs):
@@ -144,22 +162,32 @@ class DecisionTokenCallback(TrainerCallback):
         missing, total = [], 0
         for batch in dataloader:
             if "labels" not in batch:
-                raise ValueError(f"the eval batches have no 'labels' (keys {sorted(batch)}); the answer position is "
-                                 "found from the labels")
+                raise ValueError(
+                    f"the eval batches have no 'labels' (keys {sorted(batch)}); the answer position is "
+                    "found from the labels"
+                )
             if any(k in batch for k in ("cu_seq_lens_q", "seq_idx")):
-                raise ValueError("the eval batches are packed / padding-free (several examples per row); the decision "
-                                 "callback needs one example per row: turn off packing and padding_free for eval")
-            positions, _ = find_answer_positions(batch["labels"].cpu(), self.label_tokens, tokenizer=self.tokenizer,
-                                                 answer_prefix=self.answer_prefix)
+                raise ValueError(
+                    "the eval batches are packed / padding-free (several examples per row); the decision "
+                    "callback needs one example per row: turn off packing and padding_free for eval"
+                )
+            positions, _ = find_answer_positions(
+                batch["labels"].cpu(), self.label_tokens, tokenizer=self.tokenizer, answer_prefix=self.answer_prefix
+            )
             missing += [total + i for i, p in enumerate(positions) if p < 0]
             total += len(positions)
         where = f" after {self.answer_prefix!r}" if self.answer_prefix else ""
         if total and len(missing) == total:
-            raise ValueError(f"no eval example has a label token{where} in its labels (examples {missing[:5]} ...); "
-                             f"label tokens: {self.label_tokens.describe()['classes']}")
+            raise ValueError(
+                f"no eval example has a label token{where} in its labels (examples {missing[:5]} ...); "
+                f"label tokens: {self.label_tokens.describe()['classes']}"
+            )
         if missing:
-            warnings.warn(f"{len(missing)} of {total} eval examples have no label token{where} in their labels "
-                          f"(examples {missing[:10]}); they are counted as n_missing", stacklevel=2)
+            warnings.warn(
+                f"{len(missing)} of {total} eval examples have no label token{where} in their labels "
+                f"(examples {missing[:10]}); they are counted as n_missing",
+                stacklevel=2,
+            )
 
     def measure(self, model: Any, dataloader: Any, state: Any, *, event: str = "evaluate") -> dict[str, float]:
         """Score every example of ``dataloader``, log the summary through the trainer, return it."""
@@ -170,8 +198,9 @@ class DecisionTokenCallback(TrainerCallback):
         rows: list[tuple[int, int, Any]] = []
         for batch in dataloader:
             batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
-            positions, gold, probs = score_batch(model, batch, self.label_tokens, tokenizer=self.tokenizer,
-                                                 answer_prefix=self.answer_prefix)
+            positions, gold, probs = score_batch(
+                model, batch, self.label_tokens, tokenizer=self.tokenizer, answer_prefix=self.answer_prefix
+            )
             got = [(int(pos), int(g), [float(x) for x in p]) for pos, g, p in zip(positions, gold, probs)]
             if per_batch:  # accelerate: rows in dataset order, the sampler's padding repeats dropped
                 got = acc.gather_for_metrics(got, use_gather_object=True)
@@ -188,21 +217,28 @@ class DecisionTokenCallback(TrainerCallback):
             if pos < 0:
                 missing_ids.append(str(index))
             else:
-                records.append({"sample_id": str(index), "answer_pos": pos,
-                                **record_fields(np.asarray(p), g, self.classes)})
+                records.append(
+                    {"sample_id": str(index), "answer_pos": pos, **record_fields(np.asarray(p), g, self.classes)}
+                )
         n_missing = len(missing_ids)
         if missing_ids and not self._warned_missing:
             self._warned_missing = True
-            warnings.warn(f"decision tokens: {n_missing} eval example(s) without an answer position: "
-                          f"{missing_ids[:10]}", stacklevel=2)
+            warnings.warn(
+                f"decision tokens: {n_missing} eval example(s) without an answer position: {missing_ids[:10]}",
+                stacklevel=2,
+            )
         summary = summarize(records, self.classes, n_missing=n_missing)
         logs = {f"{self.key}{k}": (int(v) if k in ("n", "n_missing") else v) for k, v in summary.items()}
         self.history.append({"step": state.global_step, **logs})
         if self.jsonl_path is not None and rank == 0:
             from sample_smart.traces.writer import TraceWriter
 
-            head = {"schema": DECISION_SCHEMA, "event": event, "step": int(state.global_step),
-                    "epoch": None if state.epoch is None else float(state.epoch)}
+            head = {
+                "schema": DECISION_SCHEMA,
+                "event": event,
+                "step": int(state.global_step),
+                "epoch": None if state.epoch is None else float(state.epoch),
+            }
             with TraceWriter(self.jsonl_path) as w:
                 for rec in records:
                     w.write({**head, **rec})

@@ -6,10 +6,12 @@ on the generated binary task :mod:`sample_smart.tasks.decision_arith` ("Is 7 + 5
 :class:`~sample_smart.integrations.decision_callback.DecisionTokenCallback` measuring the
 eval set before training (step 0) and at every evaluation. Written to ``output_dir``:
 ``trainer_state.json`` (the trainer's state, ``log_history`` holding the ``eval_decision_*``
-entries; the step-0 entries, logged before ``train()`` reset the state, are put back first), ``decision.jsonl`` (one line per eval example and measurement), ``run.json`` (the
-settings and wall time) and, with ``save_model=True``, the final model in ``final/``.
+entries; the step-0 entries, logged before ``train()`` reset the state, are put back first),
+``decision.jsonl`` (one line per eval example and measurement), ``run.json`` (the settings and
+wall time) and, with ``save_model=True``, the final model in ``final/``.
 ``sample-smart decision finetune`` runs it; ``sample-smart decision plot`` draws it.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,24 +23,40 @@ from typing import Any
 from sample_smart.tasks import decision_arith
 
 
-def run_decision_finetune(output_dir: str | os.PathLike, *, model: str | os.PathLike | Any = None,
-                          tokenizer: Any = None, every_n_steps: int | None = None,
-                          n_train: int = 256, n_eval: int = 64, max_steps: int = 40, eval_steps: int = 10,
-                          batch_size: int = 8, eval_batch_size: int = 16, learning_rate: float = 2e-5,
-                          seed: int = 0, save_model: bool = False, padding_side: str = "right",
-                          progress: bool = True) -> dict[str, Any]:
+def run_decision_finetune(
+    output_dir: str | os.PathLike,
+    *,
+    model: str | os.PathLike | Any = None,
+    tokenizer: Any = None,
+    every_n_steps: int | None = None,
+    n_train: int = 256,
+    n_eval: int = 64,
+    max_steps: int = 40,
+    eval_steps: int = 10,
+    batch_size: int = 8,
+    eval_batch_size: int = 16,
+    learning_rate: float = 2e-5,
+    seed: int = 0,
+    save_model: bool = False,
+    padding_side: str = "right",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Fine-tune and measure (module doc); returns ``run.json``'s content. ``model``: a folder
     (default: the embedded model) or a loaded causal LM with its ``tokenizer`` (it is trained in
     place); ``every_n_steps``: the callback also measures every N steps between evaluations."""
     import torch
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer,
-                              TrainingArguments)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from sample_smart.integrations.decision_callback import DecisionTokenCallback
 
-    for name, value, lo in (("n_train", n_train, 1), ("n_eval", n_eval, 1), ("max_steps", max_steps, 1),
-                            ("eval_steps", eval_steps, 1), ("batch_size", batch_size, 1),
-                            ("eval_batch_size", eval_batch_size, 1)):
+    for name, value, lo in (
+        ("n_train", n_train, 1),
+        ("n_eval", n_eval, 1),
+        ("max_steps", max_steps, 1),
+        ("eval_steps", eval_steps, 1),
+        ("batch_size", batch_size, 1),
+        ("eval_batch_size", eval_batch_size, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
             raise ValueError(f"{name}={value!r} is invalid: allowed an integer >= {lo}")
     if not (0.0 < learning_rate < 1.0):
@@ -67,16 +85,38 @@ def run_decision_finetune(output_dir: str | os.PathLike, *, model: str | os.Path
     train = decision_arith.sft_features(tok, decision_arith.generate(n_train, "train"))
     test = decision_arith.sft_features(tok, decision_arith.generate(n_eval, "test"))
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"), max_steps=max_steps, per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=eval_batch_size, learning_rate=learning_rate, lr_scheduler_type="constant",
-        warmup_steps=0, eval_strategy="steps", eval_steps=eval_steps, logging_steps=eval_steps,
-        save_strategy="no", report_to="none", use_cpu=True, seed=seed, dataloader_num_workers=0,
+        output_dir=str(out / "checkpoints"),
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=eval_batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        logging_steps=eval_steps,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=seed,
+        dataloader_num_workers=0,
         disable_tqdm=not progress,
     )
-    trainer = Trainer(model=lm, args=args, train_dataset=train, eval_dataset=test, processing_class=tok,
-                      data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
-    cb = DecisionTokenCallback.attach(trainer, decision_arith.LABELS, answer_prefix=decision_arith.ANSWER_PREFIX,
-                                      jsonl_path=jsonl, every_n_steps=every_n_steps)
+    trainer = Trainer(
+        model=lm,
+        args=args,
+        train_dataset=train,
+        eval_dataset=test,
+        processing_class=tok,
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+    )
+    cb = DecisionTokenCallback.attach(
+        trainer,
+        decision_arith.LABELS,
+        answer_prefix=decision_arith.ANSWER_PREFIX,
+        jsonl_path=jsonl,
+        every_n_steps=every_n_steps,
+    )
     t_load = time.time() - t0
     trainer.evaluate()  # step 0: the model before any update
     before = list(trainer.state.log_history)
@@ -88,11 +128,23 @@ def run_decision_finetune(output_dir: str | os.PathLike, *, model: str | os.Path
         trainer.save_model(str(out / "final"))
         (out / "final" / "trainer_state.json").write_text((out / "trainer_state.json").read_text())
     info = {
-        "task": "accept_reject_arith (sample_smart.tasks.decision_arith)", "model": str(model),
-        "n_train": n_train, "n_eval": n_eval, "max_steps": max_steps, "eval_steps": eval_steps,
-        "batch_size": batch_size, "learning_rate": learning_rate, "lr_scheduler": "constant", "seed": seed,
-        "padding_side": padding_side, "every_n_steps": every_n_steps, "labels": cb.label_tokens.describe(), "answer_prefix": cb.answer_prefix,
-        "wall_time_s": round(wall, 1), "load_time_s": round(t_load, 1), "torch_threads": torch.get_num_threads(),
+        "task": "accept_reject_arith (sample_smart.tasks.decision_arith)",
+        "model": str(model),
+        "n_train": n_train,
+        "n_eval": n_eval,
+        "max_steps": max_steps,
+        "eval_steps": eval_steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "lr_scheduler": "constant",
+        "seed": seed,
+        "padding_side": padding_side,
+        "every_n_steps": every_n_steps,
+        "labels": cb.label_tokens.describe(),
+        "answer_prefix": cb.answer_prefix,
+        "wall_time_s": round(wall, 1),
+        "load_time_s": round(t_load, 1),
+        "torch_threads": torch.get_num_threads(),
         "measurements": cb.history,
     }
     (out / "run.json").write_text(json.dumps(info, indent=1))

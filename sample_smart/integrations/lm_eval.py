@@ -40,6 +40,7 @@ would make them identical (a defect of the reference scripts). Request ``j``-th 
 the same (context, gen_kwargs) gets ``seed = derive_seed(base, j, context)``: the repeats
 differ, and a run with the same base seed reproduces exactly, whatever the batch.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,8 +102,7 @@ def request_config(
         if cfg.is_noop:
             cfg = cfg.replace(temperature=0.0)
         else:
-            logger.warning("do_sample=false with decoder knobs %s: sampling at temperature 1 with them",
-                           cfg.to_dict())
+            logger.warning("do_sample=false with decoder knobs %s: sampling at temperature 1 with them", cfg.to_dict())
     return cfg, generic, extra
 
 
@@ -198,7 +198,9 @@ class SampleSmartLM(TemplateLM):
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(
-            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
             continue_final_message=not add_generation_prompt,
         )
 
@@ -230,15 +232,22 @@ class SampleSmartLM(TemplateLM):
             seed=None if greedy else seed,
             **extra,
         )
-        entry = {"repeat": repeat, "seed": None if greedy else seed, "config": cfg.to_dict(),
-                 "greedy": greedy, "max_gen_toks": max_toks}
+        entry = {
+            "repeat": repeat,
+            "seed": None if greedy else seed,
+            "config": cfg.to_dict(),
+            "greedy": greedy,
+            "max_gen_toks": max_toks,
+        }
         return params, entry
 
     def _prompt_ids(self, context: str, max_gen: int) -> list[int]:
         ids = self.tok_encode(context)
         room = self.max_length - min(max_gen, self.max_length // 2)
         if len(ids) > room:
-            logger.warning("context of %d tokens left-truncated to %d (max_model_len=%d)", len(ids), room, self.max_length)
+            logger.warning(
+                "context of %d tokens left-truncated to %d (max_model_len=%d)", len(ids), room, self.max_length
+            )
             ids = ids[-room:]
         return ids
 
@@ -275,8 +284,9 @@ class SampleSmartLM(TemplateLM):
         if self._trace_writer is not None:
             u_texts = self._generate_traced(u_prompts, u_params, u_entries, disable_tqdm)
         else:
-            outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in u_prompts], u_params,
-                                     use_tqdm=not disable_tqdm)
+            outs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=ids) for ids in u_prompts], u_params, use_tqdm=not disable_tqdm
+            )
             u_texts = []
             for out, entry, p in zip(outs, u_entries, u_params):
                 seq = out.outputs[0]
@@ -287,7 +297,9 @@ class SampleSmartLM(TemplateLM):
         texts = []
         for i, (src, entry) in enumerate(zip(source, entries)):
             if src != i:  # a copy of an identical greedy request
-                entry.update({k: entries[src][k] for k in ("n_tokens", "finish_reason", "trace_id") if k in entries[src]})
+                entry.update(
+                    {k: entries[src][k] for k in ("n_tokens", "finish_reason", "trace_id") if k in entries[src]}
+                )
                 entry["copy_of_repeat"] = entries[src]["repeat"]
             texts.append(by_index[src])
         self.generation_log.extend(entries)
@@ -301,31 +313,43 @@ class SampleSmartLM(TemplateLM):
         text = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
         cuts = [i for i in (text.find(s) for s in stops or []) if i >= 0]
         if cuts:
-            text = text[:min(cuts)]
+            text = text[: min(cuts)]
         return text.rstrip("\ufffd")
 
     trace_chunk = 64  # traced requests per vLLM call
 
-    def _generate_traced(self, prompts: list[list[int]], params: list[Any], entries: list[dict],
-                         disable_tqdm: bool = False) -> list[str]:
+    def _generate_traced(
+        self, prompts: list[list[int]], params: list[Any], entries: list[dict], disable_tqdm: bool = False
+    ) -> list[str]:
         """Generate with per-token raw logprobs and write one generation trace per sample."""
         from sample_smart.traces.generation import GenerationPrompt, trace_generations
 
-        gens = [GenerationPrompt(id=f"{e['context_sha1'][:16]}/{e['repeat']}", prompt_ids=ids)
-                for e, ids in zip(entries, prompts)]
+        gens = [
+            GenerationPrompt(id=f"{e['context_sha1'][:16]}/{e['repeat']}", prompt_ids=ids)
+            for e, ids in zip(entries, prompts)
+        ]
         texts = []
 
         def records():  # chunks: a progress bar, and traces on disk as each chunk finishes
             step = self.trace_chunk
-            for start in tqdm(range(0, len(gens), step), desc=f"generating (traced, {step} per chunk)",
-                              disable=disable_tqdm):
-                yield from trace_generations(self.llm, gens[start:start + step], params[start:start + step],
-                                             top_k=self.trace_top_k, model_name=self.model_name)
+            for start in tqdm(
+                range(0, len(gens), step), desc=f"generating (traced, {step} per chunk)", disable=disable_tqdm
+            ):
+                yield from trace_generations(
+                    self.llm,
+                    gens[start : start + step],
+                    params[start : start + step],
+                    top_k=self.trace_top_k,
+                    model_name=self.model_name,
+                )
 
         for rec, entry, p in zip(records(), entries, params):
             text = self._text(rec["token_id"], p.stop)
-            rec["sample_smart_eval"] = {"repeat": entry["repeat"], "seed": entry["seed"],
-                                        "context_sha1": entry["context_sha1"]}
+            rec["sample_smart_eval"] = {
+                "repeat": entry["repeat"],
+                "seed": entry["seed"],
+                "context_sha1": entry["context_sha1"],
+            }
             self._trace_writer.write(rec)
             entry["trace_id"] = rec["prompt_id"]
             entry["n_tokens"] = rec["n_generated"]
@@ -351,9 +375,11 @@ class SampleSmartLM(TemplateLM):
         results: list[tuple[float, bool]] = []
         step = 64
         for start in tqdm(range(0, len(inputs), step), disable=disable_tqdm, desc="loglikelihood"):
-            chunk = inputs[start:start + step]
+            chunk = inputs[start : start + step]
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in chunk], sp, use_tqdm=False)
-            for ids, ctxlen, out, req in zip(chunk, ctxlens[start:start + step], outs, requests[start:start + step]):
+            for ids, ctxlen, out, req in zip(
+                chunk, ctxlens[start : start + step], outs, requests[start : start + step]
+            ):
                 total, greedy = 0.0, True
                 for pos in range(max(ctxlen, 1), len(ids)):
                     lp, rank, _, _ = position_entries(out.prompt_logprobs, pos, ids[pos], 1)
@@ -371,9 +397,15 @@ class SampleSmartLM(TemplateLM):
         out = []
         for req in tqdm(requests, disable=disable_tqdm, desc="loglikelihood_rolling"):
             (string,) = req.args
-            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
-                token_list=self.tok_encode(string, add_special_tokens=False), prefix_token=self.prefix_token_id,
-                max_seq_len=self.max_length - 1, context_len=1)]
+            windows = [
+                make_disjoint_window(w)
+                for w in get_rolling_token_windows(
+                    token_list=self.tok_encode(string, add_special_tokens=False),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length - 1,
+                    context_len=1,
+                )
+            ]
             scores = self._loglikelihood_tokens([(None, c, t) for c, t in windows], disable_tqdm=True)
             total = sum(s for s, _ in scores)
             self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)

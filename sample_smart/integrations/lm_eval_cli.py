@@ -7,6 +7,7 @@ lm-eval 0.4.13 does not read the ``lm_eval.models`` entry point that the package
     python -m sample_smart.integrations.lm_eval_cli run --model sample_smart \\
         --model_args seed=1 --tasks gsm8k_cot --gen_kwargs min_p=0.1,temperature=1.0
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run lm-eval's CLI (``argv``: its arguments; default the process's) with ``sample_smart`` registered."""
-    import sample_smart.integrations.lm_eval  # noqa: F401  (registers the model)
     from lm_eval.__main__ import cli_evaluate
+
+    import sample_smart.integrations.lm_eval  # noqa: F401  (registers the model)
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]

@@ -20,6 +20,7 @@ Files (``<stem> = <task>_<label>_<UTC timestamp>``) in ``spec.output_dir``:
 * ``<stem>_traces.jsonl`` with ``write_traces``: one ``sample_smart.generation/1`` record per
   sample (raw ranks and p_max of every generated token), joined by ``trace_id``.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -109,8 +110,10 @@ def check_task(task: str, data_dir: str | Path | None = None) -> str:
     known = set(manager.all_tasks)
     if name not in known:
         ours = [t for t in ("arith_mini", "gsm8k_fewshot", "bbh_cot_fewshot_mini") if t in known]
-        raise ValueError(f"unknown task {name!r}: sample_smart's tasks are {', '.join(ours)}; any lm-eval task "
-                         "name (`python -m lm_eval ls tasks`) or the path of a task YAML also works")
+        raise ValueError(
+            f"unknown task {name!r}: sample_smart's tasks are {', '.join(ours)}; any lm-eval task "
+            "name (`python -m lm_eval ls tasks`) or the path of a task YAML also works"
+        )
     return name
 
 
@@ -147,7 +150,7 @@ def _regex_of(task: Any) -> tuple[str | None, int]:
 
 def _stem(output_dir: Path, task: str, label: str) -> Path:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    safe = lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-")  # noqa: E731
+    safe = lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-")
     base = output_dir / f"{safe(task)}_{safe(label)}_{stamp}"
     stem, i = base, 1
     while any(stem.parent.glob(stem.name + "_*")):  # never overwrite an earlier run
@@ -185,10 +188,18 @@ def run_eval(lm: Any, spec: EvalSpec, progress: Any = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         results = simple_evaluate(
-            model=lm, tasks=list(tasks.values()), task_manager=manager, limit=spec.limit,
-            num_fewshot=spec.num_fewshot, log_samples=True, bootstrap_iters=0,
-            apply_chat_template=spec.apply_chat_template, random_seed=spec.seed,
-            numpy_random_seed=spec.seed, torch_random_seed=spec.seed, fewshot_random_seed=1234,
+            model=lm,
+            tasks=list(tasks.values()),
+            task_manager=manager,
+            limit=spec.limit,
+            num_fewshot=spec.num_fewshot,
+            log_samples=True,
+            bootstrap_iters=0,
+            apply_chat_template=spec.apply_chat_template,
+            random_seed=spec.seed,
+            numpy_random_seed=spec.seed,
+            torch_random_seed=spec.seed,
+            fewshot_random_seed=1234,
         )
     finally:
         if spec.write_traces:
@@ -205,20 +216,37 @@ def run_eval(lm: Any, spec: EvalSpec, progress: Any = None) -> dict[str, Any]:
             for sample in sorted(results["samples"].get(task_name, []), key=lambda s: s["doc_id"]):
                 context = _context_of(sample)
                 sha = hashlib.sha1(context.encode()).hexdigest()
-                responses = sample["resps"][0] if sample["resps"] and isinstance(sample["resps"][0], list) else sample["resps"]
+                responses = (
+                    sample["resps"][0] if sample["resps"] and isinstance(sample["resps"][0], list) else sample["resps"]
+                )
                 gold = normalize_answer(sample["target"])
                 answers = [normalize_answer(extract_answer(r, pattern, group)) for r in responses]
                 qm = question_metrics(answers, gold)
                 questions.append(qm)
                 for r, (response, answer, ok) in enumerate(zip(responses, answers, qm["correct"])):
                     entry = log.get((sha, r), {})
-                    out.write(json.dumps({
-                        "task": task_name, "doc_id": sample["doc_id"], "repeat": r, "seed": entry.get("seed"),
-                        "label": spec.label, "config": entry.get("config", spec.decoder.to_dict()),
-                        "prompt_sha1": sha, "target": sample["target"], "gold": gold, "response": response,
-                        "answer": answer, "correct": ok, "n_tokens": entry.get("n_tokens"),
-                        "trace_id": entry.get("trace_id"), "copy_of_repeat": entry.get("copy_of_repeat"),
-                    }) + "\n")
+                    out.write(
+                        json.dumps(
+                            {
+                                "task": task_name,
+                                "doc_id": sample["doc_id"],
+                                "repeat": r,
+                                "seed": entry.get("seed"),
+                                "label": spec.label,
+                                "config": entry.get("config", spec.decoder.to_dict()),
+                                "prompt_sha1": sha,
+                                "target": sample["target"],
+                                "gold": gold,
+                                "response": response,
+                                "answer": answer,
+                                "correct": ok,
+                                "n_tokens": entry.get("n_tokens"),
+                                "trace_id": entry.get("trace_id"),
+                                "copy_of_repeat": entry.get("copy_of_repeat"),
+                            }
+                        )
+                        + "\n"
+                    )
             per_task[task_name] = summarize(questions)
             all_questions.extend(questions)
     metrics = {
@@ -230,8 +258,10 @@ def run_eval(lm: Any, spec: EvalSpec, progress: Any = None) -> dict[str, Any]:
         "settings": {k: v for k, v in asdict(spec).items() if k not in ("decoder", "output_dir")},
         "metrics": summarize(all_questions),
         "per_task": per_task,
-        "lm_eval_results": {k: {m: v for m, v in r.items() if isinstance(v, (int, float, str))}
-                            for k, r in results.get("results", {}).items()},
+        "lm_eval_results": {
+            k: {m: v for m, v in r.items() if isinstance(v, (int, float, str))}
+            for k, r in results.get("results", {}).items()
+        },
         "wall_time_s": round(wall, 2),
         "conventions": {
             "accuracy": "mean over questions of the share of correct samples",

@@ -13,6 +13,7 @@ distribution sampled from is exactly the one our chain returns. One config may b
 prompt; with ``num_return_sequences = n`` each prompt's config is repeated n times, matching
 the order in which transformers expands the batch.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -28,6 +29,7 @@ try:  # the adapter subclasses transformers' LogitsProcessor when it is availabl
 except ImportError as exc:  # pragma: no cover - import guard
     raise ImportError("sample_smart.integrations.transformers needs `pip install sample_smart[transformers]`") from exc
 
+
 def __getattr__(name: str):  # lazy re-export: the Trainer machinery loads only when asked for
     if name == "DecisionTokenCallback":
         from sample_smart.integrations.decision_callback import DecisionTokenCallback
@@ -36,7 +38,7 @@ def __getattr__(name: str):  # lazy re-export: the Trainer machinery loads only 
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DecisionTokenCallback", "SampleSmartHFLogitsProcessor", "generate_kwargs"]
+__all__ = ["DecisionTokenCallback", "SampleSmartHFLogitsProcessor", "generate_kwargs"]  # noqa: F822 (lazy, via __getattr__)
 
 
 class SampleSmartHFLogitsProcessor(_HFLogitsProcessor):
@@ -73,8 +75,9 @@ class SampleSmartHFLogitsProcessor(_HFLogitsProcessor):
         return process_core(scores, self._state_for(scores))
 
 
-def generate_kwargs(configs: DecodeConfig | Sequence[DecodeConfig], num_return_sequences: int = 1,
-                    **extra: Any) -> dict[str, Any]:
+def generate_kwargs(
+    configs: DecodeConfig | Sequence[DecodeConfig], num_return_sequences: int = 1, **extra: Any
+) -> dict[str, Any]:
     """Keyword arguments for ``model.generate`` that sample from exactly our processed distribution."""
     proc = SampleSmartHFLogitsProcessor(configs, num_return_sequences=num_return_sequences)
     kwargs: dict[str, Any] = {

@@ -27,16 +27,17 @@ leaves it, whatever a client sends (JSON text is limited to ``MAX_SETTINGS_JSON`
 too deep a nest or too long a number is a ValueError too), and every admitted setting gives
 finite logits (the ranges are in :mod:`sample_smart.config`). Should ``apply`` fail all the
 same, the error is logged and that step's logits go on unprocessed: the engine keeps running.
+Temperature is applied in one place: a request whose settings scale the logits (``temperature``
+other than 0/1, or ``edt_var``) must leave vLLM's own ``temperature`` at 1.0; anything else is
+refused rather than tempering twice (or, for vLLM temperature 0, silently ignoring our temperature).
 
 **Calibrations** are served by name: the operator lists them when the server starts
 (``SAMPLE_SMART_CALIBRATIONS=name=path,...`` or a folder of ``*.json``; see
 :mod:`sample_smart.calibration.registry`), they are read and checked once when the processor is
 built, and a request sends ``{"calibration": "name"}`` or ``{"calibration": {"name", "mode",
 "threshold"}}``. A request never makes the server open a path: a path is just an unknown name.
-Offline, :func:`sampling_params` reads a calibration *path* on the caller's side and sends its knobs. Temperature is applied in
-one place: a request whose settings scale the logits (``temperature`` other than 0/1, or
-``edt_var``) must leave vLLM's own ``temperature`` at 1.0; anything else is refused rather
-than tempering twice (or, for vLLM temperature 0, silently ignoring our temperature).
+Offline, :func:`sampling_params` reads a calibration *path* on the caller's side and sends its
+knobs.
 
 **Where it runs and what it sees.**
 
@@ -68,6 +69,7 @@ is_pin_memory)``, V2: ``(vllm_config, req_states)``). A second copy of the proce
 same engine (entry point plus ``--logits-processors``) disables itself, so settings are
 never applied twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -128,8 +130,10 @@ def _settings_dict(extra_args: Mapping[str, Any] | None) -> dict[str, Any] | Non
         )
     if isinstance(nested, str):
         if len(nested) > MAX_SETTINGS_JSON:
-            raise ValueError(f"extra_args[{EXTRA_ARGS_KEY!r}] is {len(nested)} characters of JSON text; "
-                             f"allowed at most {MAX_SETTINGS_JSON}")
+            raise ValueError(
+                f"extra_args[{EXTRA_ARGS_KEY!r}] is {len(nested)} characters of JSON text; "
+                f"allowed at most {MAX_SETTINGS_JSON}"
+            )
         try:
             nested = json.loads(nested)
         except json.JSONDecodeError as exc:
@@ -146,8 +150,7 @@ def _settings_dict(extra_args: Mapping[str, Any] | None) -> dict[str, Any] | Non
         return None
     if not isinstance(nested, Mapping):
         raise ValueError(
-            f"extra_args[{EXTRA_ARGS_KEY!r}] must be a dict of settings or its JSON text, "
-            f"got {type(nested).__name__}"
+            f"extra_args[{EXTRA_ARGS_KEY!r}] must be a dict of settings or its JSON text, got {type(nested).__name__}"
         )
     return dict(nested)
 
@@ -241,8 +244,9 @@ class _Rows:
         try:
             return self.process_core(logits, state, inplace=True)
         except Exception:  # noqa: BLE001 - the engine loop must survive whatever happens here
-            logger.exception("sample_smart: processing failed for a batch of %d rows; rows left as they are",
-                             logits.shape[0])
+            logger.exception(
+                "sample_smart: processing failed for a batch of %d rows; rows left as they are", logits.shape[0]
+            )
             return logits
 
 
@@ -302,9 +306,11 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
         if batch_update is None or self.duplicate:
             return
         rows = self._rows.configs
-        need = max([batch_update.batch_size]
-                   + [i + 1 for i, *_ in batch_update.added]
-                   + [max(a, b) + 1 for a, b, _ in batch_update.moved])
+        need = max(
+            [batch_update.batch_size]
+            + [i + 1 for i, *_ in batch_update.added]
+            + [max(a, b) + 1 for a, b, _ in batch_update.moved]
+        )
         if len(rows) < need:
             rows.extend([_NOOP] * (need - len(rows)))
         for index in batch_update.removed:
@@ -316,7 +322,7 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
                 rows[a], rows[b] = rows[b], rows[a]
             else:  # UNIDIRECTIONAL: a's request now lives at b, a is empty
                 rows[b], rows[a] = rows[a], _NOOP
-        del rows[batch_update.batch_size:]
+        del rows[batch_update.batch_size :]
         self._n_active = sum(not c.is_noop for c in rows)
         self._dirty = True
 
@@ -369,4 +375,3 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
         # v1 semantics: our thresholds see vLLM's tempered distribution; vLLM divides by T next.
         out = self._rows.process(logits.div_(self._temp), state)
         return out.mul_(self._temp)
-

@@ -22,6 +22,7 @@ Registration: when sample_smart is installed, vLLM already loads the processor t
 harmless anyway: see ``SampleSmartLogitsProcessor``); from a source tree without the
 entry point it is passed as ``logits_processors=[FQCN]``.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,8 +97,7 @@ def engine_kwargs(model: str | os.PathLike | None = None, **overrides: Any) -> d
             kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_len, 8192))
     kwargs.update(overrides)
     procs = list(kwargs.get("logits_processors") or [])
-    listed = any(p == PROCESSOR_FQCN or getattr(p, "__name__", None) == "SampleSmartLogitsProcessor"
-                 for p in procs)
+    listed = any(p == PROCESSOR_FQCN or getattr(p, "__name__", None) == "SampleSmartLogitsProcessor" for p in procs)
     if not listed and not processor_entry_point_installed():
         procs.append(PROCESSOR_FQCN)
     if procs:

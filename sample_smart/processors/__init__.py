@@ -6,9 +6,20 @@
 - :mod:`~sample_smart.processors.dispatch`: how it runs (eager, compiled, CPU row blocks);
 - :mod:`~sample_smart.processors.pipeline`: :func:`process` (validated) and :func:`process_core`.
 """
+
 from sample_smart.processors.dispatch import get_backend, get_cpu_fast_path, set_backend, set_cpu_fast_path, warmup
 from sample_smart.processors.pipeline import process, process_core, row_thresholds, validate_logits
 from sample_smart.processors.state import BatchState
 
-__all__ = ["BatchState", "get_backend", "get_cpu_fast_path", "process", "process_core", "row_thresholds",
-           "set_backend", "set_cpu_fast_path", "validate_logits", "warmup"]
+__all__ = [
+    "BatchState",
+    "get_backend",
+    "get_cpu_fast_path",
+    "process",
+    "process_core",
+    "row_thresholds",
+    "set_backend",
+    "set_cpu_fast_path",
+    "validate_logits",
+    "warmup",
+]

@@ -12,6 +12,7 @@ Which rules run is decided by the host values of :class:`BatchState` only, so :f
 host sync and compiles with ``torch.compile(fullgraph=True)``. This module knows nothing of
 backends: :mod:`~sample_smart.processors.dispatch` picks how the chain runs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,22 +28,25 @@ __all__ = ["WORK_DTYPES", "row_stats_for", "row_thresholds", "run", "tempered_th
 WORK_DTYPES = (torch.float32, torch.float64)
 
 
-def row_stats_for(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = None,
-                  cmax: torch.Tensor | None = None) -> Stats:
+def row_stats_for(
+    x: torch.Tensor, state: BatchState, m: torch.Tensor | None = None, cmax: torch.Tensor | None = None
+) -> Stats:
     """The statistics the batch's active rules need (``state.needs``), each computed once."""
     needs = state.needs
     if m is None and cmax is not None:
         m = cmax.amax(dim=-1)
-    base = row_stats(x, need_z=bool(needs & {"z", "p_max", "mass"}), need_entropy="entropy" in needs, m=m,
-                     keep_exp="mass" in needs)
+    base = row_stats(
+        x, need_z=bool(needs & {"z", "p_max", "mass"}), need_entropy="entropy" in needs, m=m, keep_exp="mass" in needs
+    )
     p_max = (base.m - base.z).exp() if base.z is not None else None
     values = largest_values(x, state.candidates, cmax) if "values" in needs else None
     sigma = finite_std(x) if "sigma" in needs else None
     return Stats(x, base.m, base.z, p_max, base.entropy, base.e, base.s, values, sigma)
 
 
-def row_thresholds(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = None,
-                   cmax: torch.Tensor | None = None) -> torch.Tensor:
+def row_thresholds(
+    x: torch.Tensor, state: BatchState, m: torch.Tensor | None = None, cmax: torch.Tensor | None = None
+) -> torch.Tensor:
     """The combined per-row threshold tau ([B]) on tempered logits ``x``: keep ``x >= tau``.
 
     ``m``: the row max of ``x``, ``cmax``: its chunk maxima (see ``select``), when known. Every
@@ -58,8 +62,9 @@ def row_thresholds(x: torch.Tensor, state: BatchState, m: torch.Tensor | None = 
     return torch.minimum(tau, stats.m)  # the argmax always survives
 
 
-def tempered_thresholds(logits: torch.Tensor, state: BatchState,
-                        inplace: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def tempered_thresholds(
+    logits: torch.Tensor, state: BatchState, inplace: bool
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Steps 1-3: ``(x, tau, owned)``: the tempered logits in a work dtype (``logits`` itself when
     nothing needed changing), each row's threshold ``[B, 1]``, and whether ``x`` may be written."""
     x = logits if logits.dtype in WORK_DTYPES else logits.float()
@@ -93,8 +98,7 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor:
     return res if res.dtype == dtype else res.to(dtype)
 
 
-def tempered_half_output(x: torch.Tensor, tau: torch.Tensor, state: BatchState,
-                          dtype: torch.dtype) -> torch.Tensor:
+def tempered_half_output(x: torch.Tensor, tau: torch.Tensor, state: BatchState, dtype: torch.dtype) -> torch.Tensor:
     """The write for float16/bfloat16 logits when some row is tempered (``x``: our float32 copy).
 
     ``logits / T`` leaves the half range for small T (fp16 overflows at 65504: ``30 / 1e-4``), so

@@ -21,9 +21,10 @@ model; a second vocabulary compiles once more, then dynamo makes it dynamic as w
 Cost: the first call per key compiles (seconds to tens of seconds on a CPU; measured in
 benchmarks/README.md), batch size 1 once more. Inductor's on-disk FX graph cache cuts a later
 process's compile of the same graph (when the graph is cacheable: a ``torch.cond`` in it is not).
-:func:`~sample_smart.processors.dispatch.warmup` does it ahead of serving. In place: the write into ``logits`` happens inside the
-compiled graph (inductor stores straight into the input buffer; no extra copy).
+:func:`~sample_smart.processors.dispatch.warmup` does it ahead of serving. In place: the write
+into ``logits`` happens inside the compiled graph (inductor stores straight into the input buffer; no extra copy).
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,8 +63,12 @@ def _mark_batch_dynamic(state: BatchState, logits: torch.Tensor) -> None:
 def describe(key: tuple) -> str:
     """A key in words: the active rules, candidates, transforms, dtype, device type, in place or not."""
     (rules, candidates, any_temperature, any_edt), dtype, device, inplace = key
-    on = list(rules) + [f"candidates={candidates}"] * bool(candidates) \
-        + ["temperature"] * any_temperature + ["edt"] * any_edt
+    on = (
+        list(rules)
+        + [f"candidates={candidates}"] * bool(candidates)
+        + ["temperature"] * any_temperature
+        + ["edt"] * any_edt
+    )
     return f"rules [{', '.join(on)}], {dtype}, {device}, inplace={inplace}"
 
 
@@ -74,8 +79,9 @@ def _body(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tenso
 def _callable(key: tuple) -> Callable[..., torch.Tensor]:
     fn = _compiled.get(key)
     if fn is None:
-        fn = torch.compile(_body, fullgraph=True, dynamic=None, recompile_limit=RECOMPILE_LIMIT,
-                           isolate_recompiles=True)
+        fn = torch.compile(
+            _body, fullgraph=True, dynamic=None, recompile_limit=RECOMPILE_LIMIT, isolate_recompiles=True
+        )
         _compiled[key] = fn
     return fn
 
@@ -95,8 +101,12 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor:
     except FailOnRecompileLimitHit:
         if key not in _over_limit:
             _over_limit.add(key)
-            logger.warning("sample_smart: compiled backend hit its recompile limit (%d) for %s; "
-                           "shape %s runs eager", RECOMPILE_LIMIT, describe(key), tuple(logits.shape))
+            logger.warning(
+                "sample_smart: compiled backend hit its recompile limit (%d) for %s; shape %s runs eager",
+                RECOMPILE_LIMIT,
+                describe(key),
+                tuple(logits.shape),
+            )
         return _body(logits, state, inplace)
 
 

@@ -8,6 +8,7 @@ CPU waits for nothing) and loops over row blocks in Python; the kept sets are th
 batch's (tests/processors/test_processors_blocks.py). Switched on by ``SAMPLE_SMART_CPU_FAST_PATH=1`` or
 :func:`~sample_smart.processors.dispatch.set_cpu_fast_path` (eager backend only).
 """
+
 from __future__ import annotations
 
 import torch

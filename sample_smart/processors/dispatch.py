@@ -18,6 +18,7 @@ ValueError at the first processor call, not at import) or a setter:
 - CPU fast path, ``SAMPLE_SMART_CPU_FAST_PATH=1`` / :func:`set_cpu_fast_path` (eager backend, CPU
   tensors only): :mod:`~sample_smart.processors.cpu_blocks`.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,17 @@ import torch
 from sample_smart.processors import chain, compiled, cpu_blocks
 from sample_smart.processors.state import BatchState
 
-__all__ = ["BACKENDS", "BACKEND_ENV", "CPU_FAST_PATH_ENV", "get_backend", "get_cpu_fast_path", "process_core",
-           "set_backend", "set_cpu_fast_path", "warmup"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_ENV",
+    "CPU_FAST_PATH_ENV",
+    "get_backend",
+    "get_cpu_fast_path",
+    "process_core",
+    "set_backend",
+    "set_cpu_fast_path",
+    "warmup",
+]
 
 BACKEND_ENV = "SAMPLE_SMART_BACKEND"
 CPU_FAST_PATH_ENV = "SAMPLE_SMART_CPU_FAST_PATH"
@@ -100,8 +110,13 @@ def process_core(logits: torch.Tensor, state: BatchState, inplace: bool = False)
     return chain.run(logits, state, work_inplace)
 
 
-def warmup(state: BatchState, vocab_size: int, dtype: torch.dtype = torch.float32,
-           device: torch.device | str | None = None, inplace: bool = False) -> bool:
+def warmup(
+    state: BatchState,
+    vocab_size: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    inplace: bool = False,
+) -> bool:
     """Compile ahead of serving: run the compiled backend once on random logits of shape
     ``[state.batch_size, vocab_size]`` (and on one row, which dynamo compiles separately, when the
     state has several). Pass the ``inplace`` the engine will use (the vLLM processor: True).

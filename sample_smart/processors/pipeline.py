@@ -5,6 +5,7 @@
 (:mod:`~sample_smart.processors.chain`) with the backend chosen in
 :mod:`~sample_smart.processors.dispatch`.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -39,8 +40,9 @@ def validate_logits(logits: torch.Tensor) -> None:
         )
 
 
-def process(logits: torch.Tensor, configs: DecodeConfig | Sequence[DecodeConfig] | BatchState,
-            inplace: bool = False) -> torch.Tensor:
+def process(
+    logits: torch.Tensor, configs: DecodeConfig | Sequence[DecodeConfig] | BatchState, inplace: bool = False
+) -> torch.Tensor:
     """Validate ``logits`` and apply the decoders.
 
     ``configs``: one :class:`DecodeConfig` for all rows, a sequence of B of them (rows may differ

@@ -12,6 +12,7 @@ On CPU ``torch.topk`` over [256, 151936] costs about 5-7 reads of the tensor eve
 the chunk maxima cost about one. Fixed shapes and no host reads, so it also runs under
 ``torch.compile(fullgraph=True)`` and on CUDA.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,7 +36,7 @@ def chunk_maxima(x: torch.Tensor) -> torch.Tensor:
     n_full = vocab // CHUNK
     cmax = x[:, : n_full * CHUNK].reshape(batch, n_full, CHUNK).amax(dim=-1)
     if n_full * CHUNK < vocab:
-        cmax = torch.cat([cmax, x[:, n_full * CHUNK:].amax(dim=-1, keepdim=True)], dim=-1)
+        cmax = torch.cat([cmax, x[:, n_full * CHUNK :].amax(dim=-1, keepdim=True)], dim=-1)
     return cmax
 
 
@@ -54,5 +55,5 @@ def largest_values(x: torch.Tensor, k: int, cmax: torch.Tensor | None = None) ->
     top_chunks = torch.topk(cmax[:, :n_full], k, dim=-1, sorted=False).indices  # [B, k]
     cand = main.gather(1, top_chunks.unsqueeze(-1).expand(batch, k, CHUNK)).reshape(batch, k * CHUNK)
     if n_full * CHUNK < vocab:  # the partial last chunk always joins the candidates
-        cand = torch.cat([cand, x[:, n_full * CHUNK:]], dim=-1)
+        cand = torch.cat([cand, x[:, n_full * CHUNK :]], dim=-1)
     return torch.topk(cand, k, dim=-1, sorted=True).values

@@ -9,6 +9,7 @@ The per-row tensors are derived from the rule table (:data:`~sample_smart.proces
 every rule's parameters are present for every row, and a row that does not use a rule holds the
 rule's neutral value (a no-op threshold).
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,9 @@ class BatchState:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every row tensor (all have the batch as dim 0)."""
-        return [getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)] \
-            + list(self.params.values())
+        return [getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)] + list(
+            self.params.values()
+        )
 
     def rows(self, start: int, stop: int) -> "BatchState":
         """The state of rows ``start:stop`` (tensor views, same host values, so the same code path);
@@ -82,16 +84,20 @@ class BatchState:
             return self
         view = self._row_views.get((start, stop))
         if view is None:
-            sliced = {f.name: getattr(self, f.name)[start:stop] for f in fields(self)
-                      if isinstance(getattr(self, f.name), torch.Tensor)}
+            sliced = {
+                f.name: getattr(self, f.name)[start:stop]
+                for f in fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            }
             params = {name: t[start:stop] for name, t in self.params.items()}
             view = replace(self, batch_size=stop - start, params=params, _row_views={}, **sliced)
             self._row_views[(start, stop)] = view
         return view
 
     @classmethod
-    def from_configs(cls, configs: Sequence[DecodeConfig], device: torch.device | str = "cpu",
-                     vocab_size: int | None = None) -> "BatchState":
+    def from_configs(
+        cls, configs: Sequence[DecodeConfig], device: torch.device | str = "cpu", vocab_size: int | None = None
+    ) -> "BatchState":
         """Build the row tensors for ``configs`` (one per row) on ``device``.
 
         Built on the host from Python values and copied once (``non_blocking`` where the

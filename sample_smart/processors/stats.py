@@ -11,6 +11,7 @@ For a row of logits x (finite or -inf) with p = softmax(x):
   lowest finite float first, so they contribute ``0`` and no NaN;
 - ``sigma`` = population standard deviation of the finite logits (top-n-sigma).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -36,8 +37,9 @@ def row_dot_(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a.mul_(b).sum(dim=-1)
 
 
-def row_stats(x: torch.Tensor, need_z: bool, need_entropy: bool, m: torch.Tensor | None = None,
-              keep_exp: bool = False) -> RowStats:
+def row_stats(
+    x: torch.Tensor, need_z: bool, need_entropy: bool, m: torch.Tensor | None = None, keep_exp: bool = False
+) -> RowStats:
     """Max, logsumexp and entropy of each row of ``x`` ([B, V], float32/64) with one exp pass.
 
     ``m`` may be given when the row max is already known. ``keep_exp`` also returns ``e = exp(x - m)``

@@ -10,6 +10,7 @@
   same distribution as ``logits / T`` but with the max at 0, so a tiny T cannot overflow to
   +inf and a huge one cannot turn ``-inf`` padding into NaN.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -47,8 +48,7 @@ def edt_temperature(entropy: torch.Tensor, state: BatchState) -> torch.Tensor:
     return (state.edt_log_t0 + exponent).exp()
 
 
-def apply_temperature(x: torch.Tensor, state: BatchState, inplace: bool,
-                      m: torch.Tensor | None = None) -> Tempered:
+def apply_temperature(x: torch.Tensor, state: BatchState, inplace: bool, m: torch.Tensor | None = None) -> Tempered:
     """Scale the rows of ``x`` by their temperature. ``m``: the row max of ``x`` if known.
 
     The tempered row max comes without another read: ``(m - m) / T = 0`` for EDT rows and

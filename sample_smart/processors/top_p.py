@@ -31,6 +31,7 @@ as with a stable sort-and-cumsum). Masses are handled in units of ``e_i = exp(x_
    under ``torch.compile`` and by reading the CPU flag in eager mode (a CPU tensor has no device
    to wait for).
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,7 +43,7 @@ __all__ = ["CANDIDATES", "BAND", "top_p_tau"]
 CANDIDATES = 128  # size of the candidate set (the row's largest logits)
 SAMPLE = 1024  # about this many logits in the strided sample that places the first probes
 PROBE_OFFSETS = (-48, -16, -6, -2, 2, 6, 16, 48)  # sample ranks around the estimated crossing
-FINE_STEPS = tuple(sorted((sgn * 2.0 ** -k for k in range(1, 9) for sgn in (1, -1)), reverse=True))
+FINE_STEPS = tuple(sorted((sgn * 2.0**-k for k in range(1, 9) for sgn in (1, -1)), reverse=True))
 # ... second pass: probes at these fractions of the bracket around the interpolated crossing
 BAND = 128  # the finish resolves a bracket of at most this many tokens exactly
 
@@ -69,14 +70,23 @@ def _masses(x: torch.Tensor, e: torch.Tensor, probes: torch.Tensor) -> torch.Ten
     if x.device.type == "cpu" and not torch.compiler.is_compiling():
         # eager CPU: ``where`` is not vectorised there; a 0/1 float mask times e is much faster
         keep = torch.empty_like(x)
-        return torch.stack([torch.ge(x, probes[:, j:j + 1], out=keep).mul_(e).sum(dim=-1)
-                            for j in range(probes.shape[-1])], dim=-1)
-    return torch.stack([torch.where(x >= probes[:, j:j + 1], e, 0.0).sum(dim=-1)
-                        for j in range(probes.shape[-1])], dim=-1)
+        return torch.stack(
+            [torch.ge(x, probes[:, j : j + 1], out=keep).mul_(e).sum(dim=-1) for j in range(probes.shape[-1])], dim=-1
+        )
+    return torch.stack(
+        [torch.where(x >= probes[:, j : j + 1], e, 0.0).sum(dim=-1) for j in range(probes.shape[-1])], dim=-1
+    )
 
 
-def _narrow(probes: torch.Tensor, masses: torch.Tensor, target: torch.Tensor, lo: torch.Tensor,
-            mass_lo: torch.Tensor, hi: torch.Tensor, mass_hi: torch.Tensor):
+def _narrow(
+    probes: torch.Tensor,
+    masses: torch.Tensor,
+    target: torch.Tensor,
+    lo: torch.Tensor,
+    mass_lo: torch.Tensor,
+    hi: torch.Tensor,
+    mass_hi: torch.Tensor,
+):
     """The new bracket from probes sorted descending (so ``masses`` ascending): ``lo`` = the highest
     probe whose mass reaches the target, ``hi`` = the probe above it (or the old bounds)."""
     above = (masses < target.unsqueeze(-1)).sum(dim=-1, keepdim=True)  # probes above tau
@@ -85,12 +95,12 @@ def _narrow(probes: torch.Tensor, masses: torch.Tensor, target: torch.Tensor, lo
         both = torch.cat([new, old.unsqueeze(-1)] if low else [old.unsqueeze(-1), new], dim=-1)
         return both.gather(1, above).squeeze(1)
 
-    return (pick(lo, probes, True), pick(mass_lo, masses, True), pick(hi, probes, False),
-            pick(mass_hi, masses, False))
+    return (pick(lo, probes, True), pick(mass_lo, masses, True), pick(hi, probes, False), pick(mass_hi, masses, False))
 
 
-def _sample_probes(x: torch.Tensor, m: torch.Tensor, s: torch.Tensor, target: torch.Tensor,
-                   offsets: torch.Tensor) -> torch.Tensor:
+def _sample_probes(
+    x: torch.Tensor, m: torch.Tensor, s: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor
+) -> torch.Tensor:
     """Probes (descending) around the crossing estimated from a strided sample of the row."""
     vocab = x.shape[-1]
     stride = max(1, vocab // SAMPLE)
@@ -101,8 +111,16 @@ def _sample_probes(x: torch.Tensor, m: torch.Tensor, s: torch.Tensor, target: to
     return sample.gather(1, (cross - offsets).clamp_(0, n - 1))  # descending
 
 
-def _search(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor,
-            v_last: torch.Tensor, offsets: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _search(
+    x: torch.Tensor,
+    m: torch.Tensor,
+    e: torch.Tensor,
+    s: torch.Tensor,
+    top_p: torch.Tensor,
+    v_last: torch.Tensor,
+    offsets: torch.Tensor,
+    steps: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
     """Bracket and finish for every row (step 2 of the module doc).
 
     Returns (tau, exact, lo, hi): ``exact`` is False where the bracket ``[lo, hi)`` still held more
@@ -123,15 +141,17 @@ def _search(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, 
     span = top - lo
     frac = ((mass_lo - target) / (mass_lo - mass_hi).clamp(min=torch.finfo(s.dtype).tiny)).clamp(0.0, 1.0)
     guess = lo + span * frac
-    probes = torch.minimum(torch.maximum(guess.unsqueeze(-1) + span.unsqueeze(-1) * steps, lo.unsqueeze(-1)),
-                           top.unsqueeze(-1))
+    probes = torch.minimum(
+        torch.maximum(guess.unsqueeze(-1) + span.unsqueeze(-1) * steps, lo.unsqueeze(-1)), top.unsqueeze(-1)
+    )
     lo, mass_lo, hi, mass_hi = _narrow(probes, _masses(x, e, probes), target, lo, mass_lo, hi, mass_hi)
     tau, exact = _finish(x, m, target, lo, hi, mass_hi)
     return tau, exact, lo, hi
 
 
-def _finish(x: torch.Tensor, m: torch.Tensor, target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-            mass_hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _finish(
+    x: torch.Tensor, m: torch.Tensor, target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, mass_hi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """tau from a bracket ``M(lo) >= target > M(hi) = mass_hi``: the running mass of the bracket's
     ``BAND`` largest logits on top of ``mass_hi``. Returns (tau, exact); ``exact`` is False where the
     bracket holds more than ``BAND`` tokens, more than one distinct value, and the crossing lies
@@ -151,8 +171,9 @@ def _finish(x: torch.Tensor, m: torch.Tensor, target: torch.Tensor, lo: torch.Te
     return tau, exact
 
 
-def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: torch.Tensor,
-                 hi: torch.Tensor) -> torch.Tensor:
+def _bisect_keys(
+    x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> torch.Tensor:
     """Exact tau inside a bracket ``M(lo) >= target > M(hi)`` by bisection on float keys: a fixed
     number of steps (32 for float32), no host sync, fixed shapes."""
     klo, khi = _to_key(lo), _to_key(hi)
@@ -164,8 +185,15 @@ def _bisect_keys(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: tor
     return _from_key(klo, x.dtype)
 
 
-def _bisect_rows(x: torch.Tensor, e: torch.Tensor, target: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                 rows: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+def _bisect_rows(
+    x: torch.Tensor,
+    e: torch.Tensor,
+    target: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    rows: torch.Tensor,
+    tau: torch.Tensor,
+) -> torch.Tensor:
     """``tau`` with the bisection's exact value in the ``rows`` (bool [B]) the search left inexact."""
     return torch.where(rows, _bisect_keys(x, e, target, lo, hi), tau)
 
@@ -183,8 +211,14 @@ def _run_if(flag: torch.Tensor, fn, operands: tuple, otherwise: torch.Tensor) ->
     return fn(*operands) if bool(flag.any()) else otherwise
 
 
-def top_p_tau(x: torch.Tensor, m: torch.Tensor, e: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor,
-              values: torch.Tensor | None = None) -> torch.Tensor:
+def top_p_tau(
+    x: torch.Tensor,
+    m: torch.Tensor,
+    e: torch.Tensor,
+    s: torch.Tensor,
+    top_p: torch.Tensor,
+    values: torch.Tensor | None = None,
+) -> torch.Tensor:
     """tau per row (see module doc); ``-inf`` where ``top_p >= 1`` (off).
 
     ``x`` [B, V] tempered logits, ``m`` row max, ``e = exp(x - m)``, ``s = sum e``; ``values``: the

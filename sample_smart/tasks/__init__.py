@@ -10,6 +10,7 @@ source checkout also exposes them as ``tasks/`` at the repository root. Tasks:
 Use them with lm-eval's ``--include_path $(python -c "import sample_smart.tasks as t; print(t.tasks_dir())")``
 or ``lm_eval.tasks.TaskManager(include_path=str(tasks_dir()))``; ``sample-smart eval`` does it for you.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -11,6 +11,7 @@ answer format), ``target`` the assistant's reply ``"\\boxed{Accept}"``/``"\\boxe
 gives the same problems on every machine and Python version; the default seeds of the train
 and test splits differ.
 """
+
 from __future__ import annotations
 
 import random
@@ -46,17 +47,20 @@ def generate(n: int, seed: int | str = "train") -> list[dict[str, Any]]:
         if shown < 0:
             shown = value + rng.randint(1, 3)
         gt = "accept" if true else "reject"
-        out.append({
-            "id": f"{prefix}-{i}",
-            "prompt": f"Is {a} {op} {b} = {shown}? {_INSTRUCTION}",
-            "target": f"{ANSWER_PREFIX}{LABELS[gt][0]}}}",
-            "gt": gt,
-        })
+        out.append(
+            {
+                "id": f"{prefix}-{i}",
+                "prompt": f"Is {a} {op} {b} = {shown}? {_INSTRUCTION}",
+                "target": f"{ANSWER_PREFIX}{LABELS[gt][0]}}}",
+                "gt": gt,
+            }
+        )
     return out
 
 
-def sft_features(tokenizer: Any, records: list[dict[str, Any]], *, chat_template: bool = True,
-                 add_eos: bool = True) -> list[dict[str, list[int]]]:
+def sft_features(
+    tokenizer: Any, records: list[dict[str, Any]], *, chat_template: bool = True, add_eos: bool = True
+) -> list[dict[str, list[int]]]:
     """Tokenised supervised examples ``{"input_ids", "attention_mask", "labels"}``: the prompt
     (chat-templated with a generation prompt) is masked with -100, the target (plus the EOS
     token when ``add_eos``) is learned; the prompt/target boundary is exact
@@ -66,10 +70,12 @@ def sft_features(tokenizer: Any, records: list[dict[str, Any]], *, chat_template
     feats = []
     eos = getattr(tokenizer, "eos_token_id", None)
     for rec in records:
-        enc = encode_example(tokenizer, Example(str(rec["id"]), rec["prompt"], rec["target"]),
-                             chat_template=chat_template)
+        enc = encode_example(
+            tokenizer, Example(str(rec["id"]), rec["prompt"], rec["target"]), chat_template=chat_template
+        )
         target = list(enc.target_ids) + ([int(eos)] if add_eos and eos is not None else [])
         ids = list(enc.prompt_ids) + target
-        feats.append({"input_ids": ids, "attention_mask": [1] * len(ids),
-                      "labels": [-100] * len(enc.prompt_ids) + target})
+        feats.append(
+            {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(enc.prompt_ids) + target}
+        )
     return feats

@@ -8,6 +8,7 @@ Source, in order:
    (``{"question": ..., "answer": "...#### N"}``), read offline;
 3. otherwise the hub dataset ``openai/gsm8k`` (config ``main``) through ``datasets``.
 """
+
 from __future__ import annotations
 
 import os

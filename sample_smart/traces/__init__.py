@@ -8,6 +8,7 @@
 
 Nothing here imports vllm or transformers at import time.
 """
+
 from .reader import (
     TraceFormatError,
     TraceFormatWarning,

@@ -19,6 +19,7 @@ The pairs (score, correct) go into the 100 buckets of :mod:`sample_smart.calibra
 :mod:`sample_smart.calibration.bucket_decoder`. Nothing trains: forwards run in eval mode
 under ``torch.inference_mode`` (the teacher forcer's).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,10 +44,14 @@ SAMPLED_FROM = {
     "softmax_dtype": "float32",
     "sampler": "torch.multinomial, one draw per supervised position (teacher-forced gold prefix)",
     "generator": "torch.Generator per sequence, seeded with sequence_seed(seed, index) "
-                 "(numpy SeedSequence([seed, index]).generate_state(1, uint64)[0])",
+    "(numpy SeedSequence([seed, index]).generate_state(1, uint64)[0])",
 }
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 TASKS = ("arith_mini", "gsm8k_fewshot")
@@ -98,8 +103,11 @@ class ModelSource:
 
 
 def _missing(folder: Path, groups: dict[str, tuple[str, ...]]) -> list[str]:
-    return [f"{what} ({' or '.join(names)})" for what, names in groups.items()
-            if not any((folder / n).is_file() for n in names)]
+    return [
+        f"{what} ({' or '.join(names)})"
+        for what, names in groups.items()
+        if not any((folder / n).is_file() for n in names)
+    ]
 
 
 def resolve_model(spec: str) -> ModelSource:
@@ -124,8 +132,10 @@ def resolve_model(spec: str) -> ModelSource:
             raise ValueError(f"model {path}: a checkpoint file must end in {', '.join(CHECKPOINT_SUFFIXES)}")
         missing = _missing(path.parent, {"config": ("config.json",), "tokenizer": TOKENIZER_FILES})
         if missing:
-            raise ValueError(f"checkpoint {path}: its folder {path.parent} lacks {', '.join(missing)} "
-                             "(the architecture and tokenizer of the weights)")
+            raise ValueError(
+                f"checkpoint {path}: its folder {path.parent} lacks {', '.join(missing)} "
+                "(the architecture and tokenizer of the weights)"
+            )
         return ModelSource(spec, path.parent.absolute(), path.absolute(), path.absolute().with_suffix(".json"))
     if path.suffix or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise ValueError(f"model {spec!r}: no such file or folder ({path.absolute()})")
@@ -163,13 +173,16 @@ def load_model(source: ModelSource, dtype: str = "float32"):
                 state = state[key]
                 break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"checkpoint {source.weights}: expected a state dict of tensors (or one under "
-                         "'model'/'state_dict'/'model_state_dict')")
+        raise ValueError(
+            f"checkpoint {source.weights}: expected a state dict of tensors (or one under "
+            "'model'/'state_dict'/'model_state_dict')"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"checkpoint {source.weights}: does not fit the config in {source.folder}: "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise ValueError(
+            f"checkpoint {source.weights}: does not fit the config in {source.folder}: {str(exc).splitlines()[0]}"
+        ) from None
     if model.config.tie_word_embeddings:
         model.tie_weights()
     return model.eval(), tokenizer
@@ -190,8 +203,15 @@ def _jsonl_source(path: Path, kind: str, fields: dict) -> DataSource:
     return DataSource({"kind": kind, "path": str(path), **fields}, take, path)
 
 
-def resolve_data(data: str, split: str = "val", data_dir: str | os.PathLike | None = None, *,
-                 id_field: str = "id", prompt_field: str = "prompt", target_field: str = "target") -> DataSource:
+def resolve_data(
+    data: str,
+    split: str = "val",
+    data_dir: str | os.PathLike | None = None,
+    *,
+    id_field: str = "id",
+    prompt_field: str = "prompt",
+    target_field: str = "target",
+) -> DataSource:
     """DATA as a JSONL file of prompt/target pairs, a folder with ``train.jsonl``/``val.jsonl``
     (``split`` picks; for val also ``validation.jsonl``, ``test.jsonl``), or a task name
     (``arith_mini``: generated, question -> solution; ``gsm8k_fewshot``: ``data_dir`` or
@@ -217,8 +237,9 @@ def resolve_data(data: str, split: str = "val", data_dir: str | os.PathLike | No
         def take(n: int) -> list[Example]:
             return [Example(d["id"], d["question"], d["solution"]) for d in arith.generate(name, n)]
 
-        return DataSource({"kind": "task", "task": data, "split": name,
-                           "prompt": "question", "target": "solution"}, take)
+        return DataSource(
+            {"kind": "task", "task": data, "split": name, "prompt": "question", "target": "solution"}, take
+        )
     if data == "gsm8k_fewshot":
         from sample_smart.tasks import gsm8k
 
@@ -227,15 +248,18 @@ def resolve_data(data: str, split: str = "val", data_dir: str | os.PathLike | No
         except FileNotFoundError as exc:
             raise ValueError(str(exc)) from None
         if folder is None:
-            raise ValueError(f"DATA gsm8k_fewshot: give --data-dir (a folder with train.jsonl and test.jsonl) "
-                             f"or set ${gsm8k.ENV_VAR}; the hub is not used here")
+            raise ValueError(
+                f"DATA gsm8k_fewshot: give --data-dir (a folder with train.jsonl and test.jsonl) "
+                f"or set ${gsm8k.ENV_VAR}; the hub is not used here"
+            )
         f = folder.absolute() / ("train.jsonl" if split == "train" else "test.jsonl")
         src = _jsonl_source(f, "task", {"id_field": "id", "prompt_field": "question", "target_field": "answer"})
         src.description.update(task=data, split=f.stem)
         return src
     raise ValueError(
         f"DATA {data!r} matches nothing: looked for the file {path}, the folder {path} holding "
-        f"{' / '.join(SPLIT_FILES[split])}, and a task name ({', '.join(TASKS)})")
+        f"{' / '.join(SPLIT_FILES[split])}, and a task name ({', '.join(TASKS)})"
+    )
 
 
 # ---- critics ---------------------------------------------------------------------------
@@ -252,16 +276,21 @@ class Critic:
         prefix = "sampled" if on_sampled else "gold"
         if spec in BUILTIN_CRITICS:
             return cls(spec, prefix)
-        if spec.startswith("model:") and spec[len("model:"):].strip():
-            return cls("model", prefix, spec[len("model:"):].strip())
+        if spec.startswith("model:") and spec[len("model:") :].strip():
+            return cls("model", prefix, spec[len("model:") :].strip())
         raise ValueError(f"critic must be one of {', '.join(BUILTIN_CRITICS)} or model:PATH, got {spec!r}")
 
     def describe(self, critic_model_name: str | None = None) -> dict:
-        score = {"p_sampled": "the model's probability of the sampled token",
-                 "p_max": "the model's largest token probability at the position",
-                 "model": "a second model's probability of the sampled token"}[self.name]
-        seen = ("the gold prefix prompt + t_1..t_{i-1} (the one the token was sampled at)" if self.prefix == "gold"
-                else "the sampled sequence prompt + s_1..s_{i-1} (gold tokens replaced by the draws)")
+        score = {
+            "p_sampled": "the model's probability of the sampled token",
+            "p_max": "the model's largest token probability at the position",
+            "model": "a second model's probability of the sampled token",
+        }[self.name]
+        seen = (
+            "the gold prefix prompt + t_1..t_{i-1} (the one the token was sampled at)"
+            if self.prefix == "gold"
+            else "the sampled sequence prompt + s_1..s_{i-1} (gold tokens replaced by the draws)"
+        )
         out = {"name": self.name, "prefix": self.prefix, "score": f"{score}, given {seen}; raw softmax, T = 1"}
         if self.name == "model":
             out["model"] = critic_model_name or self.path
@@ -353,7 +382,7 @@ def run_critic_calibration(
     done = 0
     try:
         for start in range(0, len(encoded), chunk):
-            items = encoded[start:start + chunk]
+            items = encoded[start : start + chunk]
             draws: dict[int, Any] = {}
             scores: dict[int, Any] = {}
             for i, rows in base.target_logits(items):
@@ -361,15 +390,24 @@ def run_critic_calibration(
                 ids, probs = sample_rows(rows, g)
                 draws[i] = ids
                 if judge is None:
-                    scores[i] = (probs.gather(1, ids[:, None]).squeeze(1) if critic.name == "p_sampled"
-                                 else probs.max(dim=1).values)
+                    scores[i] = (
+                        probs.gather(1, ids[:, None]).squeeze(1)
+                        if critic.name == "p_sampled"
+                        else probs.max(dim=1).values
+                    )
             if judge is not None:
-                seen = items if critic.prefix == "gold" else [
-                    EncodedExample(e.id, e.prompt_ids, draws[i].tolist()) for i, e in enumerate(items)]
+                seen = (
+                    items
+                    if critic.prefix == "gold"
+                    else [EncodedExample(e.id, e.prompt_ids, draws[i].tolist()) for i, e in enumerate(items)]
+                )
                 for i, rows in judge.target_logits(seen):
                     probs = softmax_rows(rows)
-                    scores[i] = (probs.max(dim=1).values if critic.name == "p_max"
-                                 else probs.gather(1, draws[i][:, None]).squeeze(1))
+                    scores[i] = (
+                        probs.max(dim=1).values
+                        if critic.name == "p_max"
+                        else probs.gather(1, draws[i][:, None]).squeeze(1)
+                    )
             for i, e in enumerate(items):
                 s = scores[i].double().numpy()
                 ids = draws[i].numpy()
@@ -389,11 +427,22 @@ def run_critic_calibration(
             bar.update(len(items))
     finally:
         bar.close()
-    return CriticResult(counts, correct, sums, np.concatenate(all_scores), np.concatenate(all_hits), done,
-                        n_correct, digest.hexdigest(), sampled)
+    return CriticResult(
+        counts,
+        correct,
+        sums,
+        np.concatenate(all_scores),
+        np.concatenate(all_hits),
+        done,
+        n_correct,
+        digest.hexdigest(),
+        sampled,
+    )
 
 
 def _echo_buckets(echo: Callable[[str], Any], done: int, counts: np.ndarray, correct: np.ndarray) -> None:
-    rows = [f"  [{k / 100:.2f}, {(k + 1) / 100:.2f}{']' if k == 99 else ')'} n={counts[k]} acc={correct[k] / counts[k]:.4f}"
-            for k in np.flatnonzero(counts)]
+    rows = [
+        f"  [{k / 100:.2f}, {(k + 1) / 100:.2f}{']' if k == 99 else ')'} n={counts[k]} acc={correct[k] / counts[k]:.4f}"
+        for k in np.flatnonzero(counts)
+    ]
     echo(f"after {done} sequences, {int(counts.sum())} positions, non-empty buckets:\n" + "\n".join(rows))

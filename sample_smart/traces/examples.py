@@ -20,6 +20,7 @@ merge across it ("Hello wor" + "ld" -> "Hello", " world"). If a tokenizer cannot
 the target alone exactly (SentencePiece adds a leading space), the target is encoded
 after a newline anchor and the anchor's tokens are removed; failing that, an error.
 """
+
 from __future__ import annotations
 
 import os
@@ -127,5 +128,7 @@ def encode_example(tokenizer, example: Example, *, chat_template: bool) -> Encod
     if not target_ids:
         raise ValueError(f"example {example.id!r}: the target tokenises to no tokens")
     if not prompt_ids:
-        raise ValueError(f"example {example.id!r}: the prompt tokenises to no tokens (nothing predicts the first target token)")
+        raise ValueError(
+            f"example {example.id!r}: the prompt tokenises to no tokens (nothing predicts the first target token)"
+        )
     return EncodedExample(example.id, prompt_ids, target_ids)

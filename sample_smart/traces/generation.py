@@ -17,6 +17,7 @@ are always raw), which is exact because it replays the same prefix.
 
 Tracing stops where ``stop.TraceStop`` says (stop strings or regex on decoded text).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -77,7 +78,8 @@ def trace_generations(
     mode = info["logprobs_mode"]
     if mode not in ("raw_logprobs", "processed_logprobs"):
         raise ValueError(
-            f"generation traces need the engine's logprobs_mode to be 'raw_logprobs' or 'processed_logprobs', got {mode!r}"
+            "generation traces need the engine's logprobs_mode to be 'raw_logprobs' or 'processed_logprobs', "
+            f"got {mode!r}"
         )
     stop = stop or TraceStop()
     per_prompt = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
@@ -144,7 +146,9 @@ def _replace_with_raw(llm: Any, pending: list, top_k: int, max_model_len: int) -
                 f"{len(g.prompt_ids) + len(traced) + 1} positions, above max_model_len={max_model_len}"
             )
     sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k, flat_logprobs=True, detokenize=False)
-    outs = llm.generate([TokensPrompt(prompt_token_ids=g.prompt_ids + traced) for _, g, traced in todo], sp, use_tqdm=False)
+    outs = llm.generate(
+        [TokensPrompt(prompt_token_ids=g.prompt_ids + traced) for _, g, traced in todo], sp, use_tqdm=False
+    )
     for (rec, g, traced), out in zip(todo, outs):
         raw = _step_columns(out.prompt_logprobs, traced, len(g.prompt_ids), top_k)
         rec.update(raw)

@@ -6,6 +6,7 @@ is generated again in full and a warning says so (its earlier sequences stay in 
 they are complete records). Request ``i`` of the data file gets seed ``seed + i``, so a
 resumed run samples what the uninterrupted run would have.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,13 +14,13 @@ import warnings
 from collections import Counter
 from typing import Any
 
-from .examples import load_examples, render_prompt
-from .generation import GenerationPrompt, trace_generations
 from sample_smart.io_checks import refuse_overwrite
 
+from .examples import load_examples, render_prompt
+from .generation import GenerationPrompt, trace_generations
 from .reader import read_records
-from .schemas import GENERATION
 from .reference import ReferenceRankWriters
+from .schemas import GENERATION
 from .stop import TraceStop
 from .writer import TraceWriter
 
@@ -95,18 +96,28 @@ def run_generation_traces(
             counts["skipped_prompts"] += 1
             continue
         if written[ex.id]:
-            warnings.warn(f"prompt {ex.id!r} has {written[ex.id]} of {n} sequences from an interrupted run; generating all {n} again")
+            warnings.warn(
+                f"prompt {ex.id!r} has {written[ex.id]} of {n} sequences from an interrupted run; "
+                f"generating all {n} again"
+            )
         todo.append((i, ex))
     bar = tqdm(total=len(todo), disable=not progress, unit="prompt", desc="trace generate")
     try:
         with TraceWriter(output) as writer:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
-                prompts = [GenerationPrompt(ex.id, render_prompt(tokenizer, ex.prompt, chat_template=chat_template))
-                           for _, ex in chunk]
+                prompts = [
+                    GenerationPrompt(ex.id, render_prompt(tokenizer, ex.prompt, chat_template=chat_template))
+                    for _, ex in chunk
+                ]
                 params = [
-                    sampling_params(config, n=n, max_tokens=max_tokens, temperature=temperature,
-                                    seed=None if seed is None else seed + i)
+                    sampling_params(
+                        config,
+                        n=n,
+                        max_tokens=max_tokens,
+                        temperature=temperature,
+                        seed=None if seed is None else seed + i,
+                    )
                     for i, _ in chunk
                 ]
                 for rec in trace_generations(llm, prompts, params, top_k=top_k, stop=stop):

@@ -10,6 +10,7 @@ raising :class:`TraceFormatError` (``on_error="raise"``, the default) or with a 
 and skipping it (``on_error="skip"``). Blank lines are ignored. ``completed_ids`` (resume)
 counts only records that pass their schema's validator.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,18 @@ from typing import Any
 from sample_smart.io_checks import ON_ERROR, InputFileError, InputFileWarning, iter_json_lines
 from sample_smart.io_checks import report as _report_line
 
-from .schemas import TEACHER_FORCED, GENERATION, VALIDATORS, SchemaError
+from .schemas import GENERATION, TEACHER_FORCED, VALIDATORS, SchemaError
 
-__all__ = ["ON_ERROR", "TraceFormatError", "TraceFormatWarning", "completed_ids", "iter_generation",
-           "iter_teacher_forced", "read_jsonl", "read_records"]
+__all__ = [
+    "ON_ERROR",
+    "TraceFormatError",
+    "TraceFormatWarning",
+    "completed_ids",
+    "iter_generation",
+    "iter_teacher_forced",
+    "read_jsonl",
+    "read_records",
+]
 
 
 class TraceFormatError(InputFileError):

@@ -13,6 +13,7 @@
 All derive from our own records (``sample_smart.generation/1`` and
 ``sample_smart.teacher_forced/1``), so they are views, never a second source of truth.
 """
+
 from __future__ import annotations
 
 import math

@@ -39,6 +39,7 @@ engine ran in processed-logprobs mode also the processed logprob of the sampled 
      "logprob": [T], "p_max": [T], "top_ids": [T][top_k], "top_logprobs": [T][top_k],
      "processed_logprob": [T] (only in processed mode)}
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ BACKENDS = ("transformers", "vllm")
 ENTROPY_SCOPES = ("full", "top_k")
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
 STOP_REASONS = ("stop_string", "regex", "end")
+
 
 @dataclass(frozen=True)
 class StepField:
@@ -116,6 +118,7 @@ def step_columns(fields: tuple[StepField, ...], source: Any) -> dict[str, list]:
 def position_stats(fields: tuple[StepField, ...]) -> dict[str, list]:
     """Empty per-position accumulators, one per ``stat`` the fields need."""
     return {f.stat: [] for f in fields}
+
 
 # float slack for values that are mathematically <= 0 or <= 1
 _EPS = 1e-5
@@ -199,8 +202,11 @@ def validate_teacher_forced(record: Mapping[str, Any]) -> Mapping[str, Any]:
     n, top_k = _check_header(record, TEACHER_FORCED)
     _require(isinstance(record.get("id"), str), "id", f"must be a string, got {record.get('id')!r}")
     _require(record.get("backend") in BACKENDS, "backend", f"must be one of {BACKENDS}, got {record.get('backend')!r}")
-    _require(record.get("entropy_scope") in ENTROPY_SCOPES, "entropy_scope",
-             f"must be one of {ENTROPY_SCOPES}, got {record.get('entropy_scope')!r}")
+    _require(
+        record.get("entropy_scope") in ENTROPY_SCOPES,
+        "entropy_scope",
+        f"must be one of {ENTROPY_SCOPES}, got {record.get('entropy_scope')!r}",
+    )
     _check_steps(record, TEACHER_FORCED_STEPS, n, top_k)
     return record
 
@@ -214,8 +220,11 @@ def validate_generation(record: Mapping[str, Any]) -> Mapping[str, Any]:
     mode = record.get("logprobs_mode")
     _require(mode in LOGPROBS_MODES, "logprobs_mode", f"must be one of {LOGPROBS_MODES}, got {mode!r}")
     stop = record.get("stop")
-    _require(isinstance(stop, Mapping) and stop.get("reason") in STOP_REASONS, "stop",
-             f"must be an object with reason in {STOP_REASONS}")
+    _require(
+        isinstance(stop, Mapping) and stop.get("reason") in STOP_REASONS,
+        "stop",
+        f"must be an object with reason in {STOP_REASONS}",
+    )
     ng = record.get("n_generated")
     _require(isinstance(ng, int) and ng >= n, "n_generated", f"must be an int >= n_tokens ({n})")
     fields = dict(GENERATION_STEPS)

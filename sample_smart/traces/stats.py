@@ -15,6 +15,7 @@ These are the quantities of the calibration grid of arXiv 2510.05987 (probabilit
 the gold token sitting at rank r given p_max). Rows are processed in chunks so the
 vocabulary-sized temporaries stay bounded.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ def token_stats(logits: torch.Tensor, token_ids: torch.Tensor, top_k: int, *, ch
     if not parts:
         empty_f = torch.zeros(0)
         empty_l = torch.zeros(0, dtype=torch.long)
-        return TokenStats(empty_l, empty_l, empty_f, empty_f, empty_f,
-                          torch.zeros(0, top_k, dtype=torch.long), torch.zeros(0, top_k))
+        return TokenStats(
+            empty_l, empty_l, empty_f, empty_f, empty_f, torch.zeros(0, top_k, dtype=torch.long), torch.zeros(0, top_k)
+        )
     cols = [torch.cat([p[i] for p in parts]).cpu() for i in range(7)]
     return TokenStats(*cols)

@@ -8,6 +8,7 @@ Found by binary search over prefix lengths (``O(log n)`` decodes), which is exac
 "the decoded prefix contains a match" only turns true once, as for plain strings and
 ordinary patterns (no end anchors or lookaheads).
 """
+
 from __future__ import annotations
 
 import re
@@ -55,7 +56,7 @@ class TraceStop:
     def cut(self, tokenizer, token_ids: Sequence[int]) -> tuple[int, dict]:
         """``(n_traced, {"reason": ..., "match": ...})`` for a generated sequence."""
         n = len(token_ids)
-        decode = lambda k: tokenizer.decode(list(token_ids[:k]), skip_special_tokens=False)  # noqa: E731
+        decode = lambda k: tokenizer.decode(list(token_ids[:k]), skip_special_tokens=False)
         if not self.active or n == 0 or self._match(decode(n)) is None:
             return n, {"reason": "end", "match": None}
         lo, hi = 1, n  # smallest k in [1, n] whose prefix matches

@@ -11,6 +11,7 @@ examples; this module drives them: streaming input, resume by example id, progre
 and the crash-safe writer. Nothing here trains: the backends run under
 ``torch.inference_mode`` (transformers) or the engine's own inference path (vLLM).
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ tensor, when the model supports it). Statistics: see ``stats.token_stats``
 No training: the model is put in ``eval()`` mode and the forward runs under
 ``torch.inference_mode()``; no optimizer exists. Works on any device (``device=``).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -99,8 +100,12 @@ class TransformersTeacherForcer:
             gold = torch.tensor(e.target_ids, device=rows.device)
             stats = token_stats(rows, gold, self.top_k)
             out[i] = teacher_forced_record(
-                e.id, model=self.model_name, backend=self.name, top_k=self.top_k,
-                entropy_scope=self.entropy_scope, stats=stats,
+                e.id,
+                model=self.model_name,
+                backend=self.name,
+                top_k=self.top_k,
+                entropy_scope=self.entropy_scope,
+                stats=stats,
             )
         return out  # type: ignore[return-value]
 

@@ -8,6 +8,7 @@ skip the sampling processors, whatever the engine's ``logprobs_mode``). The full
 distribution is not returned, so the entropy is over the top-k only
 (``entropy_scope = "top_k"``: ``-sum_{v in top-k} p_v ln p_v``, a lower bound).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -54,5 +55,10 @@ class VLLMTeacherForcer:
             for stat, value in position_values(plp, p + i, gold, self.top_k, entropy=True).items():
                 cols[stat].append(value)
         return teacher_forced_record(
-            e.id, model=self.model_name, backend=self.name, top_k=self.top_k, entropy_scope=self.entropy_scope, stats=cols
+            e.id,
+            model=self.model_name,
+            backend=self.name,
+            top_k=self.top_k,
+            entropy_scope=self.entropy_scope,
+            stats=cols,
         )

@@ -10,6 +10,7 @@ are read here. Which distribution the values describe depends on the engine's
 ``logprobs_mode`` for sampled tokens; prompt logprobs are always raw (prompt tokens
 skip the sampling processors).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,9 @@ def position_entries(container: Any, pos: int, token_id: int, top_k: int) -> tup
         if e - s < 1 + top_k:
             raise ValueError(f"vLLM returned {e - s - 1} logprobs at position {pos}, expected top_k={top_k}")
         if container.token_ids[s] != token_id:
-            raise ValueError(f"vLLM logprobs at position {pos} are for token {container.token_ids[s]}, expected {token_id}")
+            raise ValueError(
+                f"vLLM logprobs at position {pos} are for token {container.token_ids[s]}, expected {token_id}"
+            )
         return (
             float(container.logprobs[s]),
             int(container.ranks[s]),
@@ -44,8 +47,14 @@ def position_values(container: Any, pos: int, token_id: int, top_k: int, entropy
     """The per-position quantities of ``schemas.StepField.stat`` at ``pos`` (vLLM's logprobs):
     token_id, rank, logprob, p_max, top_ids, top_logprobs, and with ``entropy`` the top-k entropy."""
     lp, rank, top_ids, top_lps = position_entries(container, pos, token_id, top_k)
-    out = {"token_id": int(token_id), "rank": rank, "logprob": lp, "p_max": math.exp(top_lps[0]),
-           "top_ids": top_ids, "top_logprobs": top_lps}
+    out = {
+        "token_id": int(token_id),
+        "rank": rank,
+        "logprob": lp,
+        "p_max": math.exp(top_lps[0]),
+        "top_ids": top_ids,
+        "top_logprobs": top_lps,
+    }
     if entropy:
         out["entropy"] = topk_entropy(top_lps)
     return out

@@ -23,6 +23,7 @@ appended, and a confirmed record is never lost:
 
 ``"\r\n"`` (CRLF) files are complete lines and are left as they are.
 """
+
 from __future__ import annotations
 
 import os
@@ -112,8 +113,11 @@ class TraceWriter:
             os.truncate(self.path, cut)
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if tail is not None and tail[1]:
-            warnings.warn(f"{self.path}: the last record had no final newline; added it (the record is kept)",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.path}: the last record had no final newline; added it (the record is kept)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             os.write(self._fd, b"\n")
 
     @property

@@ -1,5 +1,6 @@
 """`sample-smart compare` and sample_smart.analysis.compare*: real models (the embedded SmolLM2-135M
 and its bfloat16 copy), statistics checked against a plain forward pass, files, resume, bad input."""
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,15 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bf16_run(paths, loaded, data, tmp_path_factory):
-    spec = CompareSpec(models=list(paths), names=["fp32", "bf16"], data=data, mode="teacher_forced",
-                       output_dir=str(tmp_path_factory.mktemp("cmp_bf16")), batch_size=2, n_quantiles=4)
+    spec = CompareSpec(
+        models=list(paths),
+        names=["fp32", "bf16"],
+        data=data,
+        mode="teacher_forced",
+        output_dir=str(tmp_path_factory.mktemp("cmp_bf16")),
+        batch_size=2,
+        n_quantiles=4,
+    )
     return spec, run_compare(spec, progress=False, loaded=loaded)
 
 
@@ -73,8 +81,9 @@ def self_run(paths, loaded, data, tmp_path_factory):
     so it is not recognised as the same folder and shared)."""
     tmp = tmp_path_factory.mktemp("cmp_self")
     (tmp / "again").symlink_to(paths[0], target_is_directory=True)
-    spec = CompareSpec(models=[paths[0], str(tmp / "again")], data=data, mode="teacher_forced",
-                       output_dir=str(tmp / "out"))
+    spec = CompareSpec(
+        models=[paths[0], str(tmp / "again")], data=data, mode="teacher_forced", output_dir=str(tmp / "out")
+    )
     return spec, run_compare(spec, progress=False, loaded=loaded)
 
 
@@ -127,7 +136,9 @@ def test_teacher_forced_statistics_equal_a_plain_forward_pass(paths, loaded, bf1
     assert math.isclose(r["kl_percentiles"]["p99"], np.percentile(kl, 99), rel_tol=1e-9)
     assert math.isclose(r["rms_delta_p"], math.sqrt(np.mean(np.square(all_dp))), rel_tol=1e-9)
     share = np.mean(all_same)
-    assert math.isclose(r["same_top_share"], share) and math.isclose(r["same_top_share_se"], math.sqrt(share * (1 - share) / kl.size))
+    assert math.isclose(r["same_top_share"], share) and math.isclose(
+        r["same_top_share_se"], math.sqrt(share * (1 - share) / kl.size)
+    )
     ratio = np.mean(np.array(all_lb, np.float64) - np.array(all_lq, np.float64))
     assert math.isclose(r["ln_ppl_ratio"], ratio, rel_tol=1e-6, abs_tol=1e-12)
     assert math.isclose(math.log(r["ppl_other"] / r["ppl_base"]), ratio, rel_tol=1e-6, abs_tol=1e-9)
@@ -160,9 +171,22 @@ def test_the_file_set(bf16_run):
     prefix, files = result["prefix"], result["files"]
     assert os.path.basename(prefix).startswith("compare_20") and prefix.endswith("Z")
     assert os.path.exists(files["errors"])
-    for key in ("run", "tokens_jsonl", "tokens_fp32", "tokens_bf16", "pairs", "by_current_token",
-                "by_next_token", "entropy_quantiles", "summary_stats", "model_comparison", "plot_entropy",
-                "plot_p_next", "plot_entropy_quantiles", "plot_kl"):
+    for key in (
+        "run",
+        "tokens_jsonl",
+        "tokens_fp32",
+        "tokens_bf16",
+        "pairs",
+        "by_current_token",
+        "by_next_token",
+        "entropy_quantiles",
+        "summary_stats",
+        "model_comparison",
+        "plot_entropy",
+        "plot_p_next",
+        "plot_entropy_quantiles",
+        "plot_kl",
+    ):
         assert os.path.getsize(files[key]) > 0, key
         assert os.path.basename(files[key]).startswith(os.path.basename(prefix))
     assert parquet_available() and os.path.getsize(files["tokens_fp32_parquet"]) > 0
@@ -176,7 +200,9 @@ def test_the_file_set(bf16_run):
     assert texts["target"] == PAIRS[0][1] and texts["models"]["fp32"]["n_tokens"] == len(bf)
     tokens = pd.read_csv(files["tokens_fp32"])
     assert len(tokens) == orjson.loads(open(files["summary_stats"], "rb").read())["per_model"]["fp32"]["n_tokens"]
-    assert pd.read_parquet(files["tokens_fp32_parquet"])["entropy_nats"].tolist() == pytest.approx(tokens["entropy_nats"].tolist())
+    assert pd.read_parquet(files["tokens_fp32_parquet"])["entropy_nats"].tolist() == pytest.approx(
+        tokens["entropy_nats"].tolist()
+    )
     by_next = pd.read_csv(files["by_next_token"])
     assert by_next.groupby("model")["count"].sum().tolist() == [len(tokens)] * 2
     quant = pd.read_csv(files["entropy_quantiles"])
@@ -184,7 +210,11 @@ def test_the_file_set(bf16_run):
     assert 1 <= len(fp) <= spec.n_quantiles and fp["count"].sum() == len(tokens)
     assert (fp["entropy_low_nats"].diff().dropna() > 0).all()
     comp = orjson.loads(open(files["model_comparison"], "rb").read())
-    assert comp["models"] == ["fp32", "bf16"] and set(comp["entropy_percentiles_nats"]["bf16"]) >= {"max", "median", "min"}
+    assert comp["models"] == ["fp32", "bf16"] and set(comp["entropy_percentiles_nats"]["bf16"]) >= {
+        "max",
+        "median",
+        "min",
+    }
     assert comp["experiment_name"] == "compare" and "nats" in comp["units"]
 
 
@@ -202,8 +232,15 @@ def test_resume_after_a_crash_redoes_only_the_lost_prompt(paths, loaded, bf16_ru
 
 
 def test_generation_scores_each_models_own_tokens(paths, loaded, data, tmp_path):
-    spec = CompareSpec(models=[paths[0], paths[1]], names=["fp32", "bf16"], data=data, mode="generation",
-                       max_new_tokens=5, limit=2, output_dir=str(tmp_path))
+    spec = CompareSpec(
+        models=[paths[0], paths[1]],
+        names=["fp32", "bf16"],
+        data=data,
+        mode="generation",
+        max_new_tokens=5,
+        limit=2,
+        output_dir=str(tmp_path),
+    )
     result = run_compare(spec, progress=False, loaded=loaded)
     _, records = load_run(result["prefix"])
     assert len(records) == 2 and "pairs" not in records[0]
@@ -212,9 +249,16 @@ def test_generation_scores_each_models_own_tokens(paths, loaded, data, tmp_path)
             model, tok = loaded[path].model, loaded[path].tokenizer
             enc = encode_example(tok, Example(rec["id"], prompt, "x"), chat_template=True)
             with torch.inference_mode():  # greedy decoding written independently
-                ref = model.generate(torch.tensor([enc.prompt_ids]), do_sample=False, max_new_tokens=5,
-                                     pad_token_id=loaded[path].pad_id, top_k=None, top_p=None, temperature=None)
-            gen = ref[0, len(enc.prompt_ids):].tolist()
+                ref = model.generate(
+                    torch.tensor([enc.prompt_ids]),
+                    do_sample=False,
+                    max_new_tokens=5,
+                    pad_token_id=loaded[path].pad_id,
+                    top_k=None,
+                    top_p=None,
+                    temperature=None,
+                )
+            gen = ref[0, len(enc.prompt_ids) :].tolist()
             cols = rec["models"][name]
             assert cols["next_id"] == gen and 1 <= cols["n_tokens"] <= 5
             assert cols["text"] == tok.decode(gen, skip_special_tokens=False)
@@ -227,10 +271,12 @@ def test_generation_scores_each_models_own_tokens(paths, loaded, data, tmp_path)
 
 
 def test_one_bad_prompt_is_reported_and_skipped(paths, loaded, tmp_path):
-    rows = [{"id": "good0", "prompt": PAIRS[0][0], "target": PAIRS[0][1]},
-            b'{"id": "broken", "prompt": ',
-            {"id": "long", "prompt": "word " * 9000, "target": "x"},  # above the 8192-token context
-            {"id": "good1", "prompt": PAIRS[2][0], "target": PAIRS[2][1]}]
+    rows = [
+        {"id": "good0", "prompt": PAIRS[0][0], "target": PAIRS[0][1]},
+        b'{"id": "broken", "prompt": ',
+        {"id": "long", "prompt": "word " * 9000, "target": "x"},  # above the 8192-token context
+        {"id": "good1", "prompt": PAIRS[2][0], "target": PAIRS[2][1]},
+    ]
     data = _write(tmp_path / "mixed.jsonl", rows)
     spec = CompareSpec(models=[paths[0], paths[0]], data=data, output_dir=str(tmp_path / "out"))
     result = run_compare(spec, progress=False, loaded=loaded)
@@ -284,9 +330,31 @@ def test_prepare_refuses_before_any_model_loads(paths, tmp_path, monkeypatch):
 
 def test_cli_generation_run_with_a_decoder(paths, tmp_path):
     data = _write(tmp_path / "p.jsonl", [{"id": "q", "prompt": PAIRS[0][0]}])
-    res = CliRunner().invoke(main, ["compare", "--model", paths[0], "--model", paths[0], "--model-names", "a,b",
-                                    "--data", data, "--max-new-tokens", "3", "--min-p", "0.1", "--seed", "7",
-                                    "--output-dir", str(tmp_path / "o"), "--experiment-name", "minp", "--no-progress"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            "--model",
+            paths[0],
+            "--model",
+            paths[0],
+            "--model-names",
+            "a,b",
+            "--data",
+            data,
+            "--max-new-tokens",
+            "3",
+            "--min-p",
+            "0.1",
+            "--seed",
+            "7",
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--experiment-name",
+            "minp",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = orjson.loads(res.stdout.strip().splitlines()[-1])
     summary = orjson.loads(open(out["summary"], "rb").read())
@@ -304,6 +372,18 @@ def test_kl_readout_conventions():
     assert math.isclose(r["mean_kl"], 0.4 / 3) and math.isclose(r["same_top_share"], 2 / 3)
     # ln(PPL_Q / PPL_B) = mean(-ln q + ln p) = (ln 2 + 0 - ln 2) / 3
     assert math.isclose(r["ln_ppl_ratio"], 0.0, abs_tol=1e-15)
-    assert list(percentiles([1.0, 2.0])) == ["max", "p99.9", "p99", "p95", "p90", "median", "p10", "p5", "p1", "p0.1", "min"]
+    assert list(percentiles([1.0, 2.0])) == [
+        "max",
+        "p99.9",
+        "p99",
+        "p95",
+        "p90",
+        "median",
+        "p10",
+        "p5",
+        "p1",
+        "p0.1",
+        "min",
+    ]
     with pytest.raises(ValueError, match="differ in length"):
         kl_readout(kl, dp[:2], [True] * 3, kl, kl)

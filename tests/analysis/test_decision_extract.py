@@ -1,4 +1,5 @@
 """`sample-smart decision extract` on the embedded model: records, resume, and bad input (exit 2, no traceback)."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,22 @@ def data(tmp_path_factory):
 
 
 def _extract(data, out, *extra):
-    return CliRunner().invoke(main, ["decision", "extract", "--data", str(data), "-o", str(out), *LABELS,
-                                     "--answer-prefix", decision_arith.ANSWER_PREFIX, "--no-progress", *extra])
+    return CliRunner().invoke(
+        main,
+        [
+            "decision",
+            "extract",
+            "--data",
+            str(data),
+            "-o",
+            str(out),
+            *LABELS,
+            "--answer-prefix",
+            decision_arith.ANSWER_PREFIX,
+            "--no-progress",
+            *extra,
+        ],
+    )
 
 
 def test_extract_records_resume_and_target_vs_prompt_agree(data, tmp_path):
@@ -55,16 +70,34 @@ def test_extract_records_resume_and_target_vs_prompt_agree(data, tmp_path):
 
 def test_extract_bad_input_is_one_clear_error(data, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(data.read_text().splitlines()[0] + "\n" + json.dumps({"id": "x", "prompt": "Is 1 + 1 = 2?",
-                                                                         "gt": "maybe"}) + "\n")
+    bad.write_text(
+        data.read_text().splitlines()[0]
+        + "\n"
+        + json.dumps({"id": "x", "prompt": "Is 1 + 1 = 2?", "gt": "maybe"})
+        + "\n"
+    )
     res = _extract(bad, tmp_path / "o.jsonl")
     assert res.exit_code == 2 and f"{bad}:2:" in res.output and "'gt' is 'maybe'" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "o.jsonl").exists()
-    res = CliRunner().invoke(main, ["decision", "extract", "--data", str(data), "-o", str(tmp_path / "o.jsonl"),
-                                    "--labels", "accept=Accept", "--labels", "reject=Acceptable"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "decision",
+            "extract",
+            "--data",
+            str(data),
+            "-o",
+            str(tmp_path / "o.jsonl"),
+            "--labels",
+            "accept=Accept",
+            "--labels",
+            "reject=Acceptable",
+        ],
+    )
     assert res.exit_code == 2 and "'reject' (word 'Acceptable') share" in res.output
-    res = CliRunner().invoke(main, ["decision", "extract", "--data", str(data), "-o", str(tmp_path / "o.jsonl"),
-                                    "--labels", "accept"])
+    res = CliRunner().invoke(
+        main, ["decision", "extract", "--data", str(data), "-o", str(tmp_path / "o.jsonl"), "--labels", "accept"]
+    )
     assert res.exit_code == 2 and "--labels" in res.output and "CLASS=WORD" in res.output
     res = _extract(data, data)
     assert res.exit_code == 2 and "is the input file" in res.output

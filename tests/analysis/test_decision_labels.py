@@ -2,14 +2,21 @@
 
 Only the tokenizer is loaded here (fast); the model runs in test_decision_callback.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from sample_smart.analysis.decision import (class_probs, find_answer_positions, parse_label_specs, record_fields,
-                                            resolve_label_tokens, summarize)
+from sample_smart.analysis.decision import (
+    class_probs,
+    find_answer_positions,
+    parse_label_specs,
+    record_fields,
+    resolve_label_tokens,
+    summarize,
+)
 from sample_smart.tasks import decision_arith
 
 
@@ -57,23 +64,31 @@ def test_multi_token_word_is_scored_by_its_first_token(tok):
     assert rec["gt"] == "reject" and rec["correct"] == (rec["pred"] == "reject")
 
 
-@pytest.mark.parametrize("labels, match", [
-    ({}, "label set is empty"),
-    ({"accept": ["Accept"]}, "one class"),
-    ({"accept": ["Accept"], "reject": []}, "'reject' has no words"),
-    ({"accept": ["Accept"], "reject": ["  "]}, "class 'reject': word '  ' is empty"),
-    ({"accept": ["Accept"], "reject": ["Re\ud800"]}, "class 'reject', word .*cannot encode"),
-    ({"accept": ["Accept"], "bad-name": ["Reject"]}, "'bad-name'"),
-    ({"accept": ["Accept"], "reject": ["Acceptable"]}, "'accept' \\(word 'Accept'\\) and 'reject' \\(word 'Acceptable'\\) share"),
-])
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        ({}, "label set is empty"),
+        ({"accept": ["Accept"]}, "one class"),
+        ({"accept": ["Accept"], "reject": []}, "'reject' has no words"),
+        ({"accept": ["Accept"], "reject": ["  "]}, "class 'reject': word '  ' is empty"),
+        ({"accept": ["Accept"], "reject": ["Re\ud800"]}, "class 'reject', word .*cannot encode"),
+        ({"accept": ["Accept"], "bad-name": ["Reject"]}, "'bad-name'"),
+        (
+            {"accept": ["Accept"], "reject": ["Acceptable"]},
+            "'accept' \\(word 'Accept'\\) and 'reject' \\(word 'Acceptable'\\) share",
+        ),
+    ],
+)
 def test_bad_label_sets_are_refused_naming_the_label(tok, labels, match):
     with pytest.raises(ValueError, match=match):
         resolve_label_tokens(tok, labels)
 
 
 def test_parse_label_specs():
-    assert parse_label_specs(["accept=Accept,accept", "reject=Reject"]) == {"accept": ["Accept", "accept"],
-                                                                             "reject": ["Reject"]}
+    assert parse_label_specs(["accept=Accept,accept", "reject=Reject"]) == {
+        "accept": ["Accept", "accept"],
+        "reject": ["Reject"],
+    }
     for bad, match in ((["Accept"], "expected CLASS=WORD"), (["a=x", "a=y"], "given twice"), (["=x"], "expected")):
         with pytest.raises(ValueError, match=match):
             parse_label_specs(bad)
@@ -107,7 +122,7 @@ def test_answer_position_found_in_the_box_for_every_example(tok, side):
 
 def test_answer_position_search_is_backwards_and_respects_the_prefix(tok):
     lt = resolve_label_tokens(tok, decision_arith.LABELS)
-    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
     late = enc("Reject is tempting. \\boxed{Accept} I accept")
     row = torch.tensor([[-100, -100] + late])
     pos, gold = find_answer_positions(row, lt)  # no prefix: the last label token ("accept" is no label of lt)

@@ -1,4 +1,5 @@
 """Metrics of `sample-smart eval`: pass@k against brute-force enumeration, maj@k, extraction."""
+
 from __future__ import annotations
 
 import itertools
@@ -64,7 +65,7 @@ def test_question_and_run_summaries():
     assert q1["n_correct"] == 2 and q1["distinct_answers"] == 2 and q1["n_invalid"] == 1
     run = summarize([q1, q2])
     assert run["accuracy"] == pytest.approx((2 / 4 + 1 / 4) / 2)
-    assert run["maj_at_k"]["1"] == 1.0          # first answers: 5 (right), 2 (right)
-    assert run["maj_at_k"]["4"] == 0.5          # votes: 5 (right), 1 (wrong)
+    assert run["maj_at_k"]["1"] == 1.0  # first answers: 5 (right), 2 (right)
+    assert run["maj_at_k"]["4"] == 0.5  # votes: 5 (right), 1 (wrong)
     assert run["pass_at_k"]["4"] == 1.0
     assert run["invalid_rate"] == pytest.approx(1 / 8)

@@ -1,4 +1,5 @@
 """The studies on hand-made inputs: binning, the confidence-conditioned votes, the ten-curve figure."""
+
 from __future__ import annotations
 
 import json
@@ -17,15 +18,24 @@ from sample_smart.cli import main
 
 
 def _sample(doc, repeat, answer, gold, p_max, rank, logprob):
-    return {"task": "t", "doc_id": doc, "repeat": repeat, "answer": answer, "gold": gold,
-            "correct": answer == gold, "p_max": p_max, "rank": rank, "logprob": logprob}
+    return {
+        "task": "t",
+        "doc_id": doc,
+        "repeat": repeat,
+        "answer": answer,
+        "gold": gold,
+        "correct": answer == gold,
+        "p_max": p_max,
+        "rank": rank,
+        "logprob": logprob,
+    }
 
 
 def test_low_confidence_and_mean_rank_bins():
     joined = [
-        _sample(0, 0, "1", "1", [0.9, 0.95], [1, 1], [-0.1, -0.05]),        # 0 low-conf, mean rank 1
+        _sample(0, 0, "1", "1", [0.9, 0.95], [1, 1], [-0.1, -0.05]),  # 0 low-conf, mean rank 1
         _sample(0, 1, "2", "1", [0.2, 0.3, 0.9], [3, 1, 1], [-2, -1, -0.1]),  # 2 low-conf, mean rank 5/3
-        _sample(1, 0, "4", "4", [0.4] * 20, [1] * 19 + [2], [-1] * 20),     # 20 low-conf, mean rank 1.05
+        _sample(1, 0, "4", "4", [0.4] * 20, [1] * 19 + [2], [-1] * 20),  # 20 low-conf, mean rank 1.05
     ]
     low = low_confidence_study(joined, threshold=0.5)
     by_bin = {b["bin"]: (b["n"], b["n_correct"]) for b in low["bins"]}
@@ -52,8 +62,9 @@ def test_bin_curves_from_metrics_files(tmp_path):
     for b in (7, 2):
         maj = {str(k): (b + k) / 20 for k in range(1, 5)}
         path = tmp_path / f"bin{b}_metrics.json"
-        path.write_text(json.dumps({"decoder": {"confidence_bin_only": b},
-                                    "metrics": {"maj_at_k": maj, "accuracy": b / 20}}))
+        path.write_text(
+            json.dumps({"decoder": {"confidence_bin_only": b}, "metrics": {"maj_at_k": maj, "accuracy": b / 20}})
+        )
         files.append(path)
     study = bin_curves_study(files)
     assert [c["bin"] for c in study["curves"]] == [2, 7]

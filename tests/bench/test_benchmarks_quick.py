@@ -1,27 +1,32 @@
 """The benchmarks' quick mode (CI): every case runs once on small shapes and every alternative's
 kept set agrees with ours where the semantics match. No timing assertions."""
+
 from __future__ import annotations
 
 import sys
 
 import pytest
 import torch
-
 from support import REPO
 
 sys.path.insert(0, str(REPO))
 
-from benchmarks import engine as engine_bench  # noqa: E402
-from benchmarks import processors as bench  # noqa: E402
-from benchmarks.naive import naive_process  # noqa: E402
-from sample_smart import DecodeConfig  # noqa: E402
-from sample_smart.processors import BatchState  # noqa: E402
+from benchmarks import engine as engine_bench  # noqa: E402 (after the path/environment set-up above)
+from benchmarks import processors as bench  # noqa: E402 (after the path/environment set-up above)
+from benchmarks.naive import naive_process  # noqa: E402 (after the path/environment set-up above)
+from sample_smart import DecodeConfig  # noqa: E402 (after the path/environment set-up above)
+from sample_smart.processors import BatchState  # noqa: E402 (after the path/environment set-up above)
 
 
 @pytest.fixture(scope="module")
 def quick_results():
-    return bench.run(shapes=bench.QUICK_SHAPES, dtypes=("float32", "bfloat16"), kinds=("peaked", "flat"),
-                     quick=True, log=lambda _: None)
+    return bench.run(
+        shapes=bench.QUICK_SHAPES,
+        dtypes=("float32", "bfloat16"),
+        kinds=("peaked", "flat"),
+        quick=True,
+        log=lambda _: None,
+    )
 
 
 def test_every_case_ran_and_alternatives_are_present(quick_results):
@@ -53,9 +58,12 @@ def test_agreement_check_catches_a_semantic_difference():
     """The check can fail: naive min-p compared with our epsilon disagrees on many tokens."""
     x = bench.make_logits(4, 3000, "peaked", torch.float32, "cpu")
     cases = bench.build_cases(4, "cpu", with_transformers=False, with_vllm=False)
-    wrong = bench.Case("naive min_p as epsilon", "naive",
-                       lambda t: naive_process(t, BatchState.from_configs([DecodeConfig(min_p=0.1)] * 4)),
-                       same_as="ours: epsilon")
+    wrong = bench.Case(
+        "naive min_p as epsilon",
+        "naive",
+        lambda t: naive_process(t, BatchState.from_configs([DecodeConfig(min_p=0.1)] * 4)),
+        same_as="ours: epsilon",
+    )
     bench.check_agreement(cases + [wrong], x)
     assert wrong.mismatch > 100
 
@@ -71,8 +79,23 @@ def test_cli_quick_writes_json_and_plot(tmp_path):
     from sample_smart.cli import main
 
     out, png = tmp_path / "b.json", tmp_path / "b.png"
-    res = CliRunner().invoke(main, ["bench", "processors", "--quick", "--shape", "3x500", "--kind", "peaked",
-                                    "--no-vllm", "--json", str(out), "--plot", str(png)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "processors",
+            "--quick",
+            "--shape",
+            "3x500",
+            "--kind",
+            "peaked",
+            "--no-vllm",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "ours: full chain, one config" in res.output and "x read" in res.output
     assert out.stat().st_size > 0 and png.stat().st_size > 0

@@ -1,4 +1,5 @@
 """100-bucket confidence calibration: fill rule, overall accuracy, ECE/MCE/adaptive ECE, readers."""
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +48,7 @@ def test_bucket_calibration_counts_and_overall_accuracy():
     assert cal.filled_.shape == (100,) and np.all((cal.filled_ >= 0) & (cal.filled_ <= 1))
     assert cal.counts_.sum() == conf.size
     k = 87
-    sel = (np.floor(conf * 100) == k)
+    sel = np.floor(conf * 100) == k
     assert cal.accuracy_[k] == pytest.approx(correct[sel].mean())
     assert cal.overall_accuracy_raw_ == pytest.approx(correct.mean())
     assert cal.overall_accuracy_buckets_ == pytest.approx(cal.overall_accuracy_raw_, abs=1e-12)

@@ -2,6 +2,7 @@
 decoder it gives (sample_smart.calibration.bucket_decoder, DecodeConfig.from_calibration).
 
 The model tests use the embedded model (loaded once per module) on data generated here."""
+
 import json
 
 import numpy as np
@@ -40,8 +41,11 @@ def run(*args):
 
 def pairs_to_buckets(conf, hit):
     b = np.minimum(np.floor(conf * 100), 99).astype(int)
-    return (np.bincount(b, minlength=100), np.bincount(b, weights=hit, minlength=100).astype(int),
-            np.bincount(b, weights=conf, minlength=100))
+    return (
+        np.bincount(b, minlength=100),
+        np.bincount(b, weights=hit, minlength=100).astype(int),
+        np.bincount(b, weights=conf, minlength=100),
+    )
 
 
 def synthetic_counts(seed, n=3000, critic=None, bias=0.0):
@@ -62,8 +66,9 @@ def test_sampled_tokens_follow_the_softmax():
     observed = np.bincount(ids.numpy(), minlength=6)
     assert chisquare(observed, probs * n).pvalue > 1e-3
     # the same test rejects a draw from a different distribution (it can fail)
-    wrong = np.bincount(C.sample_rows((logits * 0.8).expand(n, -1), torch.Generator().manual_seed(3))[0].numpy(),
-                        minlength=6)
+    wrong = np.bincount(
+        C.sample_rows((logits * 0.8).expand(n, -1), torch.Generator().manual_seed(3))[0].numpy(), minlength=6
+    )
     assert chisquare(wrong, probs * n).pvalue < 1e-6
 
 
@@ -136,7 +141,9 @@ def test_decoder_is_the_smallest_edge_of_the_monotone_accuracy(tmp_path):
     values, _ = write_calibration(tmp_path / "b.json", data)
     iso = np.asarray(data["isotonic"])
     for c in (0.05, 0.3, 0.6, 0.9):
-        eps = DecodeConfig.from_calibration(str(values), mode="epsilon", threshold=c).prob_threshold or 0.0  # 0 = off (keep all)
+        eps = (
+            DecodeConfig.from_calibration(str(values), mode="epsilon", threshold=c).prob_threshold or 0.0
+        )  # 0 = off (keep all)
         k = int(round(eps * 100))
         assert iso[k] >= c and (k == 0 or iso[k - 1] < c)
     assert smallest_edge(np.full(100, 0.4), 0.5) == 1.0 and smallest_edge(np.full(100, 0.6), 0.5) == 0.0
@@ -147,9 +154,12 @@ def test_decoder_is_the_smallest_edge_of_the_monotone_accuracy(tmp_path):
     with pytest.raises(ValueError, match="mode 'epsilon'"):
         DecodeConfig.from_calibration(str(values), mode="topk", threshold=0.1)
     # p_max: Greedy-Threshold; a second model or the sampled prefix: no decoder
-    for critic, mode, ok in ((C.Critic("p_max"), "greedy_threshold", True), (C.Critic("p_max"), "epsilon", False),
-                             (C.Critic("model", path="m"), "epsilon", False),
-                             (C.Critic("p_sampled", "sampled"), "epsilon", False)):
+    for critic, mode, ok in (
+        (C.Critic("p_max"), "greedy_threshold", True),
+        (C.Critic("p_max"), "epsilon", False),
+        (C.Critic("model", path="m"), "epsilon", False),
+        (C.Critic("p_sampled", "sampled"), "epsilon", False),
+    ):
         _, _, d = synthetic_counts(5, critic=critic.describe())
         v, _ = write_calibration(tmp_path / f"{critic.name}{critic.prefix}.json", d)
         if ok:
@@ -263,8 +273,9 @@ def test_bad_inputs_refused_before_the_model_loads(tmp_path, no_model_load):
         (("-", data, 3, "-o", data), "overwrite"),
     ]
     for args, message in cases:
-        res = run("critic", *args, "-o" if "-o" not in args else "--seed", tmp_path / "o.json"
-                  if "-o" not in args else 0)
+        res = run(
+            "critic", *args, "-o" if "-o" not in args else "--seed", tmp_path / "o.json" if "-o" not in args else 0
+        )
         assert res.exit_code == 2, (args, res.output)
         assert message in res.output, (args, res.output)
         assert "Traceback" not in res.output
@@ -295,7 +306,9 @@ def test_data_sources(tmp_path, monkeypatch):
     monkeypatch.delenv("SAMPLE_SMART_GSM8K_DIR", raising=False)
     arith = C.resolve_data("arith_mini", "train").examples(5)
     assert len(arith) == 5 and arith[0].id == "train-0" and "The answer is" in arith[0].target
-    (tmp_path / "train.jsonl").write_text('{"question": "q1", "answer": "a1 #### 1"}\n{"question": "q2", "answer": "a2"}\n')
+    (tmp_path / "train.jsonl").write_text(
+        '{"question": "q1", "answer": "a1 #### 1"}\n{"question": "q2", "answer": "a2"}\n'
+    )
     (tmp_path / "test.jsonl").write_text('{"question": "t1", "answer": "b1 #### 2"}\n')
     g = C.resolve_data("gsm8k_fewshot", "train", tmp_path)
     assert [(e.prompt, e.target) for e in g.examples(9)] == [("q1", "a1 #### 1"), ("q2", "a2")]

@@ -1,11 +1,12 @@
 """From grid/fit to decoders: Calibrated-TopK, Calibrated-epsilon, equivalent epsilon, calibration files."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
-
 from calibration_synth import make_records
+
 from sample_smart import DecodeConfig, process
 from sample_smart.calibration import (
     CalibrationGrid,
@@ -32,12 +33,14 @@ def _grid_with(rows: dict, max_rank: int = 4) -> CalibrationGrid:
 
 
 def test_calibrated_topk_rule_highest_bin_first():
-    g = _grid_with({
-        9: [95, 4, 1, 0, 0],      # c = .95 .04 .01 0      -> K = 1 at c = .05
-        5: [50, 20, 10, 6, 14],   # c = .5 .2 .1 .06        -> K = 4
-        3: [40, 2, 30, 1, 27],    # c = .4 .02 .3 .01       -> K = 3 (largest rank, not contiguous)
-        0: [3, 3, 3, 0, 1],       # only 10 positions       -> K = 1 by the min-samples rule
-    })
+    g = _grid_with(
+        {
+            9: [95, 4, 1, 0, 0],  # c = .95 .04 .01 0      -> K = 1 at c = .05
+            5: [50, 20, 10, 6, 14],  # c = .5 .2 .1 .06        -> K = 4
+            3: [40, 2, 30, 1, 27],  # c = .4 .02 .3 .01       -> K = 3 (largest rank, not contiguous)
+            0: [3, 3, 3, 0, 1],  # only 10 positions       -> K = 1 by the min-samples rule
+        }
+    )
     ks = calibrated_topk(g, 0.05, min_samples=50)
     assert ks == [1, 1, 1, 1, 4, 1, 3, 1, 1, 1]  # index 0 = bin 9, index 9 = bin 0
     assert calibrated_topk(g, 0.05, min_samples=5)[9] == 3

@@ -6,6 +6,7 @@ teacher forcing (vLLM backend, raw distribution) -> `sample-smart calibrate grid
 file -> `process` on real logits and generation in vLLM, where every sampled token must
 lie in the kept set of the raw distribution (temperature 1, so raw = tempered).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,10 @@ TOKENS = 64
 
 
 def _generate(llm, settings, seed0):
-    params = [sampling_params(settings, max_tokens=TOKENS, temperature=1.0, seed=seed0 + i, logprobs=1)
-              for i in range(len(PROMPTS))]
+    params = [
+        sampling_params(settings, max_tokens=TOKENS, temperature=1.0, seed=seed0 + i, logprobs=1)
+        for i in range(len(PROMPTS))
+    ]
     return [o.outputs[0] for o in llm.generate(PROMPTS, params, use_tqdm=False)]
 
 
@@ -57,16 +60,29 @@ def test_traces_to_calibration_to_decoders(llm, tmp_path):
     texts = [o.text for o in _generate(llm, None, seed0=100)]
     examples = [Example(id=f"gen{i}", prompt=p, target=t) for i, (p, t) in enumerate(zip(PROMPTS, texts)) if t]
     traces = tmp_path / "tf.jsonl"
-    counts = run_teacher_forcing(examples, VLLMTeacherForcer(llm, top_k=20), traces, chat_template=False,
-                                 progress=False)
+    counts = run_teacher_forcing(
+        examples, VLLMTeacherForcer(llm, top_k=20), traces, chat_template=False, progress=False
+    )
     assert counts["tokens"] >= 250
 
     # 3. grid and fit through the CLI, as a user runs them
     cli = CliRunner()
     res = cli.invoke(main, ["calibrate", "grid", str(traces), "-o", str(tmp_path / "grid.json")])
     assert res.exit_code == 0, res.output
-    res = cli.invoke(main, ["calibrate", "fit", str(tmp_path / "grid.json"), "-o", str(tmp_path / "calib.json"),
-                            "--n-boot", "200", "--min-samples", "10"])
+    res = cli.invoke(
+        main,
+        [
+            "calibrate",
+            "fit",
+            str(tmp_path / "grid.json"),
+            "-o",
+            str(tmp_path / "calib.json"),
+            "--n-boot",
+            "200",
+            "--min-samples",
+            "10",
+        ],
+    )
     assert res.exit_code == 0, res.output
     grid, fit, _ = load_calibration(tmp_path / "calib.json")
     assert grid.n_tokens == counts["tokens"] and fit.base == "e" and fit.B > 0

@@ -1,11 +1,12 @@
 """The calibration grid: bin rule, hand-computed cells, streaming/merging, JSON round trip."""
+
 import json
 import math
 
 import numpy as np
 import pytest
-
 from calibration_synth import make_records, write_traces
+
 from sample_smart.calibration import CalibrationGrid, grid_from_traces, p_max_bin
 
 

@@ -1,12 +1,13 @@
 """Power-law fit log c = A + B log p: recovery, weights, exclusions, CIs, and log bases."""
+
 import math
 
 import numpy as np
 import pytest
 import scipy.stats
 import torch
-
 from calibration_synth import make_records
+
 from sample_smart import DecodeConfig, process
 from sample_smart.calibration import (
     CalibrationGrid,

@@ -1,12 +1,13 @@
 """`sample-smart calibrate ...` end to end on synthetic traces and pairs, and its error messages."""
+
 import json
 
 import numpy as np
 import orjson
 import pytest
+from calibration_synth import make_records, write_traces
 from click.testing import CliRunner
 
-from calibration_synth import make_records, write_traces
 from sample_smart.calibration import CalibrationGrid, calibrated_topk, load_decoder_settings
 from sample_smart.cli import main
 
@@ -26,8 +27,9 @@ def work(tmp_path_factory):
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.3, 1.0, 2000)
     correct = rng.random(2000) < conf
-    (d / "pairs.jsonl").write_bytes(b"".join(
-        orjson.dumps({"confidence": float(c), "correct": bool(k)}) + b"\n" for c, k in zip(conf, correct)))
+    (d / "pairs.jsonl").write_bytes(
+        b"".join(orjson.dumps({"confidence": float(c), "correct": bool(k)}) + b"\n" for c, k in zip(conf, correct))
+    )
     (d / "pairs.csv").write_text("confidence,correct\n" + "".join(f"{c},{int(k)}\n" for c, k in zip(conf, correct)))
     return d, conf, correct
 
@@ -38,8 +40,21 @@ def test_grid_fit_and_load(work):
     assert "2400 tokens from 30 records" in out
     grid = CalibrationGrid.load(d / "grid.json")
     assert grid.max_rank == 15 and grid.n_tokens == 2400
-    out = run("fit", d / "grid.json", "-o", d / "calib.json", "--base", "10", "--weighted", "--n-boot", 200,
-              "--epsilon-threshold", 0.05, "--min-samples", 30).output
+    out = run(
+        "fit",
+        d / "grid.json",
+        "-o",
+        d / "calib.json",
+        "--base",
+        "10",
+        "--weighted",
+        "--n-boot",
+        200,
+        "--epsilon-threshold",
+        0.05,
+        "--min-samples",
+        30,
+    ).output
     assert "base 10" in out and "R^2 =" in out and "equivalent epsilon" in out
     data = json.loads((d / "calib.json").read_text())
     assert data["log_base"] == 10 and data["fit"]["weighted"] and data["source"]["grid_file"].endswith("grid.json")

@@ -1,11 +1,12 @@
 """`sample-smart eval` refuses bad flag values at parse time, naming the flag, before any model loads."""
+
 from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from support import REPO
 
 from sample_smart.cli import main
-from support import REPO
 
 
 @pytest.fixture
@@ -65,8 +66,15 @@ def test_bad_calibration_file_is_refused_naming_the_flag(no_model, tmp_path):
 def test_decoder_flags_build_one_config_and_label():
     from sample_smart.commands.eval import _decoders
 
-    params = {"min_p": 0.1, "greedy_threshold": 0.3, "temperature": 0.7, "compare": False,
-              "calibration": None, "calibration_mode": "epsilon", "label": None}
+    params = {
+        "min_p": 0.1,
+        "greedy_threshold": 0.3,
+        "temperature": 0.7,
+        "compare": False,
+        "calibration": None,
+        "calibration_mode": "epsilon",
+        "label": None,
+    }
     [(label, cfg)] = _decoders(params)
     assert cfg.to_dict() == {"temperature": 0.7, "min_p": 0.1, "greedy_threshold": 0.3}
     assert "min_p_0.1" in label and "greedy_threshold_0.3" in label
@@ -96,7 +104,7 @@ def test_the_examples_of_eval_help_run_as_written(no_model, monkeypatch, tmp_pat
     lines = [line.strip() for line in help_text.splitlines() if "sample-smart eval " in line]
     assert len(lines) >= 3, help_text
     for line in lines:
-        command = line[line.index("sample-smart eval ") + len("sample-smart eval "):].split(";")[0]
+        command = line[line.index("sample-smart eval ") + len("sample-smart eval ") :].split(";")[0]
         args = [str(tmp_path) if a == "DIR" else a.replace("$b", "3") for a in shlex.split(command)]
         result = CliRunner().invoke(main, ["eval", *args])
         assert isinstance(result.exception, AssertionError), (line, result.output)

@@ -3,6 +3,7 @@
 One model load for the module; a two-step fine-tune of the generated Accept/Reject task
 (the short version of docs/decision's proof run) measures at steps 0, 1 (every_n_steps) and 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,18 @@ from click.testing import CliRunner
 from sample_smart.tasks import decision_arith
 
 N_EVAL = 4
-KEYS = ["p_accept", "p_reject", "prob_mass", "confidence", "confidence_renorm", "accuracy", "ece", "ece_renorm",
-        "n", "n_missing"]
+KEYS = [
+    "p_accept",
+    "p_reject",
+    "prob_mass",
+    "confidence",
+    "confidence_renorm",
+    "accuracy",
+    "ece",
+    "ece_renorm",
+    "n",
+    "n_missing",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +50,20 @@ def run(lm_tok, tmp_path_factory):
     out = tmp_path_factory.mktemp("decision_run")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        info = run_decision_finetune(out, model=lm, tokenizer=tok, n_train=4, n_eval=N_EVAL, max_steps=2,
-                                     eval_steps=2, every_n_steps=1, batch_size=2, eval_batch_size=N_EVAL,
-                                     learning_rate=5e-5, progress=False)
+        info = run_decision_finetune(
+            out,
+            model=lm,
+            tokenizer=tok,
+            n_train=4,
+            n_eval=N_EVAL,
+            max_steps=2,
+            eval_steps=2,
+            every_n_steps=1,
+            batch_size=2,
+            eval_batch_size=N_EVAL,
+            learning_rate=5e-5,
+            progress=False,
+        )
     return out, info
 
 
@@ -116,10 +138,23 @@ def test_sft_trainer_prompt_completion(lm_tok, tmp_path):
 
     lm, tok = lm_tok
     recs = decision_arith.generate(4, "test")
-    ds = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
-                                      "completion": [{"role": "assistant", "content": r["target"]}]} for r in recs])
-    args = SFTConfig(output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to="none", use_cpu=True,
-                     max_length=128, disable_tqdm=True)
+    ds = datasets.Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": r["target"]}],
+            }
+            for r in recs
+        ]
+    )
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=4,
+        report_to="none",
+        use_cpu=True,
+        max_length=128,
+        disable_tqdm=True,
+    )
     trainer = SFTTrainer(model=lm, args=args, train_dataset=ds, eval_dataset=ds, processing_class=tok)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -138,11 +173,24 @@ def _decision_entries_from(hist):
 def _trainer(lm, tok, tmp_path, eval_records):
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_eval_batch_size=4, report_to="none",
-                             use_cpu=True, save_strategy="no", disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_eval_batch_size=4,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     feats = decision_arith.sft_features(tok, eval_records)
-    return Trainer(model=lm, args=args, train_dataset=feats, eval_dataset=feats, processing_class=tok,
-                   data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+    return Trainer(
+        model=lm,
+        args=args,
+        train_dataset=feats,
+        eval_dataset=feats,
+        processing_class=tok,
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+    )
 
 
 def _attached(lm, tok, tmp_path, eval_records):
@@ -170,7 +218,9 @@ def test_bad_setups_fail_before_training_and_a_missing_answer_is_counted(lm_tok,
     assert trainer.state.global_step == 0
     # no eval example holds a label token: an error naming the examples, before any step
     trainer = _attached(lm, tok, tmp_path, [{**r, "target": "\\boxed{Maybe}"} for r in recs])
-    with pytest.raises(ValueError, match=r"no eval example has a label token after '\\\\boxed\{' .*examples \[0, 1, 2\]"):
+    with pytest.raises(
+        ValueError, match=r"no eval example has a label token after '\\\\boxed\{' .*examples \[0, 1, 2\]"
+    ):
         trainer.train()
     assert trainer.state.global_step == 0
     # one example without an answer: counted and named in a warning, the others measured
@@ -188,8 +238,9 @@ def test_plot_command_writes_figures_and_the_table(run, tmp_path):
 
     out, _ = run
     dest = tmp_path / "plots"
-    res = CliRunner().invoke(main, ["decision", "plot", str(out / "trainer_state.json"), str(out / "decision.jsonl"),
-                                    "-o", str(dest)])
+    res = CliRunner().invoke(
+        main, ["decision", "plot", str(out / "trainer_state.json"), str(out / "decision.jsonl"), "-o", str(dest)]
+    )
     assert res.exit_code == 0, res.output
     for name in ("evolution.png", "reliability.png", "confidence_hist.png", "summary.json", "summary.md"):
         assert (dest / name).stat().st_size > 0, name

@@ -3,6 +3,7 @@ distributed sampler's repeated examples dropped, the same numbers as one process
 
 Run as a script by torchrun (the worker below); the test starts it (~20 s: two model loads, 6 examples).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,23 +32,41 @@ def _worker(out: str) -> None:
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     feats = decision_arith.sft_features(tok, decision_arith.generate(N, "test"))
     collate = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
-    args = TrainingArguments(output_dir=out, per_device_eval_batch_size=2, report_to="none", use_cpu=True,
-                             disable_tqdm=True, ddp_backend="gloo")
+    args = TrainingArguments(
+        output_dir=out,
+        per_device_eval_batch_size=2,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        ddp_backend="gloo",
+    )
     trainer = Trainer(model=lm, args=args, eval_dataset=feats, processing_class=tok, data_collator=collate)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        DecisionTokenCallback.attach(trainer, decision_arith.LABELS, answer_prefix=decision_arith.ANSWER_PREFIX,
-                                     jsonl_path=os.path.join(out, "decision.jsonl"))
+        DecisionTokenCallback.attach(
+            trainer,
+            decision_arith.LABELS,
+            answer_prefix=decision_arith.ANSWER_PREFIX,
+            jsonl_path=os.path.join(out, "decision.jsonl"),
+        )
     metrics = trainer.evaluate()
     rank = dist.get_rank()
     entry = [e for e in trainer.state.log_history if "eval_decision_n" in e][-1]
     ref = None
     if rank == 0:  # the single-process reference: every example in one batch
         lm.eval()
-        ref = score_batch(lm, collate([dict(f) for f in feats]), trainer.callback_handler.callbacks[-1].label_tokens,
-                          tokenizer=tok, answer_prefix=decision_arith.ANSWER_PREFIX)[2].tolist()
-    Path(out, f"rank{rank}.json").write_text(json.dumps({"world": dist.get_world_size(), "entry": entry,
-                                                         "metrics_n": metrics["eval_decision_n"], "ref": ref}))
+        ref = score_batch(
+            lm,
+            collate([dict(f) for f in feats]),
+            trainer.callback_handler.callbacks[-1].label_tokens,
+            tokenizer=tok,
+            answer_prefix=decision_arith.ANSWER_PREFIX,
+        )[2].tolist()
+    Path(out, f"rank{rank}.json").write_text(
+        json.dumps(
+            {"world": dist.get_world_size(), "entry": entry, "metrics_n": metrics["eval_decision_n"], "ref": ref}
+        )
+    )
 
 
 def _free_port() -> int:
@@ -61,12 +80,29 @@ def _free_port() -> int:
 def test_two_cpu_processes_gather_in_order_without_repeats(tmp_path):
     import signal
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), __file__, str(tmp_path)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        __file__,
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         _, err = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:

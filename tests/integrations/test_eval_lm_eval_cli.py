@@ -10,6 +10,7 @@ The decoder check: ``min_p=1.0`` at temperature 1 keeps only the argmax, so ever
 must have raw rank 1 in the generation trace; plain sampling at T = 1 from a 135M model picks a
 token below the argmax within a few dozen tokens almost surely, so an ignored decoder fails.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,27 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow]
 def test_lm_eval_cli_runs_the_sample_smart_model(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     trace = tmp_path / "traces.jsonl"
-    cmd = [sys.executable, "-m", "sample_smart.integrations.lm_eval_cli", "run", "--model", "sample_smart",
-           "--model_args", f"max_model_len=512,seed=5,trace_path={trace}", "--tasks", "arith_mini",
-           "--include_path", str(tasks_dir()),
-           "--limit", "3", "--gen_kwargs", "max_gen_toks=24,min_p=1.0,temperature=1.0",
-           "--output_path", str(tmp_path), "--log_samples"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sample_smart.integrations.lm_eval_cli",
+        "run",
+        "--model",
+        "sample_smart",
+        "--model_args",
+        f"max_model_len=512,seed=5,trace_path={trace}",
+        "--tasks",
+        "arith_mini",
+        "--include_path",
+        str(tasks_dir()),
+        "--limit",
+        "3",
+        "--gen_kwargs",
+        "max_gen_toks=24,min_p=1.0,temperature=1.0",
+        "--output_path",
+        str(tmp_path),
+        "--log_samples",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [results_file] = list(tmp_path.rglob("results_*.json"))

@@ -2,6 +2,7 @@
 
 Small on purpose: 4 questions, at most 48 generated tokens, 4 repeats.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,17 @@ def run(lm, tmp_path_factory):
     def _run(label, decoder, seed=0, repeats=REPEATS, traces=False):
         key = (label, seed, repeats, traces)
         if key not in cache:
-            spec = EvalSpec(task="arith_mini", decoder=decoder, label=label, repeats=repeats, seed=seed,
-                            limit=LIMIT, max_gen_toks=TOKENS, output_dir=out, write_traces=traces)
+            spec = EvalSpec(
+                task="arith_mini",
+                decoder=decoder,
+                label=label,
+                repeats=repeats,
+                seed=seed,
+                limit=LIMIT,
+                max_gen_toks=TOKENS,
+                output_dir=out,
+                write_traces=traces,
+            )
             metrics = run_eval(lm, spec)
             with open(metrics["files"]["samples"]) as fh:
                 samples = [json.loads(line) for line in fh]

@@ -1,4 +1,5 @@
 """The transformers adapter on the embedded model, through real ``model.generate``."""
+
 import pytest
 import torch
 
@@ -6,7 +7,7 @@ from sample_smart import DecodeConfig
 from sample_smart.models import require_default_model
 
 transformers = pytest.importorskip("transformers")
-from sample_smart.integrations.transformers import generate_kwargs  # noqa: E402
+from sample_smart.integrations.transformers import generate_kwargs  # noqa: E402 (after the path/environment set-up above)
 
 PROMPTS = ["The capital of France is", "Once upon a time,"]
 
@@ -24,7 +25,7 @@ def hf():
 def _gen(model, inputs, seed, **kw):
     torch.manual_seed(seed)
     with torch.inference_mode():
-        return model.generate(**inputs, max_new_tokens=12, pad_token_id=2, **kw)[:, inputs["input_ids"].shape[1]:]
+        return model.generate(**inputs, max_new_tokens=12, pad_token_id=2, **kw)[:, inputs["input_ids"].shape[1] :]
 
 
 def test_greedy_forcing_config_equals_greedy_decoding(hf):

@@ -6,6 +6,7 @@ forward pass gives the same logits for a request whatever else is in the batch (
 here: every "alone" comparison below relies on it), so a request's tokens are a function of
 its prompt, its seed and its settings only.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -96,8 +97,17 @@ def test_rows_follow_requests_joining_and_leaving(llm, llm_processor, monkeypatc
     compacts the batch (rows move) and may swap rows. Every request must still get exactly
     what it gets alone: with stale settings on a moved row, a free-sampling request would
     turn greedy (or the reverse) and its tokens would change."""
-    settings = [{"min_p": 1.0}, None, {"top_k": 2}, {"min_p": 1.0}, None, {"greedy_threshold": 1.0},
-                {"min_p": 0.3}, None, {"top_k": 1}]
+    settings = [
+        {"min_p": 1.0},
+        None,
+        {"top_k": 2},
+        {"min_p": 1.0},
+        None,
+        {"greedy_threshold": 1.0},
+        {"min_p": 0.3},
+        None,
+        {"top_k": 1},
+    ]
     max_tokens = [6, 30, 3, 14, 22, 9, 5, 12, 18]
     join_step = [0, 0, 0, 0, 2, 2, 5, 9, 9]
     reqs = []
@@ -136,8 +146,10 @@ BAD = [  # (extra_args, vLLM temperature, the field the error must name)
 
 def test_bad_settings_refused_while_others_run(llm):
     engine = llm.llm_engine
-    good = [(f"ok-{i}", PROMPTS[i], sampling_params({"min_p": 0.05}, max_tokens=10, seed=i, ignore_eos=True))
-            for i in range(2)]
+    good = [
+        (f"ok-{i}", PROMPTS[i], sampling_params({"min_p": 0.05}, max_tokens=10, seed=i, ignore_eos=True))
+        for i in range(2)
+    ]
     for rid, prompt, params in good:
         engine.add_request(rid, prompt, params)
     assert not any(o.finished for o in engine.step())  # the good requests are running
@@ -167,7 +179,9 @@ def test_settings_sources_give_the_same_tokens(llm):
         {"min_p": 0.1, "greedy_threshold": 0.4},
         {"min_p": 0.1, "selgreedy_thresh": 0.4},
     ]
-    outs = [generate(llm, PROMPTS, [SamplingParams(max_tokens=TOKENS, seed=i, extra_args=v)
-                                    for i in range(4)]) for v in variants]
+    outs = [
+        generate(llm, PROMPTS, [SamplingParams(max_tokens=TOKENS, seed=i, extra_args=v) for i in range(4)])
+        for v in variants
+    ]
     assert all(o == outs[0] for o in outs)
     assert outs[0] != generate(llm, PROMPTS, [SamplingParams(max_tokens=TOKENS, seed=i) for i in range(4)])

@@ -8,6 +8,7 @@
   ``process`` on the distribution after vLLM's temperature (the v1 semantics).
 - admission: ``validate_params`` messages, settings sources, the temperature-twice rule.
 """
+
 from __future__ import annotations
 
 import json
@@ -132,9 +133,14 @@ def test_v1_rows_follow_removed_added_moved_swapped(vllm_config, seed):
 
 def test_v1_noop_batch_returns_logits_untouched():
     proc = SampleSmartLogitsProcessor(VllmConfig(), torch.device("cpu"), False)
-    proc.update_state(BatchUpdate(batch_size=2, removed=[], added=[
-        (0, SamplingParams(), None, []), (1, SamplingParams(extra_args={"other_plugin": 3}), None, [])],
-        moved=[]))
+    proc.update_state(
+        BatchUpdate(
+            batch_size=2,
+            removed=[],
+            added=[(0, SamplingParams(), None, []), (1, SamplingParams(extra_args={"other_plugin": 3}), None, [])],
+            moved=[],
+        )
+    )
     logits = torch.randn(2, VOCAB)
     assert proc.apply(logits) is logits
     assert proc.is_argmax_invariant()
@@ -145,8 +151,7 @@ def test_second_copy_in_one_engine_is_inactive():
     first = SampleSmartLogitsProcessor(vc, torch.device("cpu"), False)
     second = SampleSmartLogitsProcessor(vc, torch.device("cpu"), False)
     assert not first.duplicate and second.duplicate
-    update = BatchUpdate(batch_size=1, removed=[], added=[(0, params_for({"temperature": 0.5}), None, [])],
-                         moved=[])
+    update = BatchUpdate(batch_size=1, removed=[], added=[(0, params_for({"temperature": 0.5}), None, [])], moved=[])
     first.update_state(update)
     second.update_state(update)
     logits = torch.randn(1, VOCAB)
@@ -160,19 +165,30 @@ def test_second_copy_in_one_engine_is_inactive():
 def _v2_processor(vllm_config, max_num_reqs=8):
     # The token buffers of the real RequestState need pinned memory (an accelerator); the
     # processor reads only device and max_num_reqs, so the rest stays empty here.
-    req_states = LogitsProcRequestState(device=torch.device("cpu"), max_num_reqs=max_num_reqs,
-                                        vocab_size=VOCAB, all_token_ids=None, prompt_len=None,
-                                        prefill_len=None, total_len=None)
+    req_states = LogitsProcRequestState(
+        device=torch.device("cpu"),
+        max_num_reqs=max_num_reqs,
+        vocab_size=VOCAB,
+        all_token_ids=None,
+        prompt_len=None,
+        prefill_len=None,
+        total_len=None,
+    )
     return SampleSmartLogitsProcessor(vllm_config, req_states)
 
 
 def _ctx(slots: list[int]) -> LogitsContext:
     idx = torch.tensor(slots, dtype=torch.int32)
     n = len(slots)
-    return LogitsContext(expanded_idx_mapping=idx, idx_mapping=idx, idx_mapping_np=np.array(slots, dtype=np.int32),
-                         expanded_local_pos=torch.zeros(n, dtype=torch.int32),
-                         input_ids=torch.zeros(n, dtype=torch.int32), pos=torch.zeros(n, dtype=torch.int64),
-                         seq_lens_upper_bound_np=np.ones(n, dtype=np.int32))
+    return LogitsContext(
+        expanded_idx_mapping=idx,
+        idx_mapping=idx,
+        idx_mapping_np=np.array(slots, dtype=np.int32),
+        expanded_local_pos=torch.zeros(n, dtype=torch.int32),
+        input_ids=torch.zeros(n, dtype=torch.int32),
+        pos=torch.zeros(n, dtype=torch.int64),
+        seq_lens_upper_bound_np=np.ones(n, dtype=np.int32),
+    )
 
 
 def _v1_semantics(logits: torch.Tensor, configs, temps) -> torch.Tensor:
@@ -186,8 +202,14 @@ def test_v2_slots_mapping_and_vllm_temperature():
     proc = _v2_processor(VllmConfig())
     assert proc.runner == "v2"
     # min_p and epsilon depend on the temperature they see (top-k would not)
-    slot_settings = {0: SETTINGS[1], 2: None, 3: {"min_p": 0.3, "prob_threshold": 0.02},
-                     5: {"hewitt_epsilon": 0.05}, 6: SETTINGS[4], 7: SETTINGS[5]}
+    slot_settings = {
+        0: SETTINGS[1],
+        2: None,
+        3: {"min_p": 0.3, "prob_threshold": 0.02},
+        5: {"hewitt_epsilon": 0.05},
+        6: SETTINGS[4],
+        7: SETTINGS[5],
+    }
     slot_temp = {0: 1.0, 2: 0.6, 3: 0.5, 5: 1.6, 6: 0.0, 7: 1.0}
     for slot, s in slot_settings.items():
         wants = proc.add_request(slot, params_for(s, temperature=slot_temp[slot]))
@@ -221,12 +243,15 @@ def test_v2_speculative_rows_follow_expanded_mapping():
     proc.add_request(2, params_for(None))
     # request in slot 1 has three rows (draft tokens), slot 2 one
     expanded = [1, 1, 1, 2]
-    ctx = LogitsContext(expanded_idx_mapping=torch.tensor(expanded, dtype=torch.int32),
-                        idx_mapping=torch.tensor([1, 2], dtype=torch.int32),
-                        idx_mapping_np=np.array([1, 2], dtype=np.int32),
-                        expanded_local_pos=torch.tensor([0, 1, 2, 0], dtype=torch.int32),
-                        input_ids=torch.zeros(4, dtype=torch.int32), pos=torch.zeros(4, dtype=torch.int64),
-                        seq_lens_upper_bound_np=np.ones(2, dtype=np.int32))
+    ctx = LogitsContext(
+        expanded_idx_mapping=torch.tensor(expanded, dtype=torch.int32),
+        idx_mapping=torch.tensor([1, 2], dtype=torch.int32),
+        idx_mapping_np=np.array([1, 2], dtype=np.int32),
+        expanded_local_pos=torch.tensor([0, 1, 2, 0], dtype=torch.int32),
+        input_ids=torch.zeros(4, dtype=torch.int32),
+        pos=torch.zeros(4, dtype=torch.int64),
+        seq_lens_upper_bound_np=np.ones(2, dtype=np.int32),
+    )
     logits = torch.randn(4, VOCAB)
     got = proc.apply(logits.clone(), ctx)
     assert torch.isfinite(got).sum(dim=1).tolist() == [2, 2, 2, VOCAB]
@@ -234,22 +259,25 @@ def test_v2_speculative_rows_follow_expanded_mapping():
 
 def test_v2_second_copy_declines_requests():
     vc = VllmConfig()
-    first, second = _v2_processor(vc), _v2_processor(vc)
+    _first, second = _v2_processor(vc), _v2_processor(vc)  # the first must stay alive (weakly registered)
     assert second.duplicate and not second.add_request(0, params_for({"top_k": 1}))
 
 
 # ------------------------------------------------------------------------------- admission
-@pytest.mark.parametrize("extra_args, field", [
-    ({"sample_smart": {"min_p": 2}}, "min_p"),
-    ({"sample_smart": {"top_p": 0}}, "top_p"),
-    ({"sample_smart": {"no_such_knob": 1}}, "no_such_knob"),
-    ({"sample_smart": {"edt_var": "1,2"}}, "edt_var"),
-    ({"min_p": -0.5}, "min_p"),
-    ({"selgreedy_thresh": 3}, "greedy_threshold"),
-    ({"sample_smart": 5}, "sample_smart"),
-    ({"sample_smart": "{not json"}, "sample_smart"),
-    ({"sample_smart": {"min_p": 0.1}, "top_k": 3}, "top_k"),
-])
+@pytest.mark.parametrize(
+    "extra_args, field",
+    [
+        ({"sample_smart": {"min_p": 2}}, "min_p"),
+        ({"sample_smart": {"top_p": 0}}, "top_p"),
+        ({"sample_smart": {"no_such_knob": 1}}, "no_such_knob"),
+        ({"sample_smart": {"edt_var": "1,2"}}, "edt_var"),
+        ({"min_p": -0.5}, "min_p"),
+        ({"selgreedy_thresh": 3}, "greedy_threshold"),
+        ({"sample_smart": 5}, "sample_smart"),
+        ({"sample_smart": "{not json"}, "sample_smart"),
+        ({"sample_smart": {"min_p": 0.1}, "top_k": 3}, "top_k"),
+    ],
+)
 def test_validate_params_names_the_field(extra_args, field):
     with pytest.raises(ValueError, match=field):
         SampleSmartLogitsProcessor.validate_params(SamplingParams(extra_args=extra_args))

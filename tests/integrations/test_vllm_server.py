@@ -10,6 +10,7 @@ twice would change the tokens).
 Per-request settings travel in ``vllm_xargs``: flat keys, or ``"sample_smart"`` holding the
 settings as JSON text (``vllm_xargs`` values cannot be objects).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from support import REPO
 
 from sample_smart.integrations.vllm_engine import PROCESSOR_FQCN, apply_cpu_environment
-from support import REPO
 
 pytestmark = pytest.mark.engine
 
@@ -36,8 +37,12 @@ START_TIMEOUT_S = 900  # ~65 s on an idle 2-core machine; generous for a loaded 
 REQUEST_TIMEOUT_S = 300
 
 CALIBRATION = str(REPO / "docs" / "calibration" / "calibration.json")
-PROMPTS = ["The capital of France is", "def fibonacci(n):", "Write a short poem about the sea.",
-           "Question: what is 12 + 30? Answer:"]
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Write a short poem about the sea.",
+    "Question: what is 12 + 30? Answer:",
+]
 # (vllm_xargs, the same settings as a DecodeConfig dict)
 XARGS = [
     ({"min_p": 0.1}, {"min_p": 0.1}),
@@ -68,15 +73,38 @@ def server():
 
     model = str(prepare_default_model())
     port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               SAMPLE_SMART_CALIBRATIONS=f"gsm8k={CALIBRATION}")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        SAMPLE_SMART_CALIBRATIONS=f"gsm8k={CALIBRATION}",
+    )
     apply_cpu_environment(env)
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-           "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--max-model-len", "512", "--enforce-eager",
-           # seeded requests on CPU must not be split by chunked prefill (see vllm_engine)
-           "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
-           "--logits-processors", PROCESSOR_FQCN]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--served-model-name",
+        "default",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "512",
+        "--enforce-eager",
+        # seeded requests on CPU must not be split by chunked prefill (see vllm_engine)
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        "8192",
+        "--logits-processors",
+        PROCESSOR_FQCN,
+    ]
     log = tempfile.NamedTemporaryFile(prefix="vllm-server-", suffix=".log", delete=False)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -107,8 +135,15 @@ def server():
 
 
 def _completion(base: str, prompt: str, xargs: dict | None, seed: int, **extra) -> tuple[int, dict]:
-    body = {"model": "default", "prompt": prompt, "max_tokens": 12, "temperature": 1.0, "seed": seed,
-            "ignore_eos": True, **extra}
+    body = {
+        "model": "default",
+        "prompt": prompt,
+        "max_tokens": 12,
+        "temperature": 1.0,
+        "seed": seed,
+        "ignore_eos": True,
+        **extra,
+    }
     if xargs is not None:
         body["vllm_xargs"] = xargs
     return _post(base + "/v1/completions", body)
@@ -120,24 +155,29 @@ def test_concurrent_requests_match_the_offline_engine(server, llm):
     jobs = [(PROMPTS[i], XARGS[j], 100 * j + i) for j in range(len(XARGS)) for i in range(len(PROMPTS))]
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda job: _completion(server, job[0], job[1][0], job[2]), jobs))
-    params = [sampling_params(settings, max_tokens=12, temperature=1.0, seed=seed, ignore_eos=True)
-              for _, (_, settings), seed in jobs]
+    params = [
+        sampling_params(settings, max_tokens=12, temperature=1.0, seed=seed, ignore_eos=True)
+        for _, (_, settings), seed in jobs
+    ]
     offline = [o.outputs[0].text for o in llm.generate([p for p, _, _ in jobs], params, use_tqdm=False)]
     for (prompt, (xargs, _), _), (status, body), want in zip(jobs, answers, offline):
         assert status == 200, body
         assert body["choices"][0]["text"] == want, (prompt, xargs)
     # the settings made a difference (else the comparison would prove nothing)
     texts = [body["choices"][0]["text"] for _, body in answers]
-    per_setting = [texts[j * len(PROMPTS):(j + 1) * len(PROMPTS)] for j in range(len(XARGS))]
+    per_setting = [texts[j * len(PROMPTS) : (j + 1) * len(PROMPTS)] for j in range(len(XARGS))]
     assert len({tuple(t) for t in per_setting}) == len(XARGS)
 
 
-@pytest.mark.parametrize("xargs, temperature, field", [
-    ({"min_p": 2}, 1.0, "min_p"),
-    ({"sample_smart": json.dumps({"top_k": -5})}, 1.0, "top_k"),
-    ({"sample_smart": "{not json"}, 1.0, "sample_smart"),
-    ({"temperature": 0.5}, 0.7, "temperature"),
-])
+@pytest.mark.parametrize(
+    "xargs, temperature, field",
+    [
+        ({"min_p": 2}, 1.0, "min_p"),
+        ({"sample_smart": json.dumps({"top_k": -5})}, 1.0, "top_k"),
+        ({"sample_smart": "{not json"}, 1.0, "sample_smart"),
+        ({"temperature": 0.5}, 0.7, "temperature"),
+    ],
+)
 def test_bad_settings_get_http_400_and_the_server_keeps_serving(server, xargs, temperature, field):
     status, body = _completion(server, PROMPTS[0], xargs, seed=1, temperature=temperature)
     assert status == 400, body
@@ -180,12 +220,21 @@ def test_hostile_requests_get_400_while_good_ones_are_served(server, llm, tmp_pa
     fifo = str(tmp_path / "fifo")
     os.mkfifo(fifo)
     hostile = _hostile_corpus(fifo)
-    good = [(PROMPTS[i % len(PROMPTS)], xargs, 500 + i) for i, xargs in enumerate(
-        [{"min_p": 0.1}, {"sample_smart": json.dumps({"calibration": {"name": "gsm8k", "threshold": 0.05}})},
-         {"sample_smart": json.dumps({"calibration": {"name": "gsm8k", "mode": "topk", "threshold": 0.05}})},
-         {"top_k": 3}] * 2)]
-    jobs = [("bad", name, xargs) for name, xargs in hostile] + [("good", prompt, (xargs, seed))
-                                                                  for prompt, xargs, seed in good]
+    good = [
+        (PROMPTS[i % len(PROMPTS)], xargs, 500 + i)
+        for i, xargs in enumerate(
+            [
+                {"min_p": 0.1},
+                {"sample_smart": json.dumps({"calibration": {"name": "gsm8k", "threshold": 0.05}})},
+                {"sample_smart": json.dumps({"calibration": {"name": "gsm8k", "mode": "topk", "threshold": 0.05}})},
+                {"top_k": 3},
+            ]
+            * 2
+        )
+    ]
+    jobs = [("bad", name, xargs) for name, xargs in hostile] + [
+        ("good", prompt, (xargs, seed)) for prompt, xargs, seed in good
+    ]
     jobs = jobs[::2] + jobs[1::2]  # interleave
 
     def send(job):

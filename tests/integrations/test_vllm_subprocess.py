@@ -6,6 +6,7 @@ process (this file run as a script), so that no process ever holds two engines.
 - ``without``: an engine without the processor at all (the entry point plugin not loaded):
   requests without settings must give the same seeded tokens as on the shared engine.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,15 +33,19 @@ def _child(mode: str) -> None:
         llm = make_llm(logprobs_mode="processed_logprobs")
         result = []
         for j, settings in enumerate(PROCESSED_SETTINGS):
-            params = [sampling_params(settings, max_tokens=TOKENS, seed=10 * j + i, logprobs=TOP, ignore_eos=True)
-                      for i in range(len(PROMPTS))]
+            params = [
+                sampling_params(settings, max_tokens=TOKENS, seed=10 * j + i, logprobs=TOP, ignore_eos=True)
+                for i in range(len(PROMPTS))
+            ]
             for out in llm.generate(PROMPTS, params, use_tqdm=False):
                 c = out.outputs[0]
-                result.append({
-                    "settings": settings,
-                    "tokens": list(c.token_ids),
-                    "logprobs": [{str(t): lp.logprob for t, lp in pos.items()} for pos in c.logprobs],
-                })
+                result.append(
+                    {
+                        "settings": settings,
+                        "tokens": list(c.token_ids),
+                        "logprobs": [{str(t): lp.logprob for t, lp in pos.items()} for pos in c.logprobs],
+                    }
+                )
     elif mode == "without":
         import vllm.v1.sample.logits_processor as lp_loader
 
@@ -59,7 +64,7 @@ def _run_child(mode: str):
     proc = subprocess.run([sys.executable, __file__, mode], capture_output=True, text=True, env=env, timeout=900)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"child {mode} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def test_processed_logprobs_are_minus_inf_outside_the_kept_set():

@@ -2,6 +2,7 @@
 syncs, no data-dependent Python branches), and the compiled backend (SAMPLE_SMART_BACKEND=compiled)
 gives the textbook kept sets, compiles once per flag combination whatever the batch size, keeps
 the in-place contract, and refuses a bad backend name. Compiles take seconds: few, small shapes."""
+
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from support import MIXED, REPO, check_against_reference, make_logits
 from torch._dynamo.utils import counters
 
 import sample_smart.processors.compiled as compiled
@@ -18,7 +20,6 @@ import sample_smart.processors.dispatch as dispatch
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import BatchState, DecodeConfig, process, process_core
 from sample_smart.processors import get_backend, set_backend, warmup
-from support import MIXED, REPO, check_against_reference, make_logits
 
 # Every knob, each on rows of its own; top_p rows get flat logits (nucleus of hundreds of tokens,
 # beyond the 128 candidates: the exact key-bisection fallback runs).
@@ -90,7 +91,7 @@ def test_compiled_backend_every_knob_matches_textbook_and_batch_size_does_not_re
         out = process_core(x, st)
         assert out.dtype == torch.float32 and out.shape == x.shape
         for i, c in enumerate(rows):  # decided as the float64 textbook rule, but for ties within 1e-4
-            check_against_reference(x[i:i + 1].double(), out[i:i + 1], DecodeConfig.from_dict(c).to_dict())
+            check_against_reference(x[i : i + 1].double(), out[i : i + 1], DecodeConfig.from_dict(c).to_dict())
         kept = torch.isfinite(out).sum(-1)
         flat_top_p = [i for i, c in enumerate(rows) if "top_p" in c]
         assert (kept[flat_top_p] > top_p_mod.CANDIDATES).any()  # the fallback really ran
@@ -174,14 +175,15 @@ def test_backend_selection_and_bad_values(monkeypatch):
 
 def test_bad_environment_value_does_not_break_import():
     env = dict(os.environ, SAMPLE_SMART_BACKEND="fastest")
-    code = ("import torch, sample_smart\n"
-            "try:\n"
-            "    sample_smart.process(torch.randn(2, 9), sample_smart.DecodeConfig(min_p=0.1))\n"
-            "except ValueError as e:\n"
-            "    print('ERR', e)\n")
+    code = (
+        "import torch, sample_smart\n"
+        "try:\n"
+        "    sample_smart.process(torch.randn(2, 9), sample_smart.DecodeConfig(min_p=0.1))\n"
+        "except ValueError as e:\n"
+        "    print('ERR', e)\n"
+    )
     root = str(REPO)
-    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "ERR SAMPLE_SMART_BACKEND='fastest' is invalid: allowed 'eager', 'compiled'" in res.stdout
 
@@ -206,9 +208,17 @@ def test_benchmark_backend_cases_are_labelled_and_compared():
 
     set_backend(None)
     before = get_backend()
-    res = bench.run(shapes=((3, 500),), dtypes=("float32",), kinds=("peaked",), quick=True,
-                    with_transformers=False, with_vllm=False, only=["min_p"], backends=("eager", "compiled"),
-                    log=lambda _: None)
+    res = bench.run(
+        shapes=((3, 500),),
+        dtypes=("float32",),
+        kinds=("peaked",),
+        quick=True,
+        with_transformers=False,
+        with_vllm=False,
+        only=["min_p"],
+        backends=("eager", "compiled"),
+        log=lambda _: None,
+    )
     rows = {r["case"]: r for r in res["runs"][0]["results"]}
     assert rows["ours [compiled]: min_p"]["same_as"] == "ours: min_p"
     assert rows["ours [compiled]: min_p"]["mismatch"] == 0 and rows["naive (sort) min_p"]["mismatch"] == 0
@@ -231,8 +241,10 @@ def test_vllm_processor_follows_the_backend(llm, llm_processor, monkeypatch):
     prompts = ["The capital of France is", "def fibonacci(n):"]
 
     def generate():
-        params = [sampling_params({"min_p": 0.1, "top_k": 20}, max_tokens=6, seed=i, temperature=1.0)
-                  for i in range(len(prompts))]
+        params = [
+            sampling_params({"min_p": 0.1, "top_k": 20}, max_tokens=6, seed=i, temperature=1.0)
+            for i in range(len(prompts))
+        ]
         return [list(o.outputs[0].token_ids) for o in llm.generate(prompts, params, use_tqdm=False)]
 
     set_backend("eager")

@@ -1,21 +1,27 @@
 """The CPU fast path of the processors (row blocks, the row-by-row write) and top-p's search for
 flat rows, where the nucleus is far larger than the candidate set, as run on CPU and as run on CUDA,
 agree with each other and with the textbook definitions."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from support import check_against_reference, make_logits
 
 import sample_smart.processors.cpu_blocks as cpu_blocks
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import DecodeConfig, process
 from sample_smart.processors import BatchState, process_core
-from support import check_against_reference, make_logits
 
 MIXED = [
-    {"top_p": 0.9}, {"top_p": 0.5, "temperature": 0.7}, {"top_p": 0.99, "min_p": 0.001}, {},
+    {"top_p": 0.9},
+    {"top_p": 0.5, "temperature": 0.7},
+    {"top_p": 0.99, "min_p": 0.001},
+    {},
     {"edt_var": "0.8,1.0,1.0", "hewitt_epsilon": 1e-3, "dynamic_top_k": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]},
-    {"top_p": 0.95, "top_k": 30}, {"top_n_sigma": 1.0, "temperature": 1.3}, {"top_p": 0.3},
+    {"top_p": 0.95, "top_k": 30},
+    {"top_n_sigma": 1.0, "temperature": 1.3},
+    {"top_p": 0.3},
 ]
 
 
@@ -88,7 +94,7 @@ def test_cuda_style_top_p_equals_cpu_path(monkeypatch):
     diff = int((torch.isfinite(cpu) != torch.isfinite(sync_free)).sum())
     assert diff == 0, diff
     for i, c in enumerate(cfgs):
-        check_against_reference(x[i:i + 1].double(), sync_free[i:i + 1], c.to_dict())
+        check_against_reference(x[i : i + 1].double(), sync_free[i : i + 1], c.to_dict())
 
 
 def test_ties_at_the_threshold_all_stay():

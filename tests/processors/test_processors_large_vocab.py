@@ -2,17 +2,18 @@
 largest logits (``select``), the chunk maxima carried through temperature and EDT, and top-p's
 bracketing search with its exact bisection fallback. Each is checked against ``torch.topk`` or the
 float64 textbook rules."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import check_against_reference, make_logits
 
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import DecodeConfig, process
 from sample_smart.processors.select import CHUNK, chunk_maxima, largest_values, uses_chunks
-from support import check_against_reference, make_logits
 
 
 @settings(max_examples=40, deadline=None)
@@ -32,7 +33,7 @@ def test_largest_values_equals_topk(batch, chunks, tail, k, ties, masked, seed):
     if ties:  # many equal values, some of them among the largest
         x = (x * 2).round() / 2
     if masked:  # -inf padding, as a vocabulary padded to a multiple of 64 has
-        x[:, vocab // 2:] = float("-inf")
+        x[:, vocab // 2 :] = float("-inf")
     got = largest_values(x, k)
     assert torch.equal(got, torch.topk(x, min(k, vocab), dim=-1).values)
     assert torch.equal(chunk_maxima(x).amax(-1), x.amax(-1))
@@ -63,7 +64,7 @@ def test_mixed_batch_at_a_real_vocabulary_size_matches_textbook(vocab, kind):
     x64 = make_logits(kind, len(MIXED), vocab, seed=vocab % 97)
     out = process(x64.float(), [DecodeConfig.from_dict(c) for c in MIXED])
     for i, cfg in enumerate(MIXED):
-        check_against_reference(x64[i:i + 1], out[i:i + 1], cfg)
+        check_against_reference(x64[i : i + 1], out[i : i + 1], cfg)
     kept = torch.isfinite(out).sum(-1)
     assert kept[0] > top_p_mod.CANDIDATES or kind == "peaked"  # flat rows take the search
 

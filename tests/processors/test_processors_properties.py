@@ -1,6 +1,7 @@
 """Property tests (hypothesis): argmax kept, at least one token kept, each row of a mixed
 batch equals that row processed alone, idempotence where it holds; and agreement with
 transformers' warpers where the semantics match."""
+
 from __future__ import annotations
 
 import torch
@@ -47,7 +48,7 @@ def logits(draw, max_b=5):
     if draw(st.booleans()):  # masked padding at the end of the vocabulary
         pad = draw(st.integers(0, v - 1))
         if pad:
-            x[:, v - pad:] = float("-inf")
+            x[:, v - pad :] = float("-inf")
     return x
 
 
@@ -64,7 +65,7 @@ def test_argmax_kept_and_rows_independent(x, data):
     rows = torch.arange(b)
     assert kept[rows, x.argmax(-1)].all(), "the argmax was removed"
     for i in range(b):
-        alone = process(x[i:i + 1], cfgs[i])
+        alone = process(x[i : i + 1], cfgs[i])
         assert torch.equal(torch.isfinite(alone[0]), kept[i]), f"row {i} differs in a mixed batch"
         torch.testing.assert_close(alone[0], out[i])
         if cfgs[i].is_noop:
@@ -93,8 +94,7 @@ def test_to_dict_round_trips(cfg):
 
 
 def _hf_warpers():
-    from transformers import (EpsilonLogitsWarper, EtaLogitsWarper, MinPLogitsWarper, TopKLogitsWarper,
-                              TopPLogitsWarper)
+    from transformers import EpsilonLogitsWarper, EtaLogitsWarper, MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     return {
         "min_p": lambda v: MinPLogitsWarper(min_p=v),
@@ -105,8 +105,13 @@ def _hf_warpers():
     }
 
 
-HF_VALUES = {"min_p": [0.02, 0.1, 0.5], "prob_threshold": [1e-4, 3e-3, 0.05],
-             "hewitt_epsilon": [1e-4, 3e-3, 0.05], "top_k": [1, 10, 100], "top_p": [0.3, 0.8, 0.95]}
+HF_VALUES = {
+    "min_p": [0.02, 0.1, 0.5],
+    "prob_threshold": [1e-4, 3e-3, 0.05],
+    "hewitt_epsilon": [1e-4, 3e-3, 0.05],
+    "top_k": [1, 10, 100],
+    "top_p": [0.3, 0.8, 0.95],
+}
 
 
 def test_agrees_with_transformers_warpers():

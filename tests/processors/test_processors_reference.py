@@ -1,5 +1,6 @@
 """Every knob against its textbook definition (tests/reference_impls.py), on random and on
 peaked logits, several shapes and dtypes."""
+
 from __future__ import annotations
 
 import math
@@ -7,9 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from reference_impls import kept_set
 from support import check_against_reference, make_logits
+
 from sample_smart import DecodeConfig, process
 
 KNOBS = {
@@ -20,15 +21,19 @@ KNOBS = {
     "min_p": [{"min_p": 0.05}, {"min_p": 0.3}, {"min_p": 1.0}],
     "epsilon": [{"prob_threshold": 1e-3}, {"prob_threshold": 0.02}],
     "eta": [{"hewitt_epsilon": 1e-3}, {"hewitt_epsilon": 0.05}],
-    "dynamic_top_k": [{"dynamic_top_k": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]},
-                      {"dynamic_top_k": [0, 0, 3, 3, 5, 5, 20, 20, 40, 40]}],
+    "dynamic_top_k": [
+        {"dynamic_top_k": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]},
+        {"dynamic_top_k": [0, 0, 3, 3, 5, 5, 20, 20, 40, 40]},
+    ],
     "greedy_threshold": [{"greedy_threshold": 0.3}, {"greedy_threshold": 0.3, "min_p": 0.1}],
     "confidence_bin_only": [{"confidence_bin_only": b} for b in (1, 3, 10)],
     "cal_acc": [{"cal_acc": [-0.3, 0.5, 0.05]}, {"cal_acc": [-0.7, 0.8, 0.1], "cal_acc_base": "e"}],
     "top_n_sigma": [{"top_n_sigma": 1.0}, {"top_n_sigma": 2.5}],
     "top_a": [{"top_a": 0.2}, {"top_a": 1.0}, {"top_a": 0.05, "temperature": 0.7, "min_p": 0.02}],
-    "temperature+truncation": [{"temperature": 0.6, "top_p": 0.8, "prob_threshold": 1e-3},
-                               {"temperature": 1.5, "min_p": 0.1, "hewitt_epsilon": 0.01}],
+    "temperature+truncation": [
+        {"temperature": 0.6, "top_p": 0.8, "prob_threshold": 1e-3},
+        {"temperature": 1.5, "min_p": 0.1, "hewitt_epsilon": 0.01},
+    ],
 }
 CASES = [(name, cfg) for name, cfgs in KNOBS.items() for cfg in cfgs]
 
@@ -98,8 +103,13 @@ def test_row_without_knobs_is_unchanged_in_mixed_batch():
 def test_masked_padding_rows_work():
     x = make_logits("random", 2, 300, 4).float()
     x[:, 250:] = float("-inf")
-    for cfg in [{"top_p": 0.9}, {"top_n_sigma": 1.0}, {"top_k": 290}, {"hewitt_epsilon": 0.01},
-                {"dynamic_top_k": [300] * 10}]:
+    for cfg in [
+        {"top_p": 0.9},
+        {"top_n_sigma": 1.0},
+        {"top_k": 290},
+        {"hewitt_epsilon": 0.01},
+        {"dynamic_top_k": [300] * 10},
+    ]:
         out = process(x, DecodeConfig.from_dict(cfg))
         assert not torch.isnan(out).any(), cfg
         assert torch.isneginf(out[:, 250:]).all(), cfg
@@ -136,8 +146,12 @@ def test_reference_helper_detects_a_wrong_rule():
 
 def test_inplace_matches_out_of_place():
     x = make_logits("random", 4, 300, 6).float()
-    cfgs = [DecodeConfig(temperature=0.8, min_p=0.1), DecodeConfig(edt_var=(0.8, 1, 1), top_k=7),
-            DecodeConfig(), DecodeConfig(top_p=0.9)]
+    cfgs = [
+        DecodeConfig(temperature=0.8, min_p=0.1),
+        DecodeConfig(edt_var=(0.8, 1, 1), top_k=7),
+        DecodeConfig(),
+        DecodeConfig(top_p=0.9),
+    ]
     want = process(x, cfgs)
     y = x.clone()
     got = process(y, cfgs, inplace=True)

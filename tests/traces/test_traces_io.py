@@ -1,4 +1,5 @@
 """Trace files: streaming writer and reader, crash safety, line-numbered errors."""
+
 from __future__ import annotations
 
 import os
@@ -24,10 +25,21 @@ from sample_smart.traces.schemas import TEACHER_FORCED, SchemaError, validate_te
 
 def tf_record(ex_id: str, n: int = 3, k: int = 4) -> dict:
     return {
-        "schema": TEACHER_FORCED, "id": ex_id, "model": "m", "backend": "transformers", "top_k": k,
-        "entropy_scope": "full", "log_base": "e", "n_tokens": n,
-        "gold_id": [5] * n, "gold_rank": [2] * n, "gold_logprob": [-1.5] * n, "p_max": [0.4] * n,
-        "entropy": [1.2] * n, "top_ids": [[1, 5, 7, 9]] * n, "top_logprobs": [[-0.9, -1.5, -2.0, -3.0]] * n,
+        "schema": TEACHER_FORCED,
+        "id": ex_id,
+        "model": "m",
+        "backend": "transformers",
+        "top_k": k,
+        "entropy_scope": "full",
+        "log_base": "e",
+        "n_tokens": n,
+        "gold_id": [5] * n,
+        "gold_rank": [2] * n,
+        "gold_logprob": [-1.5] * n,
+        "p_max": [0.4] * n,
+        "entropy": [1.2] * n,
+        "top_ids": [[1, 5, 7, 9]] * n,
+        "top_logprobs": [[-0.9, -1.5, -2.0, -3.0]] * n,
     }
 
 

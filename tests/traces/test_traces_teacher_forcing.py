@@ -1,4 +1,5 @@
 """Teacher forcing with transformers on the embedded model, the exact boundary, the CLI."""
+
 from __future__ import annotations
 
 import math
@@ -70,7 +71,7 @@ def test_prompt_target_boundary_is_exact_where_a_merge_crosses_it(hf):
     enc = encode_example(tok, Example("x", prompt, target), chat_template=False)
     # the joint tokenisation merges across the boundary ("wor" + "ld" -> " world") ...
     assert joint != enc.prompt_ids + enc.target_ids
-    assert not any(joint[: i] == enc.prompt_ids for i in range(len(joint) + 1))
+    assert not any(joint[:i] == enc.prompt_ids for i in range(len(joint) + 1))
     # ... while our split keeps every token on its side
     assert tok.decode(enc.prompt_ids) == prompt and tok.decode(enc.target_ids) == target
     # chat rendering: the prompt ends with the assistant header, the target is untouched
@@ -121,8 +122,20 @@ def test_cli_teacher_force_with_limit_resume_and_reference_format(tmp_path):
     data = tmp_path / "d.jsonl"
     write_pairs(data, PAIRS[:3])
     out, ref = tmp_path / "tf.jsonl", tmp_path / "ref.jsonl"
-    args = ["trace", "teacher-force", "--data", str(data), "--top-k", "5", "-o", str(out),
-            "--raw", "--reference-out", str(ref), "--no-progress"]
+    args = [
+        "trace",
+        "teacher-force",
+        "--data",
+        str(data),
+        "--top-k",
+        "5",
+        "-o",
+        str(out),
+        "--raw",
+        "--reference-out",
+        str(ref),
+        "--no-progress",
+    ]
     runner = CliRunner()
     res = runner.invoke(main, args + ["--limit", "2"])
     assert res.exit_code == 0, res.output
@@ -138,19 +151,23 @@ def test_cli_teacher_force_with_limit_resume_and_reference_format(tmp_path):
     first = records[0]
     assert ref_lines[0]["gt"] == first["gold_id"][0] and ref_lines[0]["top_ids"] == first["top_ids"][0]
     assert [float(p) for p in ref_lines[0]["top_probs"]] == pytest.approx(
-        [math.exp(x) for x in first["top_logprobs"][0]], abs=1e-8)
+        [math.exp(x) for x in first["top_logprobs"][0]], abs=1e-8
+    )
     assert all(isinstance(p, str) and len(p.split(".")[1]) == 8 for p in ref_lines[0]["top_probs"])
 
 
 def test_cli_rejects_bad_options(tmp_path):
     data = tmp_path / "d.jsonl"
     write_pairs(data, PAIRS[:1])
-    res = CliRunner().invoke(main, ["trace", "teacher-force", "--data", str(data), "-o", str(tmp_path / "o"),
-                                    "--top-k", "0"])
+    res = CliRunner().invoke(
+        main, ["trace", "teacher-force", "--data", str(data), "-o", str(tmp_path / "o"), "--top-k", "0"]
+    )
     assert res.exit_code == 2 and "--top-k" in res.output
-    res = CliRunner().invoke(main, ["trace", "generate", "--data", str(data), "-o", str(tmp_path / "o"),
-                                    "--set", "min_p=7"])
+    res = CliRunner().invoke(
+        main, ["trace", "generate", "--data", str(data), "-o", str(tmp_path / "o"), "--set", "min_p=7"]
+    )
     assert res.exit_code == 2 and "min_p" in res.output
-    res = CliRunner().invoke(main, ["trace", "generate", "--data", str(data), "-o", str(tmp_path / "o"),
-                                    "--stop-regex", "("])
+    res = CliRunner().invoke(
+        main, ["trace", "generate", "--data", str(data), "-o", str(tmp_path / "o"), "--stop-regex", "("]
+    )
     assert res.exit_code == 2 and "does not compile" in res.output

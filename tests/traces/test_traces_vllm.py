@@ -1,6 +1,7 @@
 """vLLM traces on the embedded model: teacher forcing agrees with transformers, generation
 ranks are the ranks of the sampled tokens in the raw distribution, stop-of-tracing by text,
 reference rank files, and the processed-logprobs path."""
+
 from __future__ import annotations
 
 import json
@@ -111,8 +112,11 @@ def test_trace_stops_at_a_stop_string_or_regex_on_decoded_text(llm):
     n4, info4 = TraceStop.build(["Done"], regex=r"= \d").cut(tok, ids)
     assert info4["reason"] == "regex" and n4 < n
     # in a real generation: the trace ends on the token completing the first "."
-    recs = list(trace_generations(llm, _prompts(llm, 2), sampling_params(None, max_tokens=24, seed=3),
-                                  top_k=5, stop=TraceStop.build(["."])))
+    recs = list(
+        trace_generations(
+            llm, _prompts(llm, 2), sampling_params(None, max_tokens=24, seed=3), top_k=5, stop=TraceStop.build(["."])
+        )
+    )
     for rec in recs:
         if rec["stop"]["reason"] == "stop_string":
             assert rec["text"].endswith(".") and rec["text"].count(".") == 1
@@ -126,15 +130,24 @@ def test_run_generation_traces_resume_and_reference_rank_files(llm, tmp_path):
     data = tmp_path / "p.jsonl"
     write_pairs(data, PAIRS[:3])
     out, refdir = tmp_path / "gen.jsonl", tmp_path / "ref"
-    kw = dict(llm=llm, config={"min_p": 0.05}, top_k=20, n=2, max_tokens=8, seed=11, progress=False,
-              reference_dir=refdir, low_conf_threshold=0.5, sampled_threshold=0.3)
+    kw = dict(
+        llm=llm,
+        config={"min_p": 0.05},
+        top_k=20,
+        n=2,
+        max_tokens=8,
+        seed=11,
+        progress=False,
+        reference_dir=refdir,
+        low_conf_threshold=0.5,
+        sampled_threshold=0.3,
+    )
     first = run_generation_traces(data, out, limit=2, **kw)
     assert first["sequences"] == 4 and first["skipped_prompts"] == 0
     second = run_generation_traces(data, out, **kw)
     assert second["sequences"] == 2 and second["skipped_prompts"] == 2
     recs = list(iter_generation(out))
-    assert [(r["prompt_id"], r["sample_index"]) for r in recs] == [
-        (f"ex{i}", j) for i in range(3) for j in range(2)]
+    assert [(r["prompt_id"], r["sample_index"]) for r in recs] == [(f"ex{i}", j) for i in range(3) for j in range(2)]
     low_files = sorted(refdir.glob("low_conf_ranks_*.jsonl"))
     all_files = sorted(refdir.glob("all_sampled_ranks_*.jsonl"))
     assert low_files and all_files
@@ -171,9 +184,34 @@ def test_cli_generate_in_processed_mode(tmp_path):
     data = tmp_path / "p.jsonl"
     write_pairs(data, PAIRS[:2])
     out, refdir = tmp_path / "gen.jsonl", tmp_path / "ref"
-    cmd = [sys.executable, "-m", "sample_smart.cli", "trace", "generate", "--data", str(data), "-o", str(out),
-           "--top-k", "5", "--max-tokens", "12", "--seed", "1", "--set", "min_p=0.1", "--set", "temperature=0.7",
-           "--logprobs-mode", "processed_logprobs", "--reference-dir", str(refdir), "--stop", ".", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sample_smart.cli",
+        "trace",
+        "generate",
+        "--data",
+        str(data),
+        "-o",
+        str(out),
+        "--top-k",
+        "5",
+        "--max-tokens",
+        "12",
+        "--seed",
+        "1",
+        "--set",
+        "min_p=0.1",
+        "--set",
+        "temperature=0.7",
+        "--logprobs-mode",
+        "processed_logprobs",
+        "--reference-dir",
+        str(refdir),
+        "--stop",
+        ".",
+        "--no-progress",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
