@@ -250,13 +250,13 @@ def eval_command(**params: Any) -> None:
 
     \b
     The comparison of the README (arith_mini, embedded model; from a clone of the repository):
-        sample-smart eval --compare --limit 25 --repeats 4 --max-gen-toks 64
-        sample-smart eval --compare --limit 25 --repeats 4 --calibration docs/calibration/calibration.json
+        sample-smart eval --compare --limit 25 --repeats 4 --max-gen-toks 64 \\
+            --calibration docs/calibration/calibration.json --calibration-threshold 0.05
     GSM8K from local files, 8-shot (needs a longer context):
-        sample-smart eval --task-config gsm8k_fewshot --data-dir DIR --max-model-len 1536
+        sample-smart eval --task-config gsm8k_fewshot --data-dir DIR --max-model-len 1536 \\
             --limit 100 --repeats 4 --max-gen-toks 256 --min-p 0.1
     The ten-curve figure (maj@k vs k, sampling in one p_max decile only):
-        for b in $(seq 1 10); do sample-smart eval --confidence-bin-only $b --temperature 1
+        for b in $(seq 1 10); do sample-smart eval --confidence-bin-only $b --temperature 1 \\
             --repeats 8 --limit 50 --output-dir bins; done
         sample-smart analyze bins bins/*_metrics.json -o bins
 

@@ -101,8 +101,10 @@ def test_the_examples_of_eval_help_run_as_written(no_model, monkeypatch, tmp_pat
     monkeypatch.setattr(runner, "check_task", lambda task, data_dir=None: task)  # tested above
     monkeypatch.chdir(REPO)
     help_text = CliRunner().invoke(main, ["eval", "--help"]).output
-    lines = [line.strip() for line in help_text.splitlines() if "sample-smart eval " in line]
+    joined = help_text.replace("\\\n", " ")  # shell line continuations
+    lines = [line.strip() for line in joined.splitlines() if "sample-smart eval " in line]
     assert len(lines) >= 3, help_text
+    assert any("--calibration-threshold" in line and "--compare" in line for line in lines), lines
     for line in lines:
         command = line[line.index("sample-smart eval ") + len("sample-smart eval ") :].split(";")[0]
         args = [str(tmp_path) if a == "DIR" else a.replace("$b", "3") for a in shlex.split(command)]
