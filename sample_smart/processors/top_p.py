@@ -64,10 +64,19 @@ def _from_key(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(bits < 0, bits ^ mask, bits).view(dtype)
 
 
+def _where_running(t: torch.Tensor) -> str:
+    """How the code around tensor ``t`` runs, the one place top-p asks: ``"device"`` (CUDA and
+    other accelerators: never read a value back), ``"compiled"`` (CPU under ``torch.compile``) or
+    ``"eager_cpu"`` (a CPU tensor op by op: reading a flag waits for nothing)."""
+    if t.device.type != "cpu":
+        return "device"
+    return "compiled" if torch.compiler.is_compiling() else "eager_cpu"
+
+
 def _masses(x: torch.Tensor, e: torch.Tensor, probes: torch.Tensor) -> torch.Tensor:
     """``[B, J]``: the exact mass ``sum_{x_i >= probes[:, j]} e_i`` of each probe (one pass over
     the row under ``torch.compile``, where the J sums fuse)."""
-    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+    if _where_running(x) == "eager_cpu":
         # eager CPU: ``where`` is not vectorised there; a 0/1 float mask times e is much faster
         keep = torch.empty_like(x)
         return torch.stack(
@@ -204,9 +213,10 @@ def _run_if(flag: torch.Tensor, fn, operands: tuple, otherwise: torch.Tensor) ->
     CUDA: always computed (``fn`` selects its rows with ``where``). CPU: skipped when no row needs
     it: by ``torch.cond`` under ``torch.compile`` and by reading the CPU flag in eager mode (a CPU
     tensor has no device to wait for)."""
-    if flag.device.type != "cpu":
+    mode = _where_running(flag)
+    if mode == "device":
         return fn(*operands)
-    if torch.compiler.is_compiling():
+    if mode == "compiled":
         return torch.cond(flag.any(), fn, lambda *args: otherwise.clone(), operands)
     return fn(*operands) if bool(flag.any()) else otherwise
 
