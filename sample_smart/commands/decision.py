@@ -12,27 +12,13 @@ exit with status 2 (no traceback).
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-
-class _InputError(click.ClickException):
-    exit_code = 2
-
-
-def _errors_as_click(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, OSError) as exc:  # FileExistsError is an OSError
-            raise _InputError(str(exc)) from exc
-
-    return wrapper
+from sample_smart.io_checks import cli_errors
 
 
 def _labels(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, list[str]]:
@@ -81,7 +67,7 @@ def decision() -> None:
     help="Also save the final model in OUTPUT_DIR/final (for `decision extract`).",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@_errors_as_click
+@cli_errors
 def finetune(output_dir: Path, model: str | None, **kwargs: Any) -> None:
     """Fine-tune on the generated Accept/Reject arithmetic task with the callback measuring (CPU, minutes)."""
     from sample_smart.integrations.decision_finetune import run_decision_finetune
@@ -142,7 +128,7 @@ def finetune(output_dir: Path, model: str | None, **kwargs: Any) -> None:
 @click.option("--device", default=None, help="torch device (default cpu).")
 @click.option("--resume/--no-resume", default=True, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@_errors_as_click
+@cli_errors
 def extract(
     model: str | None, data: str, labels: dict[str, list[str]], output: str, backend: str, **kwargs: Any
 ) -> None:
@@ -155,7 +141,7 @@ def extract(
         try:
             model = str(require_default_model())
         except ModelNotAvailableError as exc:
-            raise _InputError(str(exc)) from exc
+            raise ValueError(str(exc)) from None  # cli_errors: one line, exit 2
     counts = extract_decisions(data, output, model=model, labels=labels, **kwargs)
     click.echo(json.dumps({"output": output, **counts}))
 
@@ -169,7 +155,7 @@ def extract(
     type=click.Path(file_okay=False),
     help="Folder for evolution.png, reliability.png, confidence_hist.png, summary.json, summary.md.",
 )
-@_errors_as_click
+@cli_errors
 def plot(inputs: tuple[str, ...], output_dir: str) -> None:
     """Evolution over steps, reliability diagrams and confidence histograms; prints the summary table.
 
