@@ -39,7 +39,7 @@ class CalibrationRegistry:
     a request's decoder settings from the data in memory (cached), never touching the disk."""
 
     def __init__(self, data: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        self._data: dict[str, Mapping[str, Any]] = {}
+        self._data: dict[str, tuple] = {}  # name -> validated (grid, fit, defaults)
         for name, calibration in (data or {}).items():
             self.add(name, calibration)
         self._settings = functools.lru_cache(maxsize=_CACHE_SIZE)(self._derive)
@@ -56,8 +56,7 @@ class CalibrationRegistry:
             raise ValueError(f"calibration name {name!r} is given twice")
         from sample_smart.calibration.derive import calibration_from_dict
 
-        calibration_from_dict(calibration, source or name)  # every field checked now, at start-up
-        self._data[name] = calibration
+        self._data[name] = calibration_from_dict(calibration, source or name)  # checked once, at start-up
 
     @classmethod
     def from_spec(cls, spec: str) -> "CalibrationRegistry":
@@ -120,9 +119,9 @@ class CalibrationRegistry:
         return dict(self._settings(name, mode, threshold))
 
     def _derive(self, name: str, mode: str, threshold: float | None) -> dict:
-        from sample_smart.calibration.derive import decoder_settings_from_dict
+        from sample_smart.calibration.derive import derive_decoder_settings
 
-        return decoder_settings_from_dict(self._data[name], mode, threshold, source=f"calibration {name!r}")
+        return derive_decoder_settings(self._data[name], mode, threshold, source=f"calibration {name!r}")
 
 
 @functools.lru_cache(maxsize=1)
