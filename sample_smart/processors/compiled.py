@@ -35,7 +35,7 @@ import torch
 from sample_smart.processors import chain
 from sample_smart.processors.state import BatchState
 
-__all__ = ["RECOMPILE_LIMIT", "compiled_count", "describe", "flags_key", "reset", "run"]
+__all__ = ["RECOMPILE_LIMIT", "compiled_count", "describe", "reset", "run"]
 
 # Recompiles allowed per key (batch 1 vs the rest, a vocabulary change, a new stride ...). Each key
 # is its own region, so this bounds one flag combination only.
@@ -44,12 +44,6 @@ RECOMPILE_LIMIT = 16
 _compiled: dict[tuple, Callable[..., torch.Tensor]] = {}
 _over_limit: set[tuple] = set()
 logger = logging.getLogger(__name__)
-
-
-def flags_key(state: BatchState) -> tuple:
-    """The host values that fix the compiled program: ``state.key`` (active rules, candidates,
-    temperature flags)."""
-    return state.key
 
 
 def _mark_batch_dynamic(state: BatchState, logits: torch.Tensor) -> None:
@@ -94,7 +88,7 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor:
     (once per key); the shapes already compiled keep running compiled."""
     from torch._dynamo.exc import FailOnRecompileLimitHit  # not at import: torch._dynamo takes ~1 s
 
-    key = (flags_key(state), logits.dtype, logits.device.type, inplace)
+    key = (state.key, logits.dtype, logits.device.type, inplace)
     _mark_batch_dynamic(state, logits)
     try:
         return _callable(key)(logits, state, inplace)
