@@ -208,9 +208,11 @@ class DecodeConfig:
         """Build from a dict of the reference scripts' extra_args keys (see module doc).
 
         Keys whose value is ``None`` are treated as not set. Unknown keys raise ValueError.
-        ``calibrations``: a :class:`~sample_smart.calibration.registry.CalibrationRegistry` when the
-        settings come from an untrusted client: ``calibration`` then names one of its entries and
-        no file is ever opened; None (offline) lets ``calibration`` be a path.
+        ``calibrations``: the resolver of the ``calibration`` key, chosen by the caller at its edge:
+        a :class:`~sample_smart.calibration.registry.CalibrationRegistry` when the settings come
+        from an untrusted client (``calibration`` names one of its entries; no file is ever opened),
+        None for the offline :class:`~sample_smart.calibration.registry.CalibrationFiles`
+        (``calibration`` is a path).
         """
         if d is None:
             return cls()
@@ -244,9 +246,9 @@ class DecodeConfig:
     ) -> "DecodeConfig":
         """A Calibrated-TopK (``mode="topk"``) or Calibrated-epsilon (``mode="epsilon"``) decoder
         from a calibration file written by ``sample-smart calibrate fit``; ``extra`` adds other knobs."""
-        from sample_smart.calibration import load_decoder_settings
+        from sample_smart.calibration.registry import CalibrationFiles
 
-        settings = dict(load_decoder_settings(path, mode, threshold))
+        settings = CalibrationFiles().settings(path, mode, threshold)
         settings.update(extra)
         return cls.from_dict(settings)
 
@@ -296,13 +298,18 @@ SETTING_KEYS = KEYS | frozenset(_ALIASES) | {"calibration"}
 
 
 def _calibration_settings(value: Any, calibrations: Any = None) -> dict[str, Any]:
-    """The knobs of a ``calibration`` setting.
+    """The knobs of a ``calibration`` setting, from its resolver (this module opens no file).
 
-    Offline (``calibrations`` None): a path (mode "epsilon", the file's default threshold) or
-    {"path", "mode": "topk"|"epsilon", "threshold"}; the file is read by the library's safe reader.
-    Served (``calibrations`` a :class:`~sample_smart.calibration.registry.CalibrationRegistry`): a
-    name or {"name", "mode", "threshold"}; nothing is read, an unknown name is refused."""
-    ref = "name" if calibrations is not None else "path"
+    ``calibrations`` None means the offline resolver,
+    :class:`~sample_smart.calibration.registry.CalibrationFiles`: the value is a path (mode
+    "epsilon", the file's default threshold) or {"path", "mode": "topk"|"epsilon", "threshold"}.
+    A server passes its :class:`~sample_smart.calibration.registry.CalibrationRegistry`: the value
+    is a name or {"name", "mode", "threshold"}; nothing is read, an unknown name is refused."""
+    if calibrations is None:
+        from sample_smart.calibration.registry import CalibrationFiles
+
+        calibrations = CalibrationFiles()
+    ref = calibrations.key
     allowed = f"a calibration {ref}, or {{'{ref}': ..., 'mode': 'topk'|'epsilon'|..., 'threshold': c}} with 0 < c <= 1"
     mode, threshold = "epsilon", None
     if isinstance(value, str):
@@ -327,14 +334,7 @@ def _calibration_settings(value: Any, calibrations: Any = None) -> dict[str, Any
         raise _bad("calibration", value, allowed)
     if not isinstance(target, str):
         raise _bad("calibration", value, allowed)
-    if calibrations is not None:
-        return calibrations.settings(target, mode, threshold)
-    from sample_smart.calibration import load_decoder_settings
-
-    try:
-        return dict(load_decoder_settings(target, mode, threshold))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"calibration={describe(value)} could not be loaded: {exc}") from exc
+    return calibrations.settings(target, mode, threshold)
 
 
 # ------------------------------------------------------------------ the knob table

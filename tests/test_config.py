@@ -117,3 +117,25 @@ def test_calibration_key_loads_a_file(tmp_path):
         DecodeConfig.from_dict({"calibration": {"path": path, "threshold": 2}})
     with pytest.raises(ValueError, match="both directly"):
         DecodeConfig.from_dict({"calibration": {"path": path, "mode": "topk"}, "dynamic_top_k": [1] * 10})
+
+
+def test_the_calibration_key_goes_to_the_callers_resolver():
+    """DecodeConfig opens no file: the `calibration` value goes to the resolver its caller chose
+    (a server's registry of names; offline, CalibrationFiles), with the parsed mode and threshold."""
+    from sample_smart.calibration.registry import CalibrationRegistry
+
+    calls = []
+
+    class Names:
+        key = "name"
+
+        def settings(self, target, mode, threshold):
+            calls.append((target, mode, threshold))
+            return {"min_p": 0.25}
+
+    cfg = DecodeConfig.from_dict({"calibration": {"name": "gsm8k", "mode": "topk", "threshold": 0.1}}, Names())
+    assert cfg.min_p == 0.25 and calls == [("gsm8k", "topk", 0.1)]
+    with pytest.raises(ValueError, match="calibration"):  # a served resolver takes names, not paths
+        DecodeConfig.from_dict({"calibration": {"path": "docs/calibration/calibration.json"}}, Names())
+    with pytest.raises(ValueError, match="unknown calibration name"):  # an existing file is still only a name
+        DecodeConfig.from_dict({"calibration": "docs/calibration/calibration.json"}, CalibrationRegistry())

@@ -27,16 +27,38 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_VAR", "CalibrationRegistry", "served_calibrations"]
+__all__ = ["ENV_VAR", "CalibrationFiles", "CalibrationRegistry", "served_calibrations"]
 
 ENV_VAR = "SAMPLE_SMART_CALIBRATIONS"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CACHE_SIZE = 1024  # derived settings per (name, mode, threshold) kept in memory
 
 
+class CalibrationFiles:
+    """The offline resolver of ``calibration`` settings: a **path** names a calibration file, read
+    with the library's safe reader (regular files only, ``CALIBRATION_MAX_BYTES``) each time.
+
+    It is what ``DecodeConfig.from_dict(d)`` uses when no resolver is given: scripts, the CLI,
+    ``sampling_params`` for an offline ``vllm.LLM``. A server passes its :class:`CalibrationRegistry`
+    instead, so a client's value is only ever a name."""
+
+    key = "path"  # what a ``calibration`` setting's value names
+
+    def settings(self, path: Any, mode: str = "epsilon", threshold: float | None = None) -> dict:
+        from sample_smart.calibration.derive import load_decoder_settings
+        from sample_smart.config import describe
+
+        try:
+            return dict(load_decoder_settings(path, mode, threshold))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"calibration={describe(path)} could not be loaded: {exc}") from exc
+
+
 class CalibrationRegistry:
     """Named calibrations, each read and validated once; ``settings(name, mode, threshold)`` derives
     a request's decoder settings from the data in memory (cached), never touching the disk."""
+
+    key = "name"  # what a ``calibration`` setting's value names
 
     def __init__(self, data: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self._data: dict[str, tuple] = {}  # name -> validated (grid, fit, defaults)
