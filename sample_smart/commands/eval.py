@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import click
 
+from sample_smart.commands.engine_flags import engine_options, engine_overrides_of
+from sample_smart.commands.shard_flag import shard_option
 from sample_smart.config import KNOBS, DecodeConfig
 from sample_smart.io_checks import cli_errors
 
@@ -238,6 +240,8 @@ def results_table(rows: list[dict[str, Any]], k: int) -> str:
 )
 @click.option("--label", default=None, help="Name of the run in file names and the table.")
 @click.option("--apply-chat-template", is_flag=True, help="Wrap prompts in the model's chat template.")
+@shard_option
+@engine_options
 @click.option(
     "-v",
     "--verbose",
@@ -259,6 +263,9 @@ def eval_command(**params: Any) -> None:
         for b in $(seq 1 10); do sample-smart eval --confidence-bin-only $b --temperature 1 \\
             --repeats 8 --limit 50 --output-dir bins; done
         sample-smart analyze bins bins/*_metrics.json -o bins
+    Several GPUs, or shards on several machines (then `sample-smart merge eval`):
+        sample-smart eval --model MODEL --tensor-parallel-size 4 --shard 0/2 \\
+            --repeats 32 --temperature 1
 
     Files: <task>_<label>_<UTC time>_{metrics.json,samples.jsonl[,traces.jsonl]}.
     Without decoder flags the run is greedy.
@@ -266,6 +273,7 @@ def eval_command(**params: Any) -> None:
     runs = _decoders(params)  # every flag is checked before the model loads
     if not params["verbose"]:
         quiet_vllm()
+    engine = engine_overrides_of(params, own={"max_model_len": "--max-model-len"})
     from sample_smart.integrations.lm_eval import SampleSmartLM
     from sample_smart.integrations.lm_eval_runner import EvalSpec, check_task, run_eval
 
@@ -279,6 +287,7 @@ def eval_command(**params: Any) -> None:
         max_model_len=params["max_model_len"],
         seed=params["seed"],
         trace_top_k=params["trace_top_k"],
+        engine_args=engine,
     )
     rows = []
     for label, cfg in runs:
@@ -295,6 +304,7 @@ def eval_command(**params: Any) -> None:
             output_dir=params["output_dir"],
             write_traces=params["write_traces"],
             apply_chat_template=params["apply_chat_template"],
+            shard=params["shard"],
         )
         result = run_eval(lm, spec, progress=say)
         rows.append(result)

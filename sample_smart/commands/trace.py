@@ -20,6 +20,8 @@ from pathlib import Path
 
 import click
 
+from sample_smart.commands.engine_flags import engine_options, engine_overrides_of
+from sample_smart.commands.shard_flag import shard_option
 from sample_smart.io_checks import cli_errors, refuse_overwrite
 
 
@@ -45,6 +47,8 @@ def _count_lines(path: str) -> int:
 
 
 def _data_options(fn):
+    fn = engine_options(fn)
+    fn = shard_option(fn)
     fn = click.option("--target-field", default="target", show_default=True, help="JSON field of the target text.")(fn)
     fn = click.option(
         "--prompt-field",
@@ -146,6 +150,8 @@ def teacher_force(
     batch_size,
     device,
     reference_out,
+    shard,
+    **engine,
 ) -> None:
     """Teacher-force (prompt, target) pairs: gold rank, logprob, p_max, entropy, top-k per target token.
 
@@ -160,6 +166,9 @@ def teacher_force(
     refuse_overwrite(output, [data])
     if reference_out:
         refuse_overwrite(reference_out, [data, output], option="--reference-out")
+    overrides = engine_overrides_of(engine)
+    if overrides and backend != "vllm":
+        raise click.UsageError(f"engine flags ({', '.join(sorted(overrides))}) apply to --backend vllm only")
     model = _model_path(model)
     if backend == "transformers":
         from sample_smart.traces.transformers_backend import TransformersTeacherForcer
@@ -173,9 +182,14 @@ def teacher_force(
             )
         from sample_smart.traces.vllm_backend import VLLMTeacherForcer
 
-        scorer = VLLMTeacherForcer(_engine(model, top_k), top_k=top_k)
+        scorer = VLLMTeacherForcer(_engine(model, top_k, **overrides), top_k=top_k)
         chunk = batch_size * 4
     examples = load_examples(data, id_field=id_field, prompt_field=prompt_field, target_field=target_field)
+    if shard is not None:  # --limit first (the first N examples), then this shard's share of them
+        import itertools
+
+        examples = shard.select(itertools.islice(examples, limit) if limit is not None else examples)
+        limit = None
     ref = ReferenceTeacherForcedWriter(reference_out) if reference_out else None
     try:
         counts = run_teacher_forcing(
@@ -286,6 +300,8 @@ def generate(
     low_conf_threshold,
     sampled_threshold,
     batch_size,
+    shard,
+    **engine,
 ) -> None:
     """Generate with vLLM and trace each sampled token's raw rank and probability.
 
@@ -313,6 +329,7 @@ def generate(
         stop = TraceStop.build(stop_strings, stop_regex, trace_after_stop)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set/--config-json/--stop-regex") from None
+    overrides = engine_overrides_of(engine)
 
     from sample_smart.traces.generation_run import run_generation_traces
 
@@ -338,5 +355,7 @@ def generate(
         reference_dir=reference_dir,
         low_conf_threshold=low_conf_threshold,
         sampled_threshold=sampled_threshold,
+        shard=shard,
+        engine_args=overrides,
     )
     click.echo(json.dumps({"output": str(Path(output)), **counts}))

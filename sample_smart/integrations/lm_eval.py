@@ -24,7 +24,12 @@ SmolLM2-135M-Instruct), ``max_model_len``, ``seed`` (base seed, default 0), ``ma
 (default 256), ``trace_path`` and ``trace_top_k`` (write a generation trace per sample),
 ``llm`` (Python API only: an existing ``vllm.LLM``), any other key of
 :meth:`sample_smart.DecodeConfig.from_dict` (the run's default decoder) and ``decoder``
-(the same as a JSON object).
+(the same as a JSON object). Every other key is an engine argument (``tensor_parallel_size=2``,
+``gpu_memory_utilization=0.8``, ``quantization=awq``, ``distributed_executor_backend=ray`` or any
+``vllm.engine.arg_utils.EngineArgs`` field), checked by
+:func:`sample_smart.integrations.engine_args.split_engine_kwargs` (named flags against their
+range, other keys against vLLM's ``EngineArgs``) before the engine starts; ``engine_args`` (a
+dict) passes them from Python. A key that is none of these is refused, naming it.
 
 **gen_kwargs** of each request (task YAML ``generation_kwargs`` merged with ``--gen_kwargs``)
 are honoured per request: ``until`` (stop strings), ``max_gen_toks``, ``do_sample``, ``seed``
@@ -120,6 +125,7 @@ class SampleSmartLM(TemplateLM):
         trace_top_k: int = 5,
         decoder: str | Mapping[str, Any] | None = None,
         llm: Any = None,
+        engine_args: Mapping[str, Any] | None = None,
         add_bos_token: bool = False,
         device: str | None = None,
         max_batch_size: int | None = None,
@@ -131,13 +137,26 @@ class SampleSmartLM(TemplateLM):
         settings: dict[str, Any] = {}
         if decoder:
             settings.update(json.loads(decoder) if isinstance(decoder, str) else dict(decoder))
-        unknown = {k: v for k, v in kwargs.items() if k not in SETTING_KEYS}
-        if unknown:
+        from sample_smart.integrations.engine_args import split_engine_kwargs
+
+        try:  # keys that are neither decoder settings nor engine arguments are refused here
+            engine, kwargs = split_engine_kwargs(kwargs, keep=SETTING_KEYS)
+        except ValueError as exc:
             raise ValueError(
-                f"unknown model_args {sorted(unknown)}: allowed pretrained, max_model_len, seed, max_gen_toks, "
-                "batch_size, trace_path, trace_top_k, decoder, add_bos_token, device, max_batch_size and "
-                "sample_smart decoder keys"
-            )
+                f"{exc} (model_args allowed: pretrained, max_model_len, seed, max_gen_toks, batch_size, "
+                "trace_path, trace_top_k, decoder, add_bos_token, device, max_batch_size, sample_smart decoder "
+                "keys and vllm EngineArgs fields)"
+            ) from None
+        if engine_args:
+            extra, _ = split_engine_kwargs(engine_args, keep=())
+            clash = sorted(set(extra) & set(engine))
+            if clash:
+                raise ValueError(f"engine arguments {clash} given both in model_args and engine_args")
+            engine.update(extra)
+        if max_model_len and "max_model_len" in engine:
+            raise ValueError("max_model_len given twice (the model argument and an engine argument)")
+        if engine and llm is not None:
+            raise ValueError(f"engine arguments {sorted(engine)} cannot apply to a given llm; pass one or the other")
         settings.update(kwargs)
         self.default_settings = DecodeConfig.from_dict(settings).to_dict()  # validates now
         self.seed = int(seed)
@@ -152,7 +171,7 @@ class SampleSmartLM(TemplateLM):
 
             # make_llm turns chunked prefill off on CPU (seeded requests would crash vLLM 0.32)
             overrides = {"max_model_len": int(max_model_len)} if max_model_len else {}
-            llm = make_llm(pretrained, **overrides)
+            llm = make_llm(pretrained, **engine, **overrides)
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
         self.max_length = int(llm.llm_engine.model_config.max_model_len)

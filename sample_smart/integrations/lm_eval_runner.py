@@ -55,6 +55,7 @@ class EvalSpec:
     output_dir: str | os.PathLike = "eval_runs"
     write_traces: bool = False
     apply_chat_template: bool = False
+    shard: Any = None  # a sample_smart.shards.Shard: only its documents (limit applies first)
 
 
 _MANAGERS: dict[tuple, Any] = {}
@@ -184,6 +185,13 @@ def run_eval(lm: Any, spec: EvalSpec, progress: Any = None) -> dict[str, Any]:
         lm.open_traces(paths["traces"])
     lm.seed = int(spec.seed)
     lm.generation_log = []
+    limit, selection, shard = spec.limit, None, None
+    if spec.shard is not None:  # lm-eval takes either a limit or explicit doc ids
+        from sample_smart.shards import eval_shard_samples
+
+        selection, universe = eval_shard_samples(tasks, spec.limit, spec.shard)
+        limit = None
+        shard = {**spec.shard.to_dict(), "docs_per_task": universe, "rule": "sha256(str(doc_id)) mod count"}
     say(f"{spec.label}: {', '.join(tasks)} x {spec.repeats} repeats, decoder {spec.decoder.to_dict()}")
     t0 = time.perf_counter()
     try:
@@ -191,7 +199,8 @@ def run_eval(lm: Any, spec: EvalSpec, progress: Any = None) -> dict[str, Any]:
             model=lm,
             tasks=list(tasks.values()),
             task_manager=manager,
-            limit=spec.limit,
+            limit=limit,
+            samples=selection,
             num_fewshot=spec.num_fewshot,
             log_samples=True,
             bootstrap_iters=0,
@@ -263,6 +272,7 @@ def run_eval(lm: Any, spec: EvalSpec, progress: Any = None) -> dict[str, Any]:
             for k, r in results.get("results", {}).items()
         },
         "wall_time_s": round(wall, 2),
+        "shard": shard,
         "conventions": {
             "accuracy": "mean over questions of the share of correct samples",
             "maj_at_k": "majority vote over the first k repeats, ties to the earliest answer",

@@ -58,11 +58,16 @@ def run_generation_traces(
     reference_dir: str | os.PathLike | None = None,
     low_conf_threshold: float = 1.0,
     sampled_threshold: float = 0.1,
+    shard: Any = None,
+    engine_args: dict[str, Any] | None = None,
 ) -> dict:
     """Generate for the prompts in ``data`` and append generation records to ``output``.
 
     ``llm``: an existing ``vllm.LLM`` (its own logprobs_mode is used); otherwise one is
-    started with ``make_llm(model, logprobs_mode=...)``. Returns counts.
+    started with ``make_llm(model, logprobs_mode=..., **engine_args)`` (``engine_args``: checked
+    overrides, see :mod:`sample_smart.integrations.engine_args`). ``shard``: a
+    :class:`sample_smart.shards.Shard`; only its prompts (among the first ``limit``) are
+    generated, each with the seed it has in the whole run. Returns counts.
     """
     from tqdm.auto import tqdm
 
@@ -76,7 +81,9 @@ def run_generation_traces(
     if llm is None:
         from sample_smart.integrations.vllm_engine import make_llm
 
-        llm = make_llm(model, logprobs_mode=logprobs_mode, max_logprobs=max(20, top_k))
+        llm = make_llm(model, logprobs_mode=logprobs_mode, max_logprobs=max(20, top_k), **(engine_args or {}))
+    elif engine_args:
+        raise ValueError(f"engine arguments {sorted(engine_args)} cannot apply to a given llm")
     tokenizer = llm.get_tokenizer()
     written = _sequences_written(output) if resume else Counter()
     refs = (
@@ -91,7 +98,12 @@ def run_generation_traces(
     if len({e.id for e in examples}) != len(examples):
         raise ValueError("duplicate prompt ids in the input; ids key the resume and must be unique")
     todo = []
-    for i, ex in enumerate(examples):
+    if shard is not None:
+        counts["other_shards"] = 0
+    for i, ex in enumerate(examples):  # i: the index in the whole run (request i gets seed + i)
+        if shard is not None and not shard.contains(ex.id):
+            counts["other_shards"] += 1
+            continue
         if written[ex.id] >= n:
             counts["skipped_prompts"] += 1
             continue
