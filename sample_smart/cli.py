@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "sample_smart.commands.demo:demo",
     "eval": "sample_smart.commands.eval:eval_command",
     "model": "sample_smart.commands.model:model",
+    "ope": "sample_smart.commands.ope:ope",
     "trace": "sample_smart.commands.trace:trace",
 }
 
