@@ -250,6 +250,23 @@ class _Rows:
             return logits
 
 
+def _prepare_programs(vllm_config: Any, device: Any) -> float | None:
+    """Compile the processor's programs for this engine's logits now, at engine start, so that no
+    request ever waits for a compile (``sample_smart.processors.prepare``; the sampler hands the
+    processor float32 logits of the model's vocabulary, written in place). None: nothing compiled
+    (another backend, no compiler: then the eager chain runs, with one warning)."""
+    from sample_smart.processors import prepare
+
+    try:
+        vocab = int(vllm_config.model_config.get_vocab_size())
+    except Exception:  # noqa: BLE001 - a config without a model (tests): nothing to prepare
+        return None
+    seconds = prepare(vocab, torch.float32, device, inplace=True)
+    if seconds is not None:
+        logger.info("sample_smart: processor programs ready for vocabulary %d in %.1f s", vocab, seconds)
+    return seconds
+
+
 # ---------------------------------------------------------------------------- the processor
 _V2_BASES: tuple[type, ...] = (V2LogitsProcessor,) if V2LogitsProcessor is not None else ()
 
@@ -277,6 +294,8 @@ class SampleSmartLogitsProcessor(V1LogitsProcessor, *_V2_BASES):
             self._engines[id(vllm_config)] = self
         served_calibrations()  # read and check $SAMPLE_SMART_CALIBRATIONS now: a bad file stops start-up
         self._rows = _Rows(device)
+        if not self.duplicate:
+            self.prepare_seconds = _prepare_programs(vllm_config, device)
         self._dirty = False
         self._n_active = 0  # rows (v1) with a non-no-op config
         self._v1_key: Any = None

@@ -1,22 +1,26 @@
-"""The one place that chooses how the chain runs, once per call: eager, compiled or CPU row blocks.
+"""The one place that chooses how the chain runs, once per call.
 
-Default, on every device: the chain (:mod:`~sample_smart.processors.chain`) as whole-batch tensor
-ops. No Python loop over rows, no ``.item()``/``.tolist()``: the code path depends only on which
-rules the batch's configs use, so it is the same program on CUDA, under
-``torch.compile(fullgraph=True)`` and on CPU. One exception, on CPU only: top-p reads one CPU flag
-("does any row need the search?") to skip work no row needs (``torch.cond`` when compiled); a CPU
-tensor has no device to wait for, and on CUDA the work runs for every row instead (see
-:mod:`~sample_smart.processors.top_p`).
+Three backends, set by ``SAMPLE_SMART_BACKEND`` (read on first use, so a bad value raises
+ValueError at the first processor call, not at import) or :func:`set_backend`:
 
-Two switches, each set by an environment variable (read on first use, so a bad value raises
-ValueError at the first processor call, not at import) or a setter:
+- ``auto`` (default): the fixed compiled programs of :mod:`~sample_smart.processors.plans` for
+  every logits signature (vocabulary, dtype, device, in place) that :func:`prepare` compiled, the
+  eager chain for everything else. It never compiles while it runs: an engine calls
+  :func:`prepare` at start-up (the vLLM processor does), and a signature nobody prepared, or a
+  machine without a compiler, runs eager;
+- ``eager``: the chain (:mod:`~sample_smart.processors.chain`) as whole-batch tensor ops, always;
+- ``compiled``: the chain through ``torch.compile`` per set of active rules, compiled on first use
+  (:mod:`~sample_smart.processors.compiled`; offline use, where a compile per new combination is
+  acceptable).
 
-- backend, ``SAMPLE_SMART_BACKEND`` / :func:`set_backend`: ``eager`` (default), the chain op by op;
-  ``compiled``, the same program through ``torch.compile(fullgraph=True)`` (see
-  :mod:`~sample_smart.processors.compiled`). Under an outer ``torch.compile`` the eager program is
-  traced into the caller's graph instead (no nested compile). Takes precedence over the fast path;
-- CPU fast path, ``SAMPLE_SMART_CPU_FAST_PATH=1`` / :func:`set_cpu_fast_path` (eager backend, CPU
-  tensors only): :mod:`~sample_smart.processors.cpu_blocks`.
+Every path is whole-batch tensor ops with no ``.item()``/``.tolist()``: the same program on CUDA,
+under ``torch.compile(fullgraph=True)`` and on CPU. One exception, on CPU only: top-p reads one CPU
+flag ("does any row need the search?") to skip work no row needs; a CPU tensor has no device to
+wait for, and on CUDA the work runs for every row instead (see :mod:`~sample_smart.processors.top_p`).
+Under an outer ``torch.compile`` the eager program is traced into the caller's graph (no nested compile).
+
+The CPU fast path, ``SAMPLE_SMART_CPU_FAST_PATH=1`` / :func:`set_cpu_fast_path` (eager chain, CPU
+tensors only), runs the eager chain in row blocks: :mod:`~sample_smart.processors.cpu_blocks`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 import torch
 
-from sample_smart.processors import chain, compiled, cpu_blocks
+from sample_smart.processors import chain, compiled, cpu_blocks, plans
 from sample_smart.processors.state import BatchState
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "CPU_FAST_PATH_ENV",
     "get_backend",
     "get_cpu_fast_path",
+    "prepare",
     "process_core",
     "set_backend",
     "set_cpu_fast_path",
@@ -43,7 +48,7 @@ __all__ = [
 
 BACKEND_ENV = "SAMPLE_SMART_BACKEND"
 CPU_FAST_PATH_ENV = "SAMPLE_SMART_CPU_FAST_PATH"
-BACKENDS = ("eager", "compiled")
+BACKENDS = ("auto", "eager", "compiled")
 _backend: str | None = None  # None: not read yet (read from the environment on first use)
 _cpu_fast_path: bool | None = None
 
@@ -55,17 +60,17 @@ def _check(name: object, source: str) -> str:
 
 
 def get_backend() -> str:
-    """The processor backend: ``'eager'`` or ``'compiled'`` (``SAMPLE_SMART_BACKEND``, default eager,
-    unless :func:`set_backend` chose one)."""
+    """The processor backend: ``'auto'``, ``'eager'`` or ``'compiled'`` (``SAMPLE_SMART_BACKEND``,
+    default auto, unless :func:`set_backend` chose one)."""
     global _backend
     if _backend is None:
-        value = os.environ.get(BACKEND_ENV, "eager") or "eager"
+        value = os.environ.get(BACKEND_ENV, "auto") or "auto"
         _backend = _check(value, f"{BACKEND_ENV}={value!r}")
     return _backend
 
 
 def set_backend(name: str | None) -> None:
-    """Choose the backend for this process: ``'eager'`` or ``'compiled'``; ``None`` re-reads
+    """Choose the backend for this process: ``'auto'``, ``'eager'`` or ``'compiled'``; ``None`` re-reads
     ``SAMPLE_SMART_BACKEND`` on next use. ValueError on any other value."""
     global _backend
     _backend = None if name is None else _check(name, f"set_backend({name!r}) ({BACKEND_ENV} backend)")
@@ -103,11 +108,42 @@ def process_core(logits: torch.Tensor, state: BatchState, inplace: bool = False)
     work_inplace = inplace and logits.dtype in chain.WORK_DTYPES
     if torch.compiler.is_compiling():  # inside a caller's compile: trace the eager program
         return chain.run(logits, state, work_inplace)
-    if get_backend() == "compiled":
+    backend = get_backend()
+    if backend == "auto":
+        out = plans.run(logits, state, work_inplace)
+        if out is not None:
+            return out
+    elif backend == "compiled":
         return compiled.run(logits, state, work_inplace)
     if logits.device.type == "cpu" and get_cpu_fast_path():
         return cpu_blocks.run(logits, state, work_inplace)
     return chain.run(logits, state, work_inplace)
+
+
+def prepare(
+    vocab_size: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    inplace: bool = True,
+) -> float | None:
+    """Compile the fixed programs for ``[*, vocab_size]`` logits (the ``auto`` backend's start-up
+    cost, paid here and never again in this signature). Returns the seconds it took, or None when
+    nothing was compiled: the backend is not ``auto``, or the compiler is missing or fails (then
+    one warning says so and the eager chain runs). ``inplace``: how the caller will write (the vLLM
+    processor: True; :func:`process`: False)."""
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+        raise ValueError(f"vocab_size={vocab_size!r} is invalid: allowed integers >= 1")
+    if get_backend() != "auto":
+        return None
+    missing = plans.missing_compiler(torch.device(device))
+    if missing:
+        plans.warn_fallback(missing)
+        return None
+    try:
+        return plans.prepare(vocab_size, dtype, device, inplace)
+    except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager, say so once
+        plans.warn_fallback(f"compiling failed ({type(exc).__name__}: {exc})")
+        return None
 
 
 def warmup(

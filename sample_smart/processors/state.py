@@ -47,7 +47,7 @@ class BatchState:
     edt_theta: torch.Tensor
     edt_log_t0: torch.Tensor
     params: Mapping[str, torch.Tensor]
-    _row_views: dict = field(default_factory=dict, compare=False, repr=False)  # cache of rows()
+    _views: dict = field(default_factory=dict, compare=False, repr=False)  # derived states, see derived()
 
     @property
     def is_noop(self) -> bool:
@@ -82,17 +82,30 @@ class BatchState:
         cached, since an engine reuses one state for many steps."""
         if start == 0 and stop == self.batch_size:
             return self
-        view = self._row_views.get((start, stop))
+        return self.derived(("rows", start, stop), lambda s: s._map_rows(lambda t: t[start:stop], stop - start))
+
+    def tiled(self, n: int) -> "BatchState":
+        """The state of a batch that repeats this one ``n`` times (row tensors copied)."""
+        return self._map_rows(lambda t: t.repeat((n,) + (1,) * (t.dim() - 1)), n * self.batch_size)
+
+    def with_host(self, **host_values) -> "BatchState":
+        """The same row tensors with other host values (``rules``, ``candidates``, ``any_*``)."""
+        return replace(self, _views={}, **host_values)
+
+    def derived(self, key, build) -> "BatchState":
+        """``build(self)``, made once per key and kept with this state (an engine reuses one state
+        for many steps, so its row views and program views are built once)."""
+        view = self._views.get(key)
         if view is None:
-            sliced = {
-                f.name: getattr(self, f.name)[start:stop]
-                for f in fields(self)
-                if isinstance(getattr(self, f.name), torch.Tensor)
-            }
-            params = {name: t[start:stop] for name, t in self.params.items()}
-            view = replace(self, batch_size=stop - start, params=params, _row_views={}, **sliced)
-            self._row_views[(start, stop)] = view
+            view = self._views[key] = build(self)
         return view
+
+    def _map_rows(self, fn, batch_size: int) -> "BatchState":
+        tensors = {
+            f.name: fn(getattr(self, f.name)) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        params = {name: fn(t) for name, t in self.params.items()}
+        return replace(self, batch_size=batch_size, params=params, _views={}, **tensors)
 
     @classmethod
     def from_configs(

@@ -221,6 +221,23 @@ def _run_if(flag: torch.Tensor, fn, operands: tuple, otherwise: torch.Tensor) ->
     return fn(*operands) if bool(flag.any()) else otherwise
 
 
+def candidate_tau(
+    values: torch.Tensor, m: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor, complete: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 1 alone: ``(tau, need)`` from the row's largest logits ``values`` (descending) with
+    ``m`` the row max and ``s = sum exp(x - m)``. ``need`` marks the rows whose nucleus is larger
+    than the candidates (only when ``values`` is not the ``complete`` row): their tau is ``-inf``
+    here and comes from the search. ``-inf`` where ``top_p >= 1`` (off)."""
+    on = top_p < 1.0
+    p = torch.where(on, top_p, torch.zeros_like(top_p))  # off rows: found at j = 0
+    cum = (values - m.unsqueeze(-1)).exp().cumsum(dim=-1)
+    kv = values.shape[-1]
+    j = (cum < (p * s).unsqueeze(-1)).sum(dim=-1)
+    tau = values.gather(1, j.clamp(max=kv - 1).unsqueeze(-1)).squeeze(-1)
+    need = torch.zeros_like(on) if complete else (j >= kv) & torch.isfinite(values[:, -1])
+    return torch.where(on & ~need, tau, torch.full_like(tau, float("-inf"))), need
+
+
 def top_p_tau(
     x: torch.Tensor,
     m: torch.Tensor,

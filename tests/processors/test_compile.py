@@ -156,16 +156,16 @@ def test_no_nested_compile_under_an_outer_compile(compiled_backend):
 def test_backend_selection_and_bad_values(monkeypatch):
     monkeypatch.delenv(dispatch.BACKEND_ENV, raising=False)
     set_backend(None)
-    assert get_backend() == "eager"  # the default
+    assert get_backend() == "auto"  # the default
     set_backend("compiled")
     assert get_backend() == "compiled"
-    with pytest.raises(ValueError, match=r"SAMPLE_SMART_BACKEND.*allowed 'eager', 'compiled'"):
+    with pytest.raises(ValueError, match=r"SAMPLE_SMART_BACKEND.*allowed 'auto', 'eager', 'compiled'"):
         set_backend("fast")
     assert get_backend() == "compiled"  # a refused value changes nothing
     monkeypatch.setenv(dispatch.BACKEND_ENV, "inductor")
     set_backend(None)  # re-read the environment
     x = torch.randn(2, 50)
-    with pytest.raises(ValueError, match=r"SAMPLE_SMART_BACKEND='inductor' is invalid: allowed 'eager', 'compiled'"):
+    with pytest.raises(ValueError, match=r"SAMPLE_SMART_BACKEND='inductor' is invalid: allowed 'auto', 'eager', 'compiled'"):
         process(x, DecodeConfig(min_p=0.1))
     monkeypatch.setenv(dispatch.BACKEND_ENV, "Compiled")
     set_backend(None)
@@ -185,7 +185,7 @@ def test_bad_environment_value_does_not_break_import():
     root = str(REPO)
     res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert "ERR SAMPLE_SMART_BACKEND='fastest' is invalid: allowed 'eager', 'compiled'" in res.stdout
+    assert "ERR SAMPLE_SMART_BACKEND='fastest' is invalid: allowed 'auto', 'eager', 'compiled'" in res.stdout
 
 
 def test_warmup_is_a_no_op_on_the_eager_backend(monkeypatch):

@@ -1,0 +1,315 @@
+"""A handful of fixed programs that cover every knob combination, compiled once at start-up.
+
+The compiled backend of :mod:`~sample_smart.processors.compiled` builds one program per set of
+active rules (up to 2^12 of them), each compiled when a batch first brings that set: a server whose
+requests choose their settings stalls every request for seconds whenever a new combination
+arrives. A *plan* instead runs **every** rule on every row: a row that does not use a rule holds
+the rule's neutral parameter (:attr:`~sample_smart.processors.rules.Param.neutral`), whose
+threshold is ``-inf`` (or ``<= m``): a no-op. Temperature is always applied (``T = 1`` leaves a row
+bit for bit). Only what is expensive *and* data-dependent is switched:
+
+- ``edt``: entropy-dependent temperature needs the untempered row's entropy, one more pass;
+- ``candidates``: how many of each row's largest logits are selected (a static shape), bucketed
+  to :data:`CANDIDATE_BUCKETS`; a batch needing more runs the eager chain for that call;
+- top-p's search for rows whose nucleus is larger than its candidates: a separate program
+  (:func:`search`) that runs only when some row needs it (a CPU flag; on CUDA it always runs,
+  selected by ``where``: no host sync), so the other programs hold no ``torch.cond`` and every
+  program is cacheable on disk by inductor. The exact bisection that finishes adversarial rows
+  (never seen on language-model rows) runs eager.
+
+A call is three steps, each a compiled region: :func:`thresholds` (temperature, every statistic,
+every rule's threshold, combined: one ``tau`` per row), :func:`search` (top-p rows only),
+:func:`write` (``x >= tau`` kept, the rest ``-inf``; in place or not). The temperature is recomputed
+in :func:`write` with the same float operations, so ``x`` is never stored between the steps.
+
+So at most ``2 x len(CANDIDATE_BUCKETS)`` threshold programs, one search and one write program per
+(dtype, device, in place) exist, all compiled by :func:`prepare` before the first request; after
+that :func:`run` never compiles (a call whose signature was not prepared runs the eager chain).
+A batch of one row is run as two identical rows (dynamo would specialise size 1 into another
+compile). The kept sets equal the eager chain's (tests/processors/test_plans.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, NamedTuple
+
+import torch
+
+from sample_smart.processors import chain, top_p
+from sample_smart.processors.rules import RULES, Stats
+from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
+from sample_smart.processors.state import BatchState
+from sample_smart.processors.stats import finite_std, row_stats
+from sample_smart.processors.temperature import edt_temperature
+
+__all__ = ["CANDIDATE_BUCKETS", "Plan", "plan_for", "prepare", "prepared", "reset", "run"]
+
+CANDIDATE_BUCKETS = (top_p.CANDIDATES, 1024)  # largest logits selected per row, by plan
+ALL_RULES = tuple(r.name for r in RULES)
+logger = logging.getLogger(__name__)
+
+
+class Plan(NamedTuple):
+    """Which fixed program a batch takes: EDT on or off, and the candidate bucket."""
+
+    edt: bool
+    candidates: int
+
+
+class Signature(NamedTuple):
+    """What a compiled program is specialised on besides its plan."""
+
+    vocab: int
+    dtype: torch.dtype
+    device: str
+    inplace: bool
+
+
+def plan_for(state: BatchState) -> Plan | None:
+    """The plan of a batch, or None when no plan covers it (more candidates than the largest bucket)."""
+    for bucket in CANDIDATE_BUCKETS:
+        if state.candidates <= bucket:
+            return Plan(state.any_edt, bucket)
+    return None
+
+
+# ------------------------------------------------------------------ the three programs
+def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+    """``(x - shift) / T`` per row: the same float operations in :func:`thresholds` and :func:`write`."""
+    if shift is not None:
+        x = x - shift.unsqueeze(-1)
+    return x / temperature.unsqueeze(-1)
+
+
+def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[torch.Tensor, ...]:
+    """Every rule's threshold, combined: ``(tau, temperature, shift, need, m, s, v_last)``.
+
+    ``tau`` [B] keeps ``x >= tau`` of the tempered row ``x = (logits - shift) / temperature``;
+    ``need`` marks the top-p rows whose nucleus is larger than the candidates (their tau is not
+    final until :func:`search`); ``m``, ``s``, ``v_last``: the tempered max, ``sum exp(x - m)`` and
+    the smallest candidate, for the search."""
+    x = logits if logits.dtype in chain.WORK_DTYPES else logits.float()
+    k = min(plan.candidates, x.shape[-1])
+    cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], k) else None
+    m_raw = cmax.amax(dim=-1) if cmax is not None else x.amax(dim=-1)
+    temperature, shift = state.temperature, None
+    if plan.edt:
+        raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
+        temperature = torch.where(state.edt, edt_temperature(raw.entropy, state), temperature)
+        shift = torch.where(state.edt, m_raw, torch.zeros_like(m_raw))
+    xt = _tempered(x, temperature, shift)
+    m = _tempered(m_raw.unsqueeze(-1), temperature, shift).squeeze(-1)
+    if cmax is not None:
+        cmax = _tempered(cmax, temperature, shift)
+    base = row_stats(xt, need_z=True, need_entropy=True, m=m)
+    values = largest_values(xt, k, cmax)
+    stats = Stats(xt, m, base.z, (m - base.z).exp(), base.entropy, None, base.s, values, finite_std(xt))
+    tau = torch.full_like(m, float("-inf"))
+    need = torch.zeros_like(m, dtype=torch.bool)
+    for rule in RULES:
+        if rule.name == "top_p":  # its first stage here; the search is a program of its own
+            t, need = top_p.candidate_tau(values, m, base.s, state.params["top_p"], complete=k >= x.shape[-1])
+        else:
+            t = rule.tau(stats, state.params)
+        tau = torch.maximum(tau, t)
+    tau = torch.minimum(tau, m)  # the argmax always survives
+    shift = torch.zeros_like(m) if shift is None else shift
+    return tau, temperature, shift, need, m, base.s, values[:, -1]
+
+
+def search(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    shift: torch.Tensor,
+    m: torch.Tensor,
+    s: torch.Tensor,
+    p: torch.Tensor,
+    v_last: torch.Tensor,
+    need: torch.Tensor,
+    tau: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Top-p's bracket search on the rows ``need`` marks (see :mod:`~sample_smart.processors.top_p`):
+    ``(tau, bad, lo, hi)``, ``bad`` the rows that still need the exact bisection."""
+    x = logits if logits.dtype in chain.WORK_DTYPES else logits.float()
+    xt = _tempered(x, temperature, shift)
+    e = (xt - m.unsqueeze(-1)).exp()
+    offsets = torch.tensor(top_p.PROBE_OFFSETS, device=x.device)
+    steps = torch.tensor(top_p.FINE_STEPS, device=x.device, dtype=xt.dtype)  # descending
+    found, exact, lo, hi = top_p._search(xt, m, e, s, p, v_last, offsets, steps)
+    rule_tau = torch.where(need, found, torch.full_like(found, float("-inf")))
+    return torch.maximum(tau, torch.minimum(rule_tau, m)), need & ~exact, lo, hi
+
+
+def write(logits: torch.Tensor, tau: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor, inplace: bool):
+    """The kept set of every row: ``x = (logits - shift) / T`` where ``x >= tau``, else ``-inf``,
+    in the input dtype (half precision: see :func:`~sample_smart.processors.chain.tempered_half_output`)."""
+    dtype = logits.dtype
+    x = logits if dtype in chain.WORK_DTYPES else logits.float()
+    xt = _tempered(x, temperature, shift)
+    t = tau.unsqueeze(-1)
+    if dtype not in chain.WORK_DTYPES:
+        drop = xt < t.clamp(min=torch.finfo(xt.dtype).min)
+        lift = torch.where(temperature != 1.0, xt.amax(dim=-1), 0.0).unsqueeze(-1)
+        out = (xt - lift).clamp(min=torch.finfo(dtype).min).masked_fill(drop, float("-inf")).to(dtype)
+    else:
+        out = torch.where(xt >= t, xt, float("-inf"))
+    if inplace:
+        logits.copy_(out)
+        return logits
+    return out
+
+
+# ------------------------------------------------------------------ compiled regions
+_lock = threading.Lock()
+_regions: dict[tuple, Callable] = {}
+_prepared: set[Signature] = set()
+_warned: set[tuple] = set()
+
+
+def _region(name: str, fn: Callable, key: tuple) -> Callable:
+    region = _regions.get((name,) + key)
+    if region is None:
+        region = torch.compile(fn, fullgraph=True, dynamic=None, isolate_recompiles=True)
+        _regions[(name,) + key] = region
+    return region
+
+
+def _call(name: str, fn: Callable, key: tuple, *args):
+    """``fn(*args)`` through its compiled region; every batch-sized tensor argument has a dynamic
+    batch dimension, so no batch size (but 1) compiles again."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == args[0].shape[0]:
+            torch._dynamo.maybe_mark_dynamic(a, 0)
+        elif isinstance(a, BatchState):
+            for t in a.tensors():
+                torch._dynamo.maybe_mark_dynamic(t, 0)
+    return _region(name, fn, key)(*args)
+
+
+def _universal(state: BatchState) -> BatchState:
+    """The state with every rule active (neutral parameters where a row does not use one)."""
+    return state.derived("plan", lambda s: s.with_host(rules=ALL_RULES, any_temperature=True))
+
+
+def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: bool) -> torch.Tensor:
+    sig = (logits.shape[-1], logits.dtype, logits.device.type)
+    tau, temperature, shift, need, m, s, v_last = _call(
+        "thresholds", thresholds, sig + plan, logits, _universal(state), plan
+    )
+    if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
+        p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
+        tau, bad, lo, hi = _call("search", search, sig, logits, temperature, shift, m, s, p, v_last, need, tau)
+        if logits.device.type != "cpu" or bool(bad.any()):  # adversarial rows: exact bisection, eager
+            x = logits if logits.dtype in chain.WORK_DTYPES else logits.float()
+            xt = _tempered(x, temperature, shift)
+            e = (xt - m.unsqueeze(-1)).exp()
+            exact = top_p._bisect_rows(xt, e, p * s, lo, hi, bad, tau)
+            tau = torch.where(bad, torch.maximum(tau, torch.minimum(exact, m)), tau)
+    return _call("write", write, sig + (inplace,), logits, tau, temperature, shift, inplace)
+
+
+def prepared(logits: torch.Tensor, inplace: bool) -> bool:
+    """Whether :func:`prepare` compiled the programs for this vocabulary, dtype, device and write."""
+    return Signature(logits.shape[-1], logits.dtype, logits.device.type, inplace) in _prepared
+
+
+def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor | None:
+    """The batch through its plan's compiled programs, or None when they were not prepared for this
+    signature, no plan covers the batch, or a program would have to compile (the caller then runs
+    the eager chain). Never compiles: the programs run under ``fail_on_recompile``."""
+    plan = plan_for(state)
+    if plan is None or not logits.is_contiguous() or not prepared(logits, inplace):
+        return None
+    try:
+        with torch.compiler.set_stance("fail_on_recompile"):
+            if logits.shape[0] > 1:
+                return _run_compiled(logits, state, plan, inplace)
+            # dynamo specialises size 1: run two identical rows (our own copy) instead
+            pair = _run_compiled(torch.cat([logits, logits]), state.derived("pair", lambda s: s.tiled(2)), plan, True)
+    except RuntimeError as exc:
+        if "fail_on_recompile" not in str(exc):
+            raise
+        _warn_once(("recompile", plan, tuple(logits.shape[1:]), logits.dtype), f"a program would recompile ({exc})")
+        return None
+    if inplace:
+        return logits.copy_(pair[:1])
+    return pair[:1].clone()
+
+
+def _warn_once(key: tuple, what: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning("sample_smart: %s; this batch runs the eager chain", str(what).splitlines()[0][:300])
+
+
+def prepare(
+    vocab_size: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", inplace: bool = True
+) -> float:
+    """Compile every plan for ``[*, vocab_size]`` logits of ``dtype`` on ``device``, written in place
+    or not (what an engine calls at start-up; the vLLM processor writes in place). Returns the
+    seconds it took (a later process mostly reads inductor's on-disk cache). Raises what the
+    compiler raises (no C++ compiler, ...): the caller decides to fall back."""
+    import time
+
+    from sample_smart.config import DecodeConfig
+
+    started = time.perf_counter()
+    device = torch.device(device)
+    sig = Signature(int(vocab_size), dtype, device.type, bool(inplace))
+    with _lock:
+        if sig in _prepared:
+            return 0.0
+        g = torch.Generator().manual_seed(0)
+        for edt in (False, True):
+            for bucket in CANDIDATE_BUCKETS:
+                # flat rows whose nucleus exceeds the candidates, so the search program compiles too
+                cfgs = [
+                    DecodeConfig(top_k=bucket, top_p=0.5, edt_var=(0.8, 1.0, 1.0) if edt else None),
+                    DecodeConfig(top_p=0.99),
+                    DecodeConfig(),
+                ]
+                state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
+                x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
+                _run_compiled(x, state, plan_for(state), sig.inplace)
+                if sig.inplace:  # the one-row path writes its pair in place
+                    continue
+                _run_compiled(x, state, plan_for(state), True)
+        _prepared.add(sig)
+    return time.perf_counter() - started
+
+
+def missing_compiler(device: torch.device) -> str | None:
+    """Why inductor cannot compile for ``device`` here (no C++ compiler on CPU, no Triton on a GPU),
+    or None."""
+    if device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler  # inductor's own search ($CXX, g++)
+
+        try:
+            get_cpp_compiler()
+        except Exception as exc:  # noqa: BLE001 - InvalidCxxCompiler and whatever the search raises
+            return f"no C++ compiler for inductor ({type(exc).__name__}; set CXX or install g++)"
+        return None
+    from torch.utils._triton import has_triton
+
+    return None if has_triton() else "Triton is not installed"
+
+
+def warn_fallback(why: str) -> None:
+    """One warning per reason: the fixed programs are not available, the eager chain runs."""
+    if ("fallback", why) not in _warned:
+        _warned.add(("fallback", why))
+        logger.warning(
+            "sample_smart: the compiled processor programs are not available (%s); the eager chain runs "
+            "(correct, several times slower; see benchmarks/README.md)",
+            why,
+        )
+
+
+def reset() -> None:
+    """Forget every prepared signature and compiled region."""
+    with _lock:
+        _regions.clear()
+        _prepared.clear()
+        _warned.clear()

@@ -1,0 +1,156 @@
+"""The default backend's fixed programs (sample_smart.processors.plans): after `prepare`, every knob
+combination runs through a handful of compiled programs and nothing ever compiles again; the kept
+sets equal the eager chain's and the textbook rules; without a compiler the library falls back
+to eager with one warning. One prepare (tens of seconds cold) serves the module."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from support import MIXED, REPO, check_against_reference, make_logits
+from torch._dynamo.utils import counters
+
+from sample_smart import BatchState, DecodeConfig, process, process_core
+from sample_smart.processors import chain, get_backend, plans, prepare, set_backend
+
+VOCAB = 40000  # > 4 * 128 * 64: the two-level candidate selection runs
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    set_backend(None)
+    assert get_backend() == "auto"
+    for inplace in (False, True):
+        assert prepare(VOCAB, torch.float32, "cpu", inplace=inplace) is not None
+    assert plans.prepare(VOCAB, torch.float32, "cpu", inplace=True) == 0.0  # once per signature
+
+
+def _graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+def _random_config(rng: random.Random) -> dict:
+    """A random subset of the knobs with random (valid) values: one of the 2^12 combinations."""
+    choices = {
+        "temperature": lambda: rng.choice([0, 0.5, 0.7, 1.3]),
+        "edt_var": lambda: f"{rng.uniform(0.5, 2):.3f},{rng.uniform(0.1, 1.5):.3f},{rng.uniform(0.5, 1.5):.3f}",
+        "top_k": lambda: rng.choice([1, 5, 50, 128, 300, 1024]),
+        "top_p": lambda: rng.choice([0.3, 0.9, 0.95, 0.99]),
+        "min_p": lambda: rng.choice([0.01, 0.1, 0.3]),
+        "prob_threshold": lambda: rng.choice([1e-5, 1e-4, 3e-3]),
+        "hewitt_epsilon": lambda: rng.choice([1e-4, 1e-3]),
+        "cal_acc": lambda: rng.choice(["-0.4,0.6,0.05", "0.1,0.9,0.2"]),
+        "greedy_threshold": lambda: rng.choice([0.2, 0.5]),
+        "confidence_bin_only": lambda: rng.randint(1, 10),
+        "top_n_sigma": lambda: rng.choice([0.5, 1.5, 3.0]),
+        "dynamic_top_k": lambda: [rng.randint(0, 60) for _ in range(10)],
+        "top_a": lambda: rng.choice([0.05, 0.2]),
+    }
+    keys = rng.sample(sorted(choices), rng.randint(0, 5))
+    return {k: choices[k]() for k in keys}
+
+
+def _batch(cfgs: list[dict], seed: int) -> torch.Tensor:
+    """float32 logits: flat rows for top-p configs (nuclei beyond the candidates: the search runs),
+    peaked rows (p_max over all deciles) otherwise."""
+    flat = make_logits("random", len(cfgs), VOCAB, seed)
+    peaked = make_logits("peaked", len(cfgs), VOCAB, seed + 1)
+    use_flat = torch.tensor(["top_p" in c for c in cfgs]).unsqueeze(-1)
+    return torch.where(use_flat, flat, peaked).float()
+
+
+def _same_as_eager(x: torch.Tensor, state: BatchState, got: torch.Tensor) -> None:
+    want = chain.run(x.clone(), state, False)
+    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+    kept = torch.isfinite(want)
+    assert torch.allclose(got[kept], want[kept], rtol=1e-6, atol=1e-6)
+
+
+def test_every_knob_matches_eager_and_the_textbook_after_prepare(prepared):
+    cfgs = MIXED + [{"top_p": 0.9}, {"top_p": 0.5, "temperature": 0.7}, {"top_a": 0.1, "top_k": 300}]
+    x = _batch(cfgs, 0)
+    state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
+    assert plans.plan_for(state) is not None and plans.prepared(x, False)
+    before = _graphs()
+    got = process_core(x.clone(), state)
+    assert _graphs() == before  # prepared: nothing compiles
+    _same_as_eager(x, state, got)
+    for i, cfg in enumerate(cfgs):
+        check_against_reference(x[i : i + 1].double(), got[i : i + 1], DecodeConfig.from_dict(cfg).to_dict())
+
+
+def test_no_compile_after_prepare_for_a_stream_of_random_knob_combinations(prepared):
+    """Requests choose their settings: whatever combination and batch size arrive, the prepared
+    programs serve them (or the eager chain does, for more candidates than the largest bucket)
+    and no graph is ever compiled again."""
+    rng = random.Random(1)
+    before = _graphs()
+    through_plans = 0
+    for step in range(24):
+        cfgs = [_random_config(rng) for _ in range(rng.randint(1, 7))]
+        x = _batch(cfgs, 100 + step)
+        state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
+        inplace = step % 2 == 0
+        through_plans += plans.plan_for(state) is not None and not state.is_noop
+        got = process_core(x.clone() if inplace else x, state, inplace=inplace)
+        _same_as_eager(x, state, got)
+    assert _graphs() == before, "a program compiled after prepare"
+    assert through_plans >= 12  # most batches took the compiled programs
+
+
+def test_inplace_and_one_row(prepared):
+    cfg = DecodeConfig(min_p=0.1, temperature=0.7)
+    x = _batch([{}], 7)
+    state = BatchState.from_configs([cfg], vocab_size=VOCAB)
+    y = x.clone()
+    out = process_core(y, state, inplace=True)
+    assert out is y  # written into the caller's buffer
+    _same_as_eager(x, state, out)
+    fresh = process_core(x, state)
+    assert fresh is not x and torch.equal(torch.isfinite(fresh), torch.isfinite(out))
+
+
+def test_signatures_not_prepared_run_eager_and_compile_nothing(prepared):
+    before = _graphs()
+    cfg = DecodeConfig(top_p=0.9, min_p=0.05)
+    for x in (torch.randn(3, 5000), torch.randn(3, VOCAB, dtype=torch.float64), torch.randn(VOCAB, 3).T):
+        state = BatchState.from_configs([cfg] * 3, vocab_size=x.shape[-1])
+        assert plans.run(x, state, False) is None  # other vocabulary, dtype, or a strided view
+        _same_as_eager(x, state, process_core(x, state))
+    assert _graphs() == before
+
+
+def test_without_a_cxx_compiler_the_library_falls_back_with_one_warning():
+    """The compiler made unavailable to the process: prepare says so once and the eager chain runs."""
+    code = (
+        "import logging, torch\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "from sample_smart import DecodeConfig, process\n"
+        "from sample_smart.processors import chain, prepare, BatchState\n"
+        "assert prepare(2000) is None and prepare(2000) is None\n"
+        "x = torch.randn(3, 2000)\n"
+        "cfg = DecodeConfig(top_p=0.9, min_p=0.05)\n"
+        "out = process(x, cfg)\n"
+        "want = chain.run(x.clone(), BatchState.from_configs([cfg] * 3), False)\n"
+        "assert torch.equal(torch.isfinite(out), torch.isfinite(want))\n"
+        "print('OK')\n"
+    )
+    env = dict(os.environ, CXX="/nonexistent/c++", SAMPLE_SMART_BACKEND="auto")
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "OK", res.stderr[-2000:]
+    assert res.stderr.count("compiled processor programs are not available (no C++ compiler") == 1, res.stderr
+
+
+def test_process_uses_the_prepared_programs(prepared, monkeypatch):
+    """The public API goes through the same dispatch: once prepared, process() takes the plans."""
+    calls = []
+    run = plans._run_compiled
+    monkeypatch.setattr(plans, "_run_compiled", lambda *a: calls.append(a[0].shape) or run(*a))
+    x = _batch([{}, {}], 3)
+    out = process(x, DecodeConfig(min_p=0.1, top_k=40))
+    assert calls == [x.shape] and (torch.isfinite(out).sum(-1) <= 40).all()
