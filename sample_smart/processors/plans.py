@@ -210,6 +210,14 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: 
     return _call("write", write, sig + (inplace,), logits, tau, temperature, shift, inplace)
 
 
+def compiled_programs() -> int:
+    """How many compiled graphs this process holds for the three programs (dynamo's cache entries
+    of their code): constant after :func:`prepare`, whatever requests bring."""
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    return sum(len(_debug_get_cache_entry_list(fn.__code__)) for fn in (thresholds, search, write))
+
+
 def prepared(logits: torch.Tensor, inplace: bool) -> bool:
     """Whether :func:`prepare` compiled the programs for this vocabulary, dtype, device and write."""
     return Signature(logits.shape[-1], logits.dtype, logits.device.type, inplace) in _prepared

@@ -30,8 +30,9 @@ def prepared():
     assert plans.prepare(VOCAB, torch.float32, "cpu", inplace=True) == 0.0  # once per signature
 
 
-def _graphs() -> int:
-    return counters["stats"]["unique_graphs"]
+def _graphs() -> tuple[int, int]:
+    """Compiled graphs of the plans' programs (dynamo's cache entries), and all graphs dynamo made."""
+    return plans.compiled_programs(), counters["stats"]["unique_graphs"]
 
 
 def _random_config(rng: random.Random) -> dict:

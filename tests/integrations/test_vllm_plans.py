@@ -1,0 +1,51 @@
+"""The vLLM processor prepares its programs when the engine starts, and serving requests whose
+settings change at every step compiles nothing (the shared engine runs in this process, so the
+programs' dynamo cache entries show it) and samples what the eager chain samples."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sample_smart.processors import plans, set_backend
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", "2 + 2 ="]
+SETTINGS = [
+    {"min_p": 0.1, "top_k": 20},
+    {"top_p": 0.9, "temperature": 0.8},
+    {"edt_var": "0.8,1.0,1.0", "dynamic_top_k": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]},
+    {"cal_acc": "-0.4,0.6,0.05", "greedy_threshold": 0.3},
+    {"top_n_sigma": 1.5, "hewitt_epsilon": 1e-3},
+    {"top_k": 700, "top_a": 0.1},
+    {},
+]
+
+
+@pytest.mark.engine
+def test_engine_start_prepares_and_mixed_requests_compile_nothing(llm, llm_processor):
+    from sample_smart.integrations.vllm import sampling_params
+
+    assert llm_processor.prepare_seconds is not None  # compiled at engine start, not on a request
+    vocab = llm.llm_engine.vllm_config.model_config.get_vocab_size()
+    assert plans.Signature(vocab, plans.torch.float32, "cpu", True) in plans._prepared
+    rng = random.Random(0)
+
+    def generate(seed: int):
+        params = [
+            sampling_params(rng.choice(SETTINGS), max_tokens=5, seed=seed + i, temperature=1.0)
+            for i in range(len(PROMPTS))
+        ]
+        return [list(o.outputs[0].token_ids) for o in llm.generate(PROMPTS, params, use_tqdm=False)]
+
+    before = plans.compiled_programs()
+    state = rng.getstate()
+    got = [generate(10 * r) for r in range(3)]  # requests end at different steps: the batch's mix changes
+    assert plans.compiled_programs() == before, "the processor compiled while serving"
+    rng.setstate(state)
+    set_backend("eager")
+    try:
+        want = [generate(10 * r) for r in range(3)]
+    finally:
+        set_backend(None)
+    assert got == want
