@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "decision": "sample_smart.commands.decision:decision",
     "demo": "sample_smart.commands.demo:demo",
     "eval": "sample_smart.commands.eval:eval_command",
+    "merge": "sample_smart.commands.merge:merge",
     "model": "sample_smart.commands.model:model",
     "ope": "sample_smart.commands.ope:ope",
     "trace": "sample_smart.commands.trace:trace",

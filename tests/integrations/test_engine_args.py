@@ -194,3 +194,17 @@ def test_overrides_keep_make_llms_cpu_defaults_unless_given():
 )
 def test_engine_arg_values_are_json_where_they_parse(text, expected):
     assert parse_engine_arg(text) == expected
+
+
+def test_tensor_parallel_2_is_refused_by_vllm_for_the_embedded_model():
+    """What docs/scaling.md reports: vLLM's own config check (no worker, no weights) refuses TP=2
+    for SmolLM2-135M (9 attention heads), so this machine cannot show TP=2 with its one model."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    from sample_smart.integrations.vllm_engine import engine_kwargs
+    from sample_smart.models import default_model_path
+
+    kwargs = engine_kwargs(str(default_model_path()), tensor_parallel_size=2)
+    kwargs.pop("logits_processors", None)
+    with pytest.raises(Exception, match=r"attention heads \(9\) must be divisible by tensor parallel size \(2\)"):
+        EngineArgs(**kwargs).create_engine_config()
