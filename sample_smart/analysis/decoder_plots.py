@@ -60,6 +60,7 @@ def plot_decoder_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path,
         (line,) = curves.plot([int(x) for x in ks], [m["pass_at_k"][x] for x in ks], marker="o", label=r["label"])
         ks = sorted(m["maj_at_k"], key=int)
         curves.plot([int(x) for x in ks], [m["maj_at_k"][x] for x in ks], ls="--", color=line.get_color())
+    curves.set_xticks(sorted({int(x) for r in rows for x in r["metrics"]["pass_at_k"]}))
     curves.set_xlabel("k (samples per question)")
     curves.set_ylabel("pass@k (solid), maj@k (dashed)")
     curves.set_title("pass@k and maj@k vs k")
