@@ -40,10 +40,13 @@ def test_notebook_data_stays_small():
 
 
 def test_the_kernel_is_this_venvs_python():
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys; print(sys.executable)")])
+    # sys.prefix, not the resolved executable: a venv's python is a symlink to the system's
+    code = "import sys, sample_smart, nbclient; print(sys.prefix); print(sample_smart.__file__)"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     NotebookClient(nb, timeout=120, kernel_name=KERNEL).execute()
-    printed = nb.cells[0].outputs[0]["text"].strip()
-    assert Path(printed).resolve() == Path(sys.executable).resolve()
+    prefix, package = nb.cells[0].outputs[0]["text"].split()
+    assert Path(prefix) == Path(sys.prefix) and sys.prefix != sys.base_prefix
+    assert Path(package).parent == NOTEBOOKS.parent / "sample_smart"
 
 
 @pytest.mark.slow
