@@ -17,6 +17,10 @@
 
 With a GPU only the processor registration is added; vLLM's defaults stay.
 
+Commands pass the user's engine flags (``--tensor-parallel-size``, ``--engine-arg KEY=VALUE``, ...)
+as ``overrides``, checked first by :mod:`sample_smart.integrations.engine_args`; an override
+replaces the CPU default of the same key (docs/scaling.md).
+
 Registration: when sample_smart is installed, vLLM already loads the processor through the
 ``vllm.logits_processors`` entry point, so it is not listed again (a second copy would be
 harmless anyway: see ``SampleSmartLogitsProcessor``); from a source tree without the
