@@ -6,12 +6,21 @@ settings, measured in the same run, interleaved (so a change of machine load hit
 - ``bare``: an engine *without* sample_smart's processor (the entry-point plugin is not loaded);
 - ``installed``: an engine with the processor (as ``make_llm`` builds it), no request using it;
 - ``full chain``: the same engine, every request on the full chain (EDT + dynamic top-k + epsilon
-  + eta + min-p + greedy-threshold + calibrated-epsilon, ``benchmarks.processors.FULL_CHAIN``).
+  + eta + min-p + greedy-threshold + calibrated-epsilon, ``benchmarks.processors.FULL_CHAIN``);
+- ``mixed``: every request on other settings (``MIXED_SETTINGS``, rotated every round), and request
+  i stops after ``T/2 + i T / (2B)`` tokens, so in the second half of the run a request leaves at
+  almost every step and the batch's mix of knob sets changes at every step; compared with ``bare
+  (mixed lengths)``, the bare engine on the same lengths.
 
-``--backend`` picks the processor backend of the engines with the processor (``eager``, the default;
-``compiled``: ``SAMPLE_SMART_BACKEND=compiled`` in the worker, so ``torch.compile``; ``both``: one
-engine per backend, and the full chain is measured on each, as ``full chain`` and
-``full chain [compiled]``). The compile happens during the excluded warm-up generate.
+``--backend`` picks the processor backends of the engines with the processor (comma-separated,
+first = the engine of ``installed``; default ``auto,eager``: the default backend and the previous
+default, each with its own engine; ``compiled``: ``torch.compile`` per knob set, compiled during
+the excluded warm-up). Modes on a backend other than ``auto`` are named ``full chain [eager]`` etc.
+The ``auto`` engine compiles its programs when it starts (reported as ``prepare_s``).
+
+Processor step times: the engines with the processor time every ``update_state`` + ``apply`` of
+sample_smart's processor (one decode step's share of the processor) and report p50/p99/max per
+mode, warm-up excluded.
 
 Each engine lives in its own worker process (one engine per process), started once; the parent
 sends it "generate B prompts x T tokens" requests. Every request samples (vLLM temperature 1.0,
@@ -50,16 +59,40 @@ PROMPTS = [
     "Summarise the plot of Hamlet.",
     "Why is the sky blue?",
 ]
-MODES = ("bare", "installed", "full chain")
-BACKENDS = ("eager", "compiled")
+BACKENDS = ("auto", "eager", "compiled")
+DEFAULT_BACKENDS = ("auto", "eager")
+BARE_MIXED = "bare (mixed lengths)"
+# requests of the mixed stream: every knob, in several combinations
+MIXED_SETTINGS = [
+    {"min_p": 0.1, "top_k": 20},
+    {"top_p": 0.9, "temperature": 0.8},
+    {"edt_var": "0.8,1.0,1.0", "dynamic_top_k": [1, 2, 3, 5, 8, 13, 20, 30, 40, 50]},
+    {"cal_acc": "-0.4,0.6,0.05", "greedy_threshold": 0.3},
+    {"top_n_sigma": 1.5, "hewitt_epsilon": 1e-3},
+    {"prob_threshold": 3e-4, "confidence_bin_only": 4},
+    {"top_a": 0.1, "top_k": 300, "temperature": 0.7},
+    {},
+]
 
 
-def full_chain_mode(backend: str) -> str:
-    return "full chain" if backend == "eager" else f"full chain [{backend}]"
+def _named(mode: str, backend: str) -> str:
+    return mode if backend == "auto" else f"{mode} [{backend}]"
 
 
 def modes_for(backends: tuple[str, ...]) -> tuple[str, ...]:
-    return ("bare", "installed", *(full_chain_mode(b) for b in backends))
+    chains = [_named(m, b) for b in backends for m in ("full chain", "mixed")]
+    return ("bare", BARE_MIXED, "installed", *chains)
+
+
+def backend_of(mode: str) -> str:
+    return mode[mode.index("[") + 1 : -1] if mode.endswith("]") else "auto"
+
+
+def lengths(batch: int, tokens: int, mode: str) -> list[int]:
+    """Tokens per request: exactly ``tokens``, or staggered for the mixed stream and its bare twin."""
+    if mode.startswith("mixed") or mode == BARE_MIXED:
+        return [max(1, tokens // 2 + (i * tokens) // (2 * batch)) for i in range(batch)]
+    return [tokens] * batch
 
 
 def prompts(batch: int) -> list[str]:
@@ -68,27 +101,63 @@ def prompts(batch: int) -> list[str]:
     ]
 
 
-def request_params(mode: str, batch: int, tokens: int) -> list[Any]:
-    """One SamplingParams per prompt: sampling at temperature 1, seeded, exactly ``tokens`` tokens."""
+def request_params(mode: str, batch: int, tokens: int, round_: int = 0) -> list[Any]:
+    """One SamplingParams per prompt: sampling at temperature 1, seeded, exactly its length in tokens."""
     from vllm import SamplingParams
 
     from benchmarks.processors import FULL_CHAIN
     from sample_smart.integrations.vllm import sampling_params
 
-    common = {"max_tokens": tokens, "min_tokens": tokens, "ignore_eos": True, "temperature": 1.0}
-    if mode.startswith("full chain"):
-        return [sampling_params(FULL_CHAIN, seed=i, **common) for i in range(batch)]
-    return [SamplingParams(seed=i, **common) for i in range(batch)]
+    out = []
+    for i, n in enumerate(lengths(batch, tokens, mode)):
+        common = {"max_tokens": n, "min_tokens": n, "ignore_eos": True, "temperature": 1.0, "seed": i}
+        if mode.startswith("full chain"):
+            out.append(sampling_params(FULL_CHAIN, **common))
+        elif mode.startswith("mixed"):
+            out.append(sampling_params(MIXED_SETTINGS[(i + round_) % len(MIXED_SETTINGS)], **common))
+        else:
+            out.append(SamplingParams(**common))
+    return out
 
 
-def measure(llm: Any, mode: str, batch: int, tokens: int) -> dict:
-    """Generate ``batch`` prompts x ``tokens`` tokens once; return tokens and seconds."""
-    params = request_params(mode, batch, tokens)
+class StepTimer:
+    """Times every ``update_state`` + ``apply`` of sample_smart's processor in this (engine) process."""
+
+    def __init__(self, processor: Any) -> None:
+        self.times: list[float] = []
+        self._pending = 0.0
+        for name in ("update_state", "apply"):
+            setattr(processor, name, self._timed(getattr(processor, name), name == "apply"))
+
+    def _timed(self, fn, ends_step: bool):
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._pending += time.perf_counter() - t0
+                if ends_step:
+                    self.times.append(self._pending)
+                    self._pending = 0.0
+
+        return call
+
+    def take(self) -> list[float]:
+        times, self.times = self.times, []
+        return times
+
+
+def measure(llm: Any, mode: str, batch: int, tokens: int, round_: int = 0, timer: StepTimer | None = None) -> dict:
+    """Generate ``batch`` prompts once; return tokens, seconds and the processor's step times (ms)."""
+    params = request_params(mode, batch, tokens, round_)
+    if timer is not None:
+        timer.take()
     t0 = time.perf_counter()
     outs = llm.generate(prompts(batch), params, use_tqdm=False)
     seconds = time.perf_counter() - t0
     n = sum(len(o.outputs[0].token_ids) for o in outs)
-    return {"tokens": n, "seconds": seconds, "tokens_per_s": n / seconds}
+    steps = [1e3 * t for t in timer.take()] if timer is not None else []
+    return {"tokens": n, "seconds": seconds, "tokens_per_s": n / seconds, "step_ms": steps}
 
 
 # ----------------------------------------------------------------------------------- worker
@@ -96,20 +165,28 @@ def _worker(with_processor: bool) -> None:
     """Engine process: reads JSON lines {"mode", "batch", "tokens"} on stdin, answers on stdout."""
     out = sys.stdout
     sys.stdout = sys.stderr  # engine logs must not mix with the answers
+    timer, ready = None, {"ready": True}
     if with_processor:
+        from sample_smart.integrations.vllm import SampleSmartLogitsProcessor
         from sample_smart.integrations.vllm_engine import make_llm
 
+        t0 = time.perf_counter()
         llm = make_llm()
+        ready["start_s"] = time.perf_counter() - t0
+        proc = SampleSmartLogitsProcessor._engines.get(id(llm.llm_engine.vllm_config))
+        if proc is not None:  # the engine runs in this process (make_llm's CPU settings)
+            timer = StepTimer(proc)
+            ready["prepare_s"] = getattr(proc, "prepare_seconds", None)
     else:
         import vllm.v1.sample.logits_processor as lp
 
         lp._load_logitsprocs_plugins = lambda: []  # the bare engine: no entry-point plugins
         llm = _bare_llm()
-    out.write(json.dumps({"ready": True}) + "\n")
+    out.write(json.dumps(ready) + "\n")
     out.flush()
     for line in sys.stdin:
         cmd = json.loads(line)
-        out.write(json.dumps(measure(llm, cmd["mode"], cmd["batch"], cmd["tokens"])) + "\n")
+        out.write(json.dumps(measure(llm, cmd["mode"], cmd["batch"], cmd["tokens"], cmd["round"], timer)) + "\n")
         out.flush()
 
 
@@ -140,7 +217,7 @@ class Worker:
             env=env,
             cwd=root,
         )
-        self._read()
+        self.ready = self._read()
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -148,8 +225,8 @@ class Worker:
             raise RuntimeError(f"engine worker exited with code {self.proc.wait()}")
         return json.loads(line)
 
-    def run(self, mode: str, batch: int, tokens: int) -> dict:
-        self.proc.stdin.write(json.dumps({"mode": mode, "batch": batch, "tokens": tokens}) + "\n")
+    def run(self, mode: str, batch: int, tokens: int, round_: int = 0) -> dict:
+        self.proc.stdin.write(json.dumps({"mode": mode, "batch": batch, "tokens": tokens, "round": round_}) + "\n")
         self.proc.stdin.flush()
         return self._read()
 
@@ -158,34 +235,63 @@ class Worker:
         self.proc.wait(timeout=120)
 
 
+def _percentiles(ms: list[float]) -> dict | None:
+    if not ms:
+        return None
+    q = sorted(ms)
+
+    def at(f: float) -> float:
+        return q[min(len(q) - 1, int(round(f * (len(q) - 1))))]
+
+    return {"steps": len(q), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": q[-1], "max_over_p50": q[-1] / at(0.5)}
+
+
 def run(
-    batches=(1, 8, 32), tokens: int = 64, repeats: int = 3, backends: tuple[str, ...] = ("eager",), log=print
+    batches=(1, 8, 32), tokens: int = 64, repeats: int = 3, backends: tuple[str, ...] = DEFAULT_BACKENDS, log=print
 ) -> dict:
     for b in backends:
         if b not in BACKENDS:
             raise ValueError(f"backend {b!r} is invalid: allowed {', '.join(BACKENDS)}")
     modes = modes_for(backends)
-    workers = {"bare": Worker(False)}
-    for b in backends:  # one engine per backend; "installed" runs on the first
-        workers[full_chain_mode(b)] = Worker(True, b)
-    workers["installed"] = workers[full_chain_mode(backends[0])]
-    results: dict = {"tokens": tokens, "repeats": repeats, "backends": list(backends), "batches": {}}
+    bare = Worker(False)
+    engines = {b: Worker(True, b) for b in backends}  # one engine per backend; "installed" runs on the first
+    workers = {"bare": bare, BARE_MIXED: bare, "installed": engines[backends[0]]}
+    workers.update({m: engines[backend_of(m)] for m in modes if m not in workers})
+    results: dict = {
+        "tokens": tokens,
+        "repeats": repeats,
+        "backends": list(backends),
+        "engine_start": {b: w.ready for b, w in engines.items()},
+        "batches": {},
+    }
+    for b, w in engines.items():
+        log(
+            f"engine [{b}]: started in {w.ready.get('start_s', 0):.1f} s, "
+            f"processor programs prepared in {w.ready.get('prepare_s')} s"
+        )
     try:
         for batch in batches:
             runs = {mode: [] for mode in modes}
+            steps = {mode: [] for mode in modes}
             for mode in modes:  # warm-up, excluded (the compiled backend compiles here)
                 workers[mode].run(mode, batch, tokens)
-            for _ in range(repeats):
+            for round_ in range(repeats):
                 for mode in modes:
-                    r = workers[mode].run(mode, batch, tokens)
-                    assert r["tokens"] == batch * tokens, r
+                    r = workers[mode].run(mode, batch, tokens, round_ + 1)
+                    assert r["tokens"] == sum(lengths(batch, tokens, mode)), r
                     runs[mode].append(r["tokens_per_s"])
+                    steps[mode] += r["step_ms"]
             med = {mode: statistics.median(v) for mode, v in runs.items()}
+
+            def base(mode: str) -> float:
+                return med[BARE_MIXED] if mode.startswith("mixed") else med["bare"]
+
             entry = {
                 "tokens_per_s": runs,
                 "median_tokens_per_s": med,
-                "ratio": {mode: med[mode] / med["bare"] for mode in modes if mode != "bare"},
+                "ratio": {mode: med[mode] / base(mode) for mode in modes if not mode.startswith("bare")},
                 "ratio_installed": med["installed"] / med["bare"],
+                "processor_step": {mode: _percentiles(v) for mode, v in steps.items() if v},
             }
             if "full chain" in med:
                 entry["ratio_full_chain"] = med["full chain"] / med["bare"]
@@ -193,9 +299,14 @@ def run(
             log(
                 f"batch {batch:>3} x {tokens} tokens: bare {med['bare']:.1f} tok/s, "
                 + ", ".join(
-                    f"{mode} {med[mode]:.1f} ({med[mode] / med['bare']:.3f}x)" for mode in modes if mode != "bare"
+                    f"{mode} {med[mode]:.1f} ({entry['ratio'][mode]:.3f}x)" for mode in modes if mode in entry["ratio"]
                 )
             )
+            for mode, p in entry["processor_step"].items():
+                log(
+                    f"    processor step [{mode}]: p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms, "
+                    f"max {p['max_ms']:.2f} ms ({p['max_over_p50']:.1f}x p50) over {p['steps']} steps"
+                )
     finally:
         for w in {id(w): w for w in workers.values()}.values():
             w.close()
@@ -209,14 +320,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per batch size (default 3)")
     p.add_argument(
         "--backend",
-        choices=["eager", "compiled", "both"],
-        default="eager",
-        help="processor backend: eager (default), compiled (torch.compile, compiled in the warm-up) "
-        "or both (one engine each, full chain measured on each)",
+        default=",".join(DEFAULT_BACKENDS),
+        help="processor backends, comma-separated, one engine each (default auto,eager: the default and "
+        "the previous default); compiled = torch.compile per knob set, compiled in the warm-up",
     )
     p.add_argument("--json", help="write the results here")
     p.add_argument("--worker", choices=["bare", "processor"], help=argparse.SUPPRESS)
     return p
+
+
+def _backends(text: str) -> tuple[str, ...]:
+    names = tuple(b.strip() for b in text.split(",") if b.strip())
+    bad = [b for b in names if b not in BACKENDS]
+    if bad or not names or len(set(names)) != len(names):
+        raise SystemExit(
+            f"--backend={text!r} is invalid: allowed distinct names of {', '.join(BACKENDS)}, comma-separated"
+        )
+    return names
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -235,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         batches=tuple(args.batch or (1, 8, 32)),
         tokens=args.tokens,
         repeats=args.repeats,
-        backends=BACKENDS if args.backend == "both" else (args.backend,),
+        backends=_backends(args.backend),
     )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

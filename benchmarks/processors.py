@@ -8,11 +8,13 @@ tensor**, in one process, with the same thread count:
 - ours (``process_core`` with a prepared ``BatchState``, as an engine calls it): each knob alone,
   the paper's decoders, the full chain with one config for all rows and with every row different,
   and the full chain per row through ``process`` (validation included). ``--backend`` picks the
-  processor backend (``eager``, the default, ``compiled``: ``torch.compile``, see
-  ``sample_smart.processors.compiled``, or ``both``: every ours case under each, interleaved in the
-  same run; compiled cases are named ``ours [compiled]: ...`` and their kept sets are compared with
-  the eager ones). The compile happens in the first (untimed) call of a case; compiled callables
-  are dropped between shapes, so each shape gets a static-vocabulary compile as in an engine;
+  processor backends, comma-separated, every ours case under each, interleaved in the same run:
+  ``auto`` (the default backend: the fixed programs of ``sample_smart.processors.plans``, prepared
+  for the shape's vocabulary and dtype before its cases, as an engine does at start-up; the
+  seconds are reported as ``prepare_s``), ``eager`` (the previous default) and ``compiled``
+  (``torch.compile`` per knob set, compiled in the first, untimed call of a case; dropped between
+  shapes). Default ``auto,eager``. Cases under the first backend are named ``ours: ...``, the
+  others ``ours [eager]: ...`` etc., and their kept sets are compared with the first's;
 - alternatives with the same semantics: transformers' warpers, vLLM's built-in min-p processor and
   top-k/top-p op, and the sort-based "naive" chain (``benchmarks.naive``).
 
@@ -50,11 +52,12 @@ import torch
 
 from benchmarks.naive import naive_process
 from sample_smart import DecodeConfig, process
-from sample_smart.processors import BatchState, compiled, get_backend, process_core, set_backend
+from sample_smart.processors import BatchState, compiled, get_backend, plans, prepare, process_core, set_backend
 
 REUSE_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 DEFAULT_SHAPES = ((64, 49152), (256, 151936))
-BACKENDS = ("eager", "compiled")
+BACKENDS = ("auto", "eager", "compiled")
+DEFAULT_BACKENDS = ("auto", "eager")
 QUICK_SHAPES = ((4, 3000), (6, 20000))
 
 # Calibrated-TopK: K per p_max decile, index 0 = [0.9, 1] (the reference scripts' order); 0 = greedy.
@@ -140,9 +143,10 @@ class Case:
     mismatch: int | None = None
 
 
-def ours_name(name: str, backend: str = "eager") -> str:
-    """Case name of ours under ``backend``: ``ours: name`` (eager) or ``ours [compiled]: name``."""
-    return f"ours: {name}" if backend == "eager" else f"ours [{backend}]: {name}"
+def ours_name(name: str, backend: str = "auto", first: str = "auto") -> str:
+    """Case name of ours under ``backend``: ``ours: name`` under the run's first backend, else
+    ``ours [eager]: name`` etc."""
+    return f"ours: {name}" if backend == first else f"ours [{backend}]: {name}"
 
 
 def _under(backend: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -155,8 +159,8 @@ def _under(backend: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return call
 
 
-def _ours(name: str, state: BatchState, backend: str = "eager") -> Case:
-    return Case(ours_name(name, backend), "ours", _under(backend, lambda x: process_core(x, state)))
+def _ours(name: str, state: BatchState, backend: str = "auto", first: str = "auto") -> Case:
+    return Case(ours_name(name, backend, first), "ours", _under(backend, lambda x: process_core(x, state)))
 
 
 def _state(cfg: dict | list[DecodeConfig], batch: int, device: str) -> BatchState:
@@ -222,7 +226,7 @@ def build_cases(
     device: str,
     with_transformers: bool = True,
     with_vllm: bool = True,
-    backends: tuple[str, ...] = ("eager",),
+    backends: tuple[str, ...] = DEFAULT_BACKENDS,
 ) -> list[Case]:
     """Every case; ours once per backend. The alternatives are compared with ours under the first
     backend, and ours under a later backend with ours under the first."""
@@ -244,19 +248,18 @@ def build_cases(
     first = backends[0]
     for backend in backends:
         for name, state in states.items():
-            case = _ours(name, state, backend)
+            case = _ours(name, state, backend, first)
             if backend != first:
-                case.same_as = ours_name(name, first)
+                case.same_as = ours_name(name, first, first)
             cases.append(case)
         cases.append(
             Case(
-                ours_name("full chain, per-row, process() (validated)", backend),
+                ours_name("full chain, per-row, process() (validated)", backend, first),
                 "ours",
                 _under(backend, lambda x: process(x, per_row)),
-                same_as=ours_name("full chain, per-row configs", backend),
+                same_as=ours_name("full chain, per-row configs", backend, first),
             )
         )
-    n_ours = len(cases)
     naive_of = {
         f"ours: {n}": _state(c, batch, device)
         for n, c in {**DECODERS, "top_p": KNOBS["top_p"], "min_p": KNOBS["min_p"]}.items()
@@ -273,10 +276,6 @@ def build_cases(
         cases += _transformers_cases()
     if with_vllm:
         cases += _vllm_cases(batch, device)
-    if first != "eager":  # the alternatives compare with ours under the first backend
-        for case in cases[n_ours:]:
-            if case.same_as is not None and case.same_as.startswith("ours: "):
-                case.same_as = ours_name(case.same_as[len("ours: ") :], first)
     return cases
 
 
@@ -346,7 +345,7 @@ def run(
     only: list[str] | None = None,
     warmup: int = 2,
     min_runs: int = 5,
-    backends: tuple[str, ...] = ("eager",),
+    backends: tuple[str, ...] = DEFAULT_BACKENDS,
     log=print,
 ) -> dict:
     """Run the benchmark; return the JSON-ready results. ``quick``: every case once, no warm-up.
@@ -411,7 +410,13 @@ def _run_shapes(
     for batch, vocab in shapes:
         if "compiled" in backends:
             compiled.reset()  # one vocabulary per compile, as in an engine (no dynamic-vocab recompile)
+        plans.reset()
         for dtype in dtypes:
+            prepare_s = None
+            if "auto" in backends and not quick:  # what an engine does at start-up, once per signature
+                set_backend("auto")
+                prepare_s = prepare(vocab, getattr(torch, dtype), device, inplace=False)
+                log(f"[{batch}, {vocab}] {dtype}: auto backend programs prepared in {prepare_s} s")
             for kind in kinds:
                 x = make_logits(batch, vocab, kind, getattr(torch, dtype), device)
                 cases = build_cases(batch, device, with_transformers, with_vllm, backends)
@@ -455,7 +460,7 @@ def _run_shapes(
                     }
                     for c in cases
                 ]
-                run_ = {"shape": [batch, vocab], "dtype": dtype, "kind": kind, "results": rows}
+                run_ = {"shape": [batch, vocab], "dtype": dtype, "kind": kind, "prepare_s": prepare_s, "results": rows}
                 results["runs"].append(run_)
                 log(format_table(run_, results["machine"]))
 
@@ -570,10 +575,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backend",
-        choices=["eager", "compiled", "both"],
-        default="eager",
-        help="processor backend for ours: eager (default), compiled (torch.compile; the compile is "
-        "part of the untimed warm-up) or both (each ours case under each, same run)",
+        default=",".join(DEFAULT_BACKENDS),
+        help="processor backends for ours, comma-separated, same run (default auto,eager: the default "
+        "backend, prepared per shape, and the previous default); compiled = torch.compile per knob set",
     )
     p.add_argument("--quick", action="store_true", help="CI mode: small shapes, every case once, outputs checked")
     p.add_argument("--only", action="append", help="run only the cases whose name contains this (repeatable)")
@@ -583,6 +587,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a bar chart (PNG) here")
     p.add_argument("--markdown", help="write the tables as markdown here")
     return p
+
+
+def _backends(text: str) -> tuple[str, ...]:
+    names = tuple(b.strip() for b in text.split(",") if b.strip())
+    if not names or len(set(names)) != len(names) or any(b not in BACKENDS for b in names):
+        raise SystemExit(
+            f"--backend={text!r} is invalid: allowed distinct names of {', '.join(BACKENDS)}, comma-separated"
+        )
+    return names
 
 
 def _subprocess_runs(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -652,7 +665,7 @@ def main(argv: list[str] | None = None) -> dict:
             only=args.only,
             warmup=args.warmup,
             min_runs=args.min_runs,
-            backends=BACKENDS if args.backend == "both" else (args.backend,),
+            backends=_backends(args.backend),
         )
         runs_for_plot = results
     if args.json:

@@ -104,9 +104,19 @@ def test_cli_quick_writes_json_and_plot(tmp_path):
 
 
 @pytest.mark.engine
-def test_engine_bench_smoke(llm):
+def test_engine_bench_smoke(llm, llm_processor):
     """The engine benchmark's measurement on the shared engine: every request gets all its tokens,
-    with the processor unused and with the full chain."""
-    for mode in ("installed", "full chain"):
-        r = engine_bench.measure(llm, mode, batch=2, tokens=4)
-        assert r["tokens"] == 8 and r["tokens_per_s"] > 0
+    with the processor unused, with the full chain and with the mixed stream (staggered lengths,
+    other settings per request), and the processor's steps are timed."""
+    timer = engine_bench.StepTimer(llm_processor)
+    try:
+        for mode in ("installed", "full chain", "mixed"):
+            r = engine_bench.measure(llm, mode, batch=3, tokens=4, timer=timer)
+            assert r["tokens"] == sum(engine_bench.lengths(3, 4, mode)) and r["tokens_per_s"] > 0
+            assert len(r["step_ms"]) >= max(engine_bench.lengths(3, 4, mode)) - 1  # one per decode step
+        assert engine_bench.lengths(3, 4, "mixed") == [2, 2, 3]
+    finally:
+        for name in ("update_state", "apply"):  # the shared engine's processor as it was
+            del llm_processor.__dict__[name]
+    p = engine_bench._percentiles([1.0, 2.0, 3.0, 10.0])
+    assert p["p50_ms"] in (2.0, 3.0) and p["max_ms"] == 10.0 and p["steps"] == 4
