@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -40,6 +41,13 @@ def validate_logits(logits: torch.Tensor) -> None:
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _state_for(configs: tuple[DecodeConfig, ...], device: torch.device, vocab_size: int) -> BatchState:
+    """The BatchState of a config list, kept for the next call with the same list (a script that
+    calls :func:`process` in a loop rebuilds nothing; a state holds only small [B] tensors)."""
+    return BatchState.from_configs(configs, device=device, vocab_size=vocab_size)
+
+
 def process(
     logits: torch.Tensor, configs: DecodeConfig | Sequence[DecodeConfig] | BatchState, inplace: bool = False
 ) -> torch.Tensor:
@@ -57,7 +65,11 @@ def process(
             configs = [configs] * batch
         elif isinstance(configs, dict):
             raise TypeError("configs must be DecodeConfig objects: use DecodeConfig.from_dict(d)")
-        state = BatchState.from_configs(configs, device=logits.device, vocab_size=logits.shape[-1])
+        configs = tuple(configs)
+        for i, c in enumerate(configs):
+            if not isinstance(c, DecodeConfig):
+                raise TypeError(f"configs[{i}] is a {type(c).__name__}, expected DecodeConfig")
+        state = _state_for(configs, logits.device, logits.shape[-1])
     if state.batch_size != batch:
         raise ValueError(f"got {state.batch_size} configs for a batch of {batch} rows")
     if state.device.type != logits.device.type:
