@@ -10,7 +10,8 @@
 * ``oracle.jsonl`` (``oracle_samples > 0``): every target decoder actually run on the same prompts,
   ``oracle_samples`` responses each, judged and labelled (:data:`ORACLE_SCHEMA`).
 
-Generation: vLLM (``make_llm(**engine_overrides)``), one request per (prompt, sample) with a seed
+Generation: vLLM (``make_llm(**engine_overrides)``, the engine in a subprocess unless
+``VLLM_ENABLE_V1_MULTIPROCESSING`` says otherwise), one request per (prompt, sample) with a seed
 ``derive_seed(seed, sample, policy|prompt_id)``, prompts in **fixed chunks** of ``CHUNK`` prompts
 (the same batch composition on every run), so a resumed run regenerates the unfinished chunk
 identically and writes only the missing records: resumed == uninterrupted. Teacher forcing: see
@@ -176,7 +177,10 @@ def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
 
 
 def run_key(spec: PrepareSpec, pi0: Policy, targets: Mapping[str, Policy], model: str) -> str:
-    settings = {k: v for k, v in asdict(spec).items() if k not in ("output_dir", "logging", "targets", "model")}
+    # oracle_samples is not part of it: the logged records do not depend on it, and a rerun with
+    # more oracle samples adds the missing ones
+    skip = ("output_dir", "logging", "targets", "model", "oracle_samples")
+    settings = {k: v for k, v in asdict(spec).items() if k not in skip}
     settings["policies"] = {LOGGING: pi0.describe(), **{n: p.describe() for n, p in targets.items()}}
     settings["model"] = model
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -226,6 +230,10 @@ def prepare(
             raise ValueError(f"{run_path}: another run's settings are in this folder; use another --output-dir")
     if llm is None:
         from sample_smart.integrations.vllm_engine import make_llm
+
+        # the engine in its own process: its CPU worker pins threads and disables
+        # torch.set_num_threads in the process it runs in (see teacher_force.fixed_threads)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
 
         overrides = {"max_model_len": DEFAULT_MAX_MODEL_LEN, **(engine_overrides or {})}
         llm = make_llm(spec.model, **overrides)

@@ -33,11 +33,19 @@ TF_THREADS = 1
 
 @contextmanager
 def fixed_threads(n: int = TF_THREADS):
-    """Run the block with ``n`` torch intra-op threads (then restore the previous count): a fixed
-    reduction order, and on a loaded 2-core machine a 1-thread forward is ~10x faster than 2 threads
-    fighting other processes (measured here: 0.7-1.4 s vs 14-21 s for ~60 tokens on a cached prefix)."""
+    """Run the block with ``n`` torch intra-op threads, then restore the count.
+
+    A fixed thread count fixes the reduction order; on a loaded 2-core machine a 1-thread forward is
+    also ~10x faster than 2 threads fighting other processes (measured here: 0.7-1.4 s vs 14-21 s for
+    ~60 tokens on a cached prefix). When a vLLM CPU engine runs **in this process** it owns the
+    threads (it replaces ``torch.set_num_threads`` by a no-op and pins them to cores): the block then
+    runs with vLLM's threads, unchanged (deterministic still: the count does not change within a
+    run). :func:`~sample_smart.ope.prepare.prepare` starts its own engine in a subprocess."""
     import torch
 
+    if torch.set_num_threads is not torch._C.set_num_threads:  # an in-process vLLM CPU worker
+        yield
+        return
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
