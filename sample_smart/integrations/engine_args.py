@@ -159,18 +159,9 @@ def check_flag(key: str, value: Any) -> Any:
     return value
 
 
-def _prepare_import() -> None:
-    """What make_llm does before ``import vllm`` without a GPU (the CPU environment variables)."""
-    from sample_smart.integrations.vllm_engine import apply_cpu_environment, has_gpu
-
-    if not has_gpu():
-        apply_cpu_environment()
-
-
 def _vllm_list(target: str) -> list[str]:
     import importlib
 
-    _prepare_import()
     module, attr = target.split(":")
     return list(getattr(importlib.import_module(module), attr))
 
@@ -179,7 +170,6 @@ def _vllm_list(target: str) -> list[str]:
 def _engine_fields() -> dict[str, Any]:
     import dataclasses
 
-    _prepare_import()
     from vllm.engine.arg_utils import EngineArgs
 
     # vLLM's field types are objects (a string annotation is left to vLLM to check)

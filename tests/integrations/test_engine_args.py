@@ -208,3 +208,19 @@ def test_tensor_parallel_2_is_refused_by_vllm_for_the_embedded_model():
     kwargs.pop("logits_processors", None)
     with pytest.raises(Exception, match=r"attention heads \(9\) must be divisible by tensor parallel size \(2\)"):
         EngineArgs(**kwargs).create_engine_config()
+
+
+def test_several_cpu_ranks_get_their_own_cores_and_pipeline_stages_run_compiled(monkeypatch):
+    import sample_smart.integrations.vllm_engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "has_gpu", lambda: False)
+    monkeypatch.setattr(engine_mod.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 5})
+    assert engine_mod.cpu_environment(1)["VLLM_CPU_OMP_THREADS_BIND"] == "0,1,2,3,5"
+    assert engine_mod.cpu_environment(2)["VLLM_CPU_OMP_THREADS_BIND"] == "0-2|3,5"
+    assert engine_mod.cpu_environment(5)["VLLM_CPU_OMP_THREADS_BIND"] == "0|1|2|3|5"
+    with pytest.raises(ValueError, match="6 ranks .* need at least 6 CPU cores"):
+        engine_mod.cpu_environment(6)
+    assert engine_mod.cpu_ranks({"tensor_parallel_size": 2, "pipeline_parallel_size": 3}) == 6
+    assert engine_mod.engine_kwargs("/m", pipeline_parallel_size=2)["enforce_eager"] is False
+    assert engine_mod.engine_kwargs("/m", tensor_parallel_size=2)["enforce_eager"] is True
+    assert engine_mod.engine_kwargs("/m", pipeline_parallel_size=2, enforce_eager=True)["enforce_eager"] is True
