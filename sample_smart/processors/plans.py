@@ -9,8 +9,10 @@ threshold is ``-inf`` (or ``<= m``): a no-op. Temperature is always applied (``T
 bit for bit). Only what is expensive *and* data-dependent is switched:
 
 - ``edt``: entropy-dependent temperature needs the untempered row's entropy, one more pass;
-- ``candidates``: how many of each row's largest logits are selected (a static shape), bucketed
-  to :data:`CANDIDATE_BUCKETS`; a batch needing more runs the eager chain for that call;
+- the rows' largest logits are selected once, ``CANDIDATES`` of them (top-k, dynamic top-k and
+  top-p read them); a row whose ``top_k`` or ``dynamic_top_k`` asks for more gets ``-inf`` from
+  the program and its exact threshold from an eager selection of ``state.candidates`` logits
+  after it (only batches holding such a row pay it);
 - top-p's search for rows whose nucleus is larger than its candidates: a separate program
   (:func:`search`) that runs only when some row needs it (a CPU flag; on CUDA it always runs,
   selected by ``where``: no host sync), so the other programs hold no ``torch.cond`` and every
@@ -22,8 +24,8 @@ every rule's threshold, combined: one ``tau`` per row), :func:`search` (top-p ro
 :func:`write` (``x >= tau`` kept, the rest ``-inf``; in place or not). The temperature is recomputed
 in :func:`write` with the same float operations, so ``x`` is never stored between the steps.
 
-So at most ``2 x len(CANDIDATE_BUCKETS)`` threshold programs, one search and one write program per
-(dtype, device, in place) exist, all compiled by :func:`prepare` before the first request; after
+So two threshold programs (EDT off, on), one search and one write program per (vocabulary,
+dtype, device, in place) exist, all compiled by :func:`prepare` before the first request; after
 that :func:`run` never compiles (a call whose signature was not prepared runs the eager chain).
 A batch of one row is run as two identical rows (dynamo would specialise size 1 into another
 compile). The kept sets equal the eager chain's (tests/processors/test_plans.py).
@@ -44,18 +46,19 @@ from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import finite_std, row_stats
 from sample_smart.processors.temperature import edt_temperature
 
-__all__ = ["CANDIDATE_BUCKETS", "Plan", "plan_for", "prepare", "prepared", "reset", "run"]
+__all__ = ["CANDIDATES", "Plan", "plan_for", "prepare", "prepared", "reset", "run"]
 
-CANDIDATE_BUCKETS = (top_p.CANDIDATES, 1024)  # largest logits selected per row, by plan
+CANDIDATES = top_p.CANDIDATES  # largest logits selected per row inside the programs
 ALL_RULES = tuple(r.name for r in RULES)
+# rules whose row parameter says how many of the largest logits they read (top-k, dynamic top-k)
+K_RULES = tuple(r for r in RULES if r.candidates is not None and r.name != "top_p")
 logger = logging.getLogger(__name__)
 
 
 class Plan(NamedTuple):
-    """Which fixed program a batch takes: EDT on or off, and the candidate bucket."""
+    """Which fixed threshold program a batch takes: EDT on or off."""
 
     edt: bool
-    candidates: int
 
 
 class Signature(NamedTuple):
@@ -67,12 +70,9 @@ class Signature(NamedTuple):
     inplace: bool
 
 
-def plan_for(state: BatchState) -> Plan | None:
-    """The plan of a batch, or None when no plan covers it (more candidates than the largest bucket)."""
-    for bucket in CANDIDATE_BUCKETS:
-        if state.candidates <= bucket:
-            return Plan(state.any_edt, bucket)
-    return None
+def plan_for(state: BatchState) -> Plan:
+    """The plan of a batch."""
+    return Plan(state.any_edt)
 
 
 # ------------------------------------------------------------------ the three programs
@@ -84,14 +84,14 @@ def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor | 
 
 
 def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[torch.Tensor, ...]:
-    """Every rule's threshold, combined: ``(tau, temperature, shift, need, m, s, v_last)``.
+    """Every rule's threshold, combined: ``(tau, temperature, shift, need, m, s, v_last, p_max)``.
 
     ``tau`` [B] keeps ``x >= tau`` of the tempered row ``x = (logits - shift) / temperature``;
     ``need`` marks the top-p rows whose nucleus is larger than the candidates (their tau is not
     final until :func:`search`); ``m``, ``s``, ``v_last``: the tempered max, ``sum exp(x - m)`` and
     the smallest candidate, for the search."""
     x = logits if logits.dtype in chain.WORK_DTYPES else logits.float()
-    k = min(plan.candidates, x.shape[-1])
+    k = min(CANDIDATES, x.shape[-1])
     cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], k) else None
     m_raw = cmax.amax(dim=-1) if cmax is not None else x.amax(dim=-1)
     temperature, shift = state.temperature, None
@@ -105,7 +105,8 @@ def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[tor
         cmax = _tempered(cmax, temperature, shift)
     base = row_stats(xt, need_z=True, need_entropy=True, m=m)
     values = largest_values(xt, k, cmax)
-    stats = Stats(xt, m, base.z, (m - base.z).exp(), base.entropy, None, base.s, values, finite_std(xt))
+    p_max = (m - base.z).exp()
+    stats = Stats(xt, m, base.z, p_max, base.entropy, None, base.s, values, finite_std(xt))
     tau = torch.full_like(m, float("-inf"))
     need = torch.zeros_like(m, dtype=torch.bool)
     for rule in RULES:
@@ -116,7 +117,7 @@ def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[tor
         tau = torch.maximum(tau, t)
     tau = torch.minimum(tau, m)  # the argmax always survives
     shift = torch.zeros_like(m) if shift is None else shift
-    return tau, temperature, shift, need, m, base.s, values[:, -1]
+    return tau, temperature, shift, need, m, base.s, values[:, -1], p_max
 
 
 def search(
@@ -195,7 +196,7 @@ def _universal(state: BatchState) -> BatchState:
 
 def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: bool) -> torch.Tensor:
     sig = (logits.shape[-1], logits.dtype, logits.device.type)
-    tau, temperature, shift, need, m, s, v_last = _call(
+    tau, temperature, shift, need, m, s, v_last, p_max = _call(
         "thresholds", thresholds, sig + plan, logits, _universal(state), plan
     )
     if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
@@ -207,7 +208,23 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: 
             e = (xt - m.unsqueeze(-1)).exp()
             exact = top_p._bisect_rows(xt, e, p * s, lo, hi, bad, tau)
             tau = torch.where(bad, torch.maximum(tau, torch.minimum(exact, m)), tau)
+    if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than the programs selected
+        tau = torch.maximum(tau, _large_k(logits, state, temperature, shift, m, p_max))
     return _call("write", write, sig + (inplace,), logits, tau, temperature, shift, inplace)
+
+
+def _large_k(logits, state, temperature, shift, m, p_max) -> torch.Tensor:
+    """Eager: the exact top-k / dynamic top-k thresholds from ``state.candidates`` of the largest
+    tempered logits (the rows whose k fit in ``CANDIDATES`` give the same tau as in the program)."""
+    x = logits if logits.dtype in chain.WORK_DTYPES else logits.float()
+    xt = _tempered(x, temperature, shift)
+    values = largest_values(xt, state.candidates)
+    stats = Stats(xt, m, None, p_max, None, None, None, values, None)
+    tau = torch.full_like(m, float("-inf"))
+    for rule in K_RULES:
+        if state.uses(rule.name):
+            tau = torch.maximum(tau, rule.tau(stats, state.params))
+    return torch.minimum(tau, m)
 
 
 def compiled_programs() -> int:
@@ -228,7 +245,7 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     signature, no plan covers the batch, or a program would have to compile (the caller then runs
     the eager chain). Never compiles: the programs run under ``fail_on_recompile``."""
     plan = plan_for(state)
-    if plan is None or not logits.is_contiguous() or not prepared(logits, inplace):
+    if not logits.is_contiguous() or not prepared(logits, inplace):
         return None
     try:
         with torch.compiler.set_stance("fail_on_recompile"):
@@ -271,18 +288,16 @@ def prepare(
             return 0.0
         g = torch.Generator().manual_seed(0)
         for edt in (False, True):
-            for bucket in CANDIDATE_BUCKETS:
-                # flat rows whose nucleus exceeds the candidates, so the search program compiles too
-                cfgs = [
-                    DecodeConfig(top_k=bucket, top_p=0.5, edt_var=(0.8, 1.0, 1.0) if edt else None),
-                    DecodeConfig(top_p=0.99),
-                    DecodeConfig(),
-                ]
-                state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
-                x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
-                _run_compiled(x, state, plan_for(state), sig.inplace)
-                if sig.inplace:  # the one-row path writes its pair in place
-                    continue
+            # flat rows whose nucleus exceeds the candidates, so the search program compiles too
+            cfgs = [
+                DecodeConfig(top_k=50, top_p=0.5, edt_var=(0.8, 1.0, 1.0) if edt else None),
+                DecodeConfig(top_p=0.99),
+                DecodeConfig(),
+            ]
+            state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
+            x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
+            _run_compiled(x, state, plan_for(state), sig.inplace)
+            if not sig.inplace:  # the one-row path writes its pair in place
                 _run_compiled(x, state, plan_for(state), True)
         _prepared.add(sig)
     return time.perf_counter() - started

@@ -87,9 +87,12 @@ def _log_or_off(x: float | None) -> tuple | None:
 
 
 def _kth_largest(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The k-th largest logit per row (``values`` sorted descending; k >= 1, capped at its width)."""
-    idx = (k.clamp(min=1, max=values.shape[-1]) - 1).unsqueeze(-1)
-    return values.gather(1, idx).squeeze(-1)
+    """The k-th largest logit per row (``values`` sorted descending; k >= 1); ``-inf`` (nothing
+    removed) where k exceeds the width of ``values``: a caller that selected fewer candidates than
+    a row needs (the fixed programs of ``plans``) finishes that row itself."""
+    width = values.shape[-1]
+    idx = (k.clamp(min=1, max=width) - 1).unsqueeze(-1)
+    return _where_on(k <= width, values.gather(1, idx).squeeze(-1))
 
 
 # ------------------------------------------------------------------ the rules
