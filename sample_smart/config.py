@@ -57,6 +57,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
+from sample_smart.describe import describe, reprlib_repr  # noqa: F401 (re-exported: the API)
+
 __all__ = ["DecodeConfig", "KEYS", "KNOBS", "Knob", "SETTING_KEYS", "describe"]
 
 # Alias keys used by the reference scripts' extra_args -> our field name.
@@ -79,36 +81,6 @@ TEMPERATURE_RANGE = (1e-6, 1e6)  # a positive temperature (0 = greedy is allowed
 EDT_THETA_MAX = 1e6  # |theta| of edt_var
 CAL_ACC_MAX = 1e6  # |A|, B and thr of cal_acc
 N_SIGMA_MAX = 1e6  # top_n_sigma
-_DESCRIBE_CHARS = 80
-
-
-def describe(value: Any) -> str:
-    """A short, always-computable description of a client's value for error messages: repr cut to
-    ~80 characters; huge ints (whose repr raises past 4300 digits) and deep nests by their size."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return f"<an integer of {value.bit_length()} bits>"
-    if isinstance(value, (str, bytes)):
-        text = repr(value[: _DESCRIBE_CHARS + 1])
-    elif isinstance(value, (int, float, bool)) or value is None:
-        text = repr(value)
-    elif isinstance(value, (list, tuple, dict)):
-        text = reprlib_repr(value)
-    else:
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= _DESCRIBE_CHARS else text[: _DESCRIBE_CHARS - 3] + "..."
-
-
-def reprlib_repr(value: Any) -> str:
-    """repr of a container, bounded in depth and length (never recursing past 3 levels)."""
-    import reprlib
-
-    r = reprlib.Repr()
-    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxstring, r.maxother = 3, 12, 12, 8, 30, 30
-    r.repr_int = lambda x, level: describe(x)  # type: ignore[method-assign]
-    try:
-        return r.repr(value)
-    except (RecursionError, ValueError):  # pragma: no cover - reprlib is bounded by maxlevel
-        return f"<{type(value).__name__}>"
 
 
 def _bad(key: str, value: Any, allowed: str) -> ValueError:

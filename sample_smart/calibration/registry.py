@@ -46,7 +46,7 @@ class CalibrationFiles:
 
     def settings(self, path: Any, mode: str = "epsilon", threshold: float | None = None) -> dict:
         from sample_smart.calibration.derive import load_decoder_settings
-        from sample_smart.config import describe
+        from sample_smart.describe import describe
 
         try:
             return dict(load_decoder_settings(path, mode, threshold))
@@ -128,7 +128,7 @@ class CalibrationRegistry:
     def settings(self, name: Any, mode: str = "epsilon", threshold: float | None = None) -> dict:
         """The ``DecodeConfig.from_dict`` settings of calibration ``name`` (a copy)."""
         if not isinstance(name, str) or name not in self._data:
-            from sample_smart.config import describe
+            from sample_smart.describe import describe
 
             served = (
                 ", ".join(self.names)
