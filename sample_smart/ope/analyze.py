@@ -110,7 +110,10 @@ def analyze(run_dir: str | Path, *, output_dir: str | Path | None = None, oracle
         entry["estimates"] = {k: e.to_dict() for k, e in ests.items()}
         if rows:
             truth = _truth(rows)
-            entry["truth"] = {**truth.to_dict(), "n": len(rows)}
+            covered = {r["prompt_id"] for r in rows}
+            entry["truth"] = {**truth.to_dict(), "n": len(rows), "n_prompts": len(covered)}
+            if covered != set(pids):  # e.g. an oracle run stopped early: the truth is of other prompts
+                entry["truth"]["partial"] = f"the oracle covers {len(covered)} of the {len(set(pids))} logged prompts"
             for k, e in ests.items():
                 lo, hi = e.ci
                 d = entry["estimates"][k]
