@@ -31,8 +31,6 @@ from sample_smart.ope.policies import CLONE
 from sample_smart.ope.records import ORACLE_SCHEMA, RECORD_SCHEMA, decode_logp, iter_records
 
 RESULTS_SCHEMA = "sample_smart.ope_results/1"
-# the estimators the table's short view and the plot show
-SHOWN = ("IPS[label]", "SNIPS[label]", "SNIPS[cal]", "DM[cal]", "DR[cal]", "DR[raw]")
 
 
 def _truth(rows: list[dict]) -> Estimate:

@@ -7,12 +7,13 @@ from typing import Any
 
 from sample_smart.figures import new_figure, save_figure
 
+# the estimators the plot shows (all of them are in the table)
+SHOWN = ("IPS[label]", "SNIPS[label]", "SNIPS[cal]", "DM[cal]", "DR[cal]", "DR[raw]")
+
 
 def plot_estimates(result: dict[str, Any], path: str | Path, shown: tuple[str, ...] | None = None) -> Path:
     """One column per policy; per estimator a point with its 95% CI (influence-function se,
     normal); the truth (oracle accuracy and its 95% CI) as a black diamond. y: accuracy."""
-    from sample_smart.ope.analyze import SHOWN
-
     shown = shown or SHOWN
     pols = list(result["policies"])
     fig = new_figure(figsize=(1.6 + 1.7 * len(pols), 4.2))
