@@ -253,7 +253,8 @@ class _Rows:
 def _prepare_programs(vllm_config: Any, device: Any) -> float | None:
     """Compile the processor's programs for this engine's logits now, at engine start, so that no
     request ever waits for a compile (``sample_smart.processors.prepare``; the sampler hands the
-    processor float32 logits of the model's vocabulary, written in place). None: nothing compiled
+    processor float32 logits of the model's vocabulary, in ``torch.inference_mode``, written in
+    place). None: nothing compiled
     (another backend, no compiler: then the eager chain runs, with one warning)."""
     from sample_smart.processors import prepare
 
@@ -261,7 +262,7 @@ def _prepare_programs(vllm_config: Any, device: Any) -> float | None:
         vocab = int(vllm_config.model_config.get_vocab_size())
     except Exception:  # noqa: BLE001 - a config without a model (tests): nothing to prepare
         return None
-    seconds = prepare(vocab, torch.float32, device, inplace=True)
+    seconds = prepare(vocab, torch.float32, device, inplace=True, inference=True)  # vLLM steps in inference_mode
     if seconds is not None:
         logger.info("sample_smart: processor programs ready for vocabulary %d in %.1f s", vocab, seconds)
     return seconds

@@ -40,7 +40,7 @@ def row_stats_for(
     )
     p_max = (base.m - base.z).exp() if base.z is not None else None
     values = largest_values(x, state.candidates, cmax) if "values" in needs else None
-    sigma = finite_std(x) if "sigma" in needs else None
+    sigma = finite_std(x, base.m) if "sigma" in needs else None
     return Stats(x, base.m, base.z, p_max, base.entropy, base.e, base.s, values, sigma)
 
 

@@ -125,12 +125,14 @@ def prepare(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     inplace: bool = True,
+    inference: bool = False,
 ) -> float | None:
     """Compile the fixed programs for ``[*, vocab_size]`` logits (the ``auto`` backend's start-up
     cost, paid here and never again in this signature). Returns the seconds it took, or None when
     nothing was compiled: the backend is not ``auto``, or the compiler is missing or fails (then
     one warning says so and the eager chain runs). ``inplace``: how the caller will write (the vLLM
-    processor: True; :func:`process`: False)."""
+    processor: True; :func:`process`: False); ``inference``: whether it calls inside
+    ``torch.inference_mode`` with inference tensors (an engine) or not (scripts, :func:`process`)."""
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
         raise ValueError(f"vocab_size={vocab_size!r} is invalid: allowed integers >= 1")
     if get_backend() != "auto":
@@ -140,7 +142,7 @@ def prepare(
         plans.warn_fallback(missing)
         return None
     try:
-        return plans.prepare(vocab_size, dtype, device, inplace)
+        return plans.prepare(vocab_size, dtype, device, inplace, inference)
     except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager, say so once
         plans.warn_fallback(f"compiling failed ({type(exc).__name__}: {exc})")
         return None

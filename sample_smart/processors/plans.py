@@ -62,12 +62,15 @@ class Plan(NamedTuple):
 
 
 class Signature(NamedTuple):
-    """What a compiled program is specialised on besides its plan."""
+    """What a compiled program is specialised on besides its plan. ``inference``: the calls come
+    inside ``torch.inference_mode`` with inference tensors (an engine such as vLLM), else under
+    ``no_grad`` with ordinary tensors; dynamo guards on both, so each is prepared apart."""
 
     vocab: int
     dtype: torch.dtype
     device: str
     inplace: bool
+    inference: bool
 
 
 def plan_for(state: BatchState) -> Plan:
@@ -99,14 +102,14 @@ def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[tor
         raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
         temperature = torch.where(state.edt, edt_temperature(raw.entropy, state), temperature)
         shift = torch.where(state.edt, m_raw, torch.zeros_like(m_raw))
-    xt = _tempered(x, temperature, shift)
+    xt = _tempered(x, temperature, shift)  # read by reductions only, so never stored
     m = _tempered(m_raw.unsqueeze(-1), temperature, shift).squeeze(-1)
-    if cmax is not None:
-        cmax = _tempered(cmax, temperature, shift)
     base = row_stats(xt, need_z=True, need_entropy=True, m=m)
-    values = largest_values(xt, k, cmax)
+    # the largest tempered logits are the tempered largest logits (a non-decreasing map, the same
+    # float ops): selected on the raw row, so the tempered row is never written out for a gather
+    values = _tempered(largest_values(x, k, cmax), temperature, shift)
     p_max = (m - base.z).exp()
-    stats = Stats(xt, m, base.z, p_max, base.entropy, None, base.s, values, finite_std(xt))
+    stats = Stats(xt, m, base.z, p_max, base.entropy, None, base.s, values, finite_std(xt, m))
     tau = torch.full_like(m, float("-inf"))
     need = torch.zeros_like(m, dtype=torch.bool)
     for rule in RULES:
@@ -139,8 +142,9 @@ def search(
     offsets = torch.tensor(top_p.PROBE_OFFSETS, device=x.device)
     steps = torch.tensor(top_p.FINE_STEPS, device=x.device, dtype=xt.dtype)  # descending
     found, exact, lo, hi = top_p._search(xt, m, e, s, p, v_last, offsets, steps)
-    rule_tau = torch.where(need, found, torch.full_like(found, float("-inf")))
-    return torch.maximum(tau, torch.minimum(rule_tau, m)), need & ~exact, lo, hi
+    bad = need & ~exact  # their tau comes from the bisection, after this program
+    rule_tau = torch.where(need & ~bad, found, torch.full_like(found, float("-inf")))
+    return torch.maximum(tau, torch.minimum(rule_tau, m)), bad, lo, hi
 
 
 def write(logits: torch.Tensor, tau: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor, inplace: bool):
@@ -167,6 +171,7 @@ _lock = threading.Lock()
 _regions: dict[tuple, Callable] = {}
 _prepared: set[Signature] = set()
 _warned: set[tuple] = set()
+_fallbacks = [0]  # calls that a program would have had to recompile for (they ran eager)
 
 
 def _region(name: str, fn: Callable, key: tuple) -> Callable:
@@ -236,8 +241,15 @@ def compiled_programs() -> int:
 
 
 def prepared(logits: torch.Tensor, inplace: bool) -> bool:
-    """Whether :func:`prepare` compiled the programs for this vocabulary, dtype, device and write."""
-    return Signature(logits.shape[-1], logits.dtype, logits.device.type, inplace) in _prepared
+    """Whether :func:`prepare` compiled the programs for this vocabulary, dtype, device, write and
+    grad mode (see :class:`Signature`)."""
+    sig = Signature(logits.shape[-1], logits.dtype, logits.device.type, inplace, torch.is_inference_mode_enabled())
+    return sig in _prepared
+
+
+def fallbacks() -> int:
+    """How many prepared calls ran eager because a program would have recompiled (0 is the design)."""
+    return _fallbacks[0]
 
 
 def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor | None:
@@ -248,7 +260,7 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     if not logits.is_contiguous() or not prepared(logits, inplace):
         return None
     try:
-        with torch.compiler.set_stance("fail_on_recompile"):
+        with _grad_context(), torch.compiler.set_stance("fail_on_recompile"):
             if logits.shape[0] > 1:
                 return _run_compiled(logits, state, plan, inplace)
             # dynamo specialises size 1: run two identical rows (our own copy) instead
@@ -256,11 +268,20 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     except RuntimeError as exc:
         if "fail_on_recompile" not in str(exc):
             raise
+        _fallbacks[0] += 1
         _warn_once(("recompile", plan, tuple(logits.shape[1:]), logits.dtype), f"a program would recompile ({exc})")
         return None
     if inplace:
         return logits.copy_(pair[:1])
     return pair[:1].clone()
+
+
+def _grad_context():
+    """The programs never need autograd: they run under ``no_grad`` unless the caller is in
+    ``inference_mode`` already (vLLM); dynamo guards on that mode, so it is part of the signature."""
+    import contextlib
+
+    return contextlib.nullcontext() if torch.is_inference_mode_enabled() else torch.no_grad()
 
 
 def _warn_once(key: tuple, what: str) -> None:
@@ -270,20 +291,25 @@ def _warn_once(key: tuple, what: str) -> None:
 
 
 def prepare(
-    vocab_size: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", inplace: bool = True
+    vocab_size: int,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    inplace: bool = True,
+    inference: bool = False,
 ) -> float:
     """Compile every plan for ``[*, vocab_size]`` logits of ``dtype`` on ``device``, written in place
-    or not (what an engine calls at start-up; the vLLM processor writes in place). Returns the
-    seconds it took (a later process mostly reads inductor's on-disk cache). Raises what the
-    compiler raises (no C++ compiler, ...): the caller decides to fall back."""
+    or not, for calls inside ``torch.inference_mode`` (``inference``: an engine; the vLLM processor
+    writes in place in inference mode) or outside it. Returns the seconds it took (a later process
+    mostly reads inductor's on-disk cache). Raises what the compiler raises (no C++ compiler, ...):
+    the caller decides to fall back."""
     import time
 
     from sample_smart.config import DecodeConfig
 
     started = time.perf_counter()
     device = torch.device(device)
-    sig = Signature(int(vocab_size), dtype, device.type, bool(inplace))
-    with _lock:
+    sig = Signature(int(vocab_size), dtype, device.type, bool(inplace), bool(inference))
+    with _lock, torch.inference_mode() if sig.inference else torch.no_grad():
         if sig in _prepared:
             return 0.0
         g = torch.Generator().manual_seed(0)
@@ -330,9 +356,17 @@ def warn_fallback(why: str) -> None:
         )
 
 
+def forget(vocab_size: int) -> None:
+    """Forget the prepared signatures of one vocabulary (their calls run eager again); the compiled
+    regions stay, so preparing it again is cheap."""
+    with _lock:
+        _prepared.difference_update({sig for sig in _prepared if sig.vocab == vocab_size})
+
+
 def reset() -> None:
     """Forget every prepared signature and compiled region."""
     with _lock:
         _regions.clear()
         _prepared.clear()
         _warned.clear()
+        _fallbacks[0] = 0

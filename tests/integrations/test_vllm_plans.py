@@ -28,7 +28,8 @@ def test_engine_start_prepares_and_mixed_requests_compile_nothing(llm, llm_proce
 
     assert llm_processor.prepare_seconds is not None  # compiled at engine start, not on a request
     vocab = llm.llm_engine.vllm_config.model_config.get_vocab_size()
-    assert plans.Signature(vocab, plans.torch.float32, "cpu", True) in plans._prepared
+    assert plans.Signature(vocab, plans.torch.float32, "cpu", True, True) in plans._prepared
+    fallbacks = plans.fallbacks()
     rng = random.Random(0)
 
     def generate(seed: int):
@@ -42,6 +43,7 @@ def test_engine_start_prepares_and_mixed_requests_compile_nothing(llm, llm_proce
     state = rng.getstate()
     got = [generate(10 * r) for r in range(3)]  # requests end at different steps: the batch's mix changes
     assert plans.compiled_programs() == before, "the processor compiled while serving"
+    assert plans.fallbacks() == fallbacks, "a step left the prepared programs (it ran eager)"
     rng.setstate(state)
     set_backend("eager")
     try:

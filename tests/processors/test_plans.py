@@ -28,6 +28,9 @@ def prepared():
     for inplace in (False, True):
         assert prepare(VOCAB, torch.float32, "cpu", inplace=inplace) is not None
     assert plans.prepare(VOCAB, torch.float32, "cpu", inplace=True) == 0.0  # once per signature
+    yield
+    plans.forget(VOCAB)  # later modules test the eager chain on this vocabulary
+    assert plans.fallbacks() == 0  # no call of the module had to leave the prepared programs
 
 
 def _graphs() -> tuple[int, int]:
@@ -104,6 +107,24 @@ def test_no_compile_after_prepare_for_a_stream_of_random_knob_combinations(prepa
     assert large_k >= 2  # the stream also took the eager finish of top_k > CANDIDATES
 
 
+def test_top_p_rows_the_search_cannot_settle_take_the_exact_bisection(prepared, monkeypatch):
+    """A row whose crossing hides among 4000 nearly equal logits off the sample's stride: the
+    compiled search leaves it inexact and the eager bisection finishes it, exactly."""
+    import top_p_rows
+
+    from sample_smart.processors import top_p as top_p_mod
+
+    calls = []
+    bisect = top_p_mod._bisect_keys
+    monkeypatch.setattr(top_p_mod, "_bisect_keys", lambda *a: calls.append(1) or bisect(*a))
+    x64 = torch.stack([top_p_rows.adversarial_row(VOCAB), make_logits("random", 1, VOCAB, seed=1)[0]])
+    for p in (0.5, 0.9):
+        calls.clear()
+        out = process(x64.float(), DecodeConfig(top_p=p))
+        assert calls, "the adversarial row must need the bisection"
+        check_against_reference(x64, out, {"top_p": p})
+
+
 def test_inplace_and_one_row(prepared):
     cfg = DecodeConfig(min_p=0.1, temperature=0.7)
     x = _batch([{}], 7)
@@ -118,6 +139,11 @@ def test_inplace_and_one_row(prepared):
 
 def test_signatures_not_prepared_run_eager_and_compile_nothing(prepared):
     before = _graphs()
+    with torch.inference_mode():  # prepared outside inference mode only: dynamo guards on it
+        x = torch.randn(3, VOCAB)
+        assert not plans.prepared(x, False)
+        state = BatchState.from_configs([DecodeConfig(min_p=0.1)] * 3, vocab_size=VOCAB)
+        _same_as_eager(x, state, process_core(x, state))
     cfg = DecodeConfig(top_p=0.9, min_p=0.05)
     for x in (torch.randn(3, 5000), torch.randn(3, VOCAB, dtype=torch.float64), torch.randn(VOCAB, 3).T):
         state = BatchState.from_configs([cfg] * 3, vocab_size=x.shape[-1])

@@ -6,6 +6,7 @@ float64 textbook rules."""
 from __future__ import annotations
 
 import pytest
+import top_p_rows
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,21 +70,11 @@ def test_mixed_batch_at_a_real_vocabulary_size_matches_textbook(vocab, kind):
     assert kept[0] > top_p_mod.CANDIDATES or kind == "peaked"  # flat rows take the search
 
 
-def _adversarial_row(vocab: int) -> torch.Tensor:
-    """A row the sample cannot see: 4000 distinct, nearly equal logits that carry the crossing,
-    placed off the sample's stride, over a flat tail."""
-    stride = max(1, vocab // top_p_mod.SAMPLE)
-    x = torch.randn(vocab, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) - 4.0
-    slots = torch.tensor([i for i in range(vocab) if i % stride][:4000])
-    x[slots] = 2.0 + torch.arange(4000, dtype=torch.float64) * 1e-6
-    return x
-
-
 def test_top_p_bisection_fallback_is_exact(monkeypatch):
     calls = []
     bisect = top_p_mod._bisect_keys
     monkeypatch.setattr(top_p_mod, "_bisect_keys", lambda *a: calls.append(1) or bisect(*a))
-    x64 = torch.stack([_adversarial_row(40000), make_logits("random", 1, 40000, seed=1)[0]])
+    x64 = torch.stack([top_p_rows.adversarial_row(40000), make_logits("random", 1, 40000, seed=1)[0]])
     for p in (0.5, 0.9):
         calls.clear()
         out = process(x64.float(), DecodeConfig(top_p=p))
