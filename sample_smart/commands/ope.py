@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from sample_smart.commands.engine_flags import engine_options, engine_overrides_of
 from sample_smart.io_checks import cli_errors
 
 
@@ -89,9 +90,11 @@ def ope() -> None:
 )
 @click.option("--model", default=None, help="Model folder [default: the embedded SmolLM2-135M-Instruct].")
 @click.option("-v", "--verbose", is_flag=True, help="Show vLLM's INFO log.")
+@engine_options
 @cli_errors
 def prepare_command(**params: Any) -> None:
     """Phase 1: sample with the logging decoder, teacher-force under every target, judge, label."""
+    engine = engine_overrides_of(params)  # checked before any model loads (exit 2 naming the flag)
     from sample_smart.ope.policies import (
         UNHELPFUL_PROMPT,
         build_policies,
@@ -137,7 +140,7 @@ def prepare_command(**params: Any) -> None:
     from sample_smart.ope.prepare import prepare
 
     say = lambda msg: click.echo(f"[sample-smart ope] {msg}", err=True)
-    summary = prepare(spec, progress=say)
+    summary = prepare(spec, progress=say, engine_overrides=engine)
     click.echo(json.dumps(summary["last_call"]))
 
 

@@ -48,6 +48,8 @@ def test_greedy_logging_refused():
         (["--target", "noequals"], "NAME=JSON"),
         (["--logging", "{"], "--logging"),
         (["--limit", "0"], "--limit"),
+        (["--engine-arg", "no_such_field=1"], "no_such_field"),  # the shared engine flags, checked first
+        (["--tensor-parallel-size", "0"], "--tensor-parallel-size"),
     ],
 )
 def test_prepare_cli_errors_exit_2(tmp_path, args, field):
