@@ -214,22 +214,37 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: 
             exact = top_p._bisect_rows(xt, e, p * s, lo, hi, bad, tau)
             tau = torch.where(bad, torch.maximum(tau, torch.minimum(exact, m)), tau)
     if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than the programs selected
-        tau = torch.maximum(tau, _large_k(logits, state, temperature, shift, m, p_max))
+        tau = _large_k(logits, state, tau, temperature, shift, m, p_max)
     return _call("write", write, sig + (inplace,), logits, tau, temperature, shift, inplace)
 
 
-def _large_k(logits, state, temperature, shift, m, p_max) -> torch.Tensor:
-    """Eager: the exact top-k / dynamic top-k thresholds from ``state.candidates`` of the largest
-    tempered logits (the rows whose k fit in ``CANDIDATES`` give the same tau as in the program)."""
-    x = logits if logits.dtype in chain.WORK_DTYPES else logits.float()
-    xt = _tempered(x, temperature, shift)
-    values = largest_values(xt, state.candidates)
-    stats = Stats(xt, m, None, p_max, None, None, None, values, None)
-    tau = torch.full_like(m, float("-inf"))
+def _large_k(logits, state, tau, temperature, shift, m, p_max) -> torch.Tensor:
+    """Eager: ``tau`` with the exact top-k / dynamic top-k thresholds of the rows whose k exceeds
+    ``CANDIDATES`` (they got ``-inf`` from the program), from those rows only (known on the host)."""
+    rows, sub, index = state.derived("large_k", _large_k_rows)
+    if not rows:
+        return tau
+    x = logits.index_select(0, index)
+    x = x if x.dtype in chain.WORK_DTYPES else x.float()
+    m_sub = m.index_select(0, index)
+    xt = _tempered(x, temperature.index_select(0, index), shift.index_select(0, index))
+    stats = Stats(
+        xt, m_sub, None, p_max.index_select(0, index), None, None, None, largest_values(xt, sub.candidates), None
+    )
+    t = torch.full_like(m_sub, float("-inf"))
     for rule in K_RULES:
-        if state.uses(rule.name):
-            tau = torch.maximum(tau, rule.tau(stats, state.params))
-    return torch.minimum(tau, m)
+        if sub.uses(rule.name):
+            t = torch.maximum(t, rule.tau(stats, sub.params))
+    t = torch.maximum(tau.index_select(0, index), torch.minimum(t, m_sub))
+    return tau.index_copy(0, index, t)
+
+
+def _large_k_rows(state: BatchState) -> tuple:
+    rows = [i for i, k in enumerate(state.row_candidates) if k > CANDIDATES]
+    if not rows:
+        return (), None, None
+    sub = state.select(rows)
+    return tuple(rows), sub, torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
 
 
 def compiled_programs() -> int:

@@ -32,7 +32,8 @@ class BatchState:
     - ``candidates``: how many of each row's largest logits those rules need (0: none);
     - ``any_temperature``, ``any_edt`` (host) and the ``[B]`` tensors ``temperature`` (1.0 when
       unset), ``edt`` (bool), ``edt_log_n``, ``edt_theta``, ``edt_log_t0`` (EDT in log form);
-    - ``params``: every rule's per-row tensors by name (``[B]`` or ``[B, width]``; see ``rules``).
+    - ``params``: every rule's per-row tensors by name (``[B]`` or ``[B, width]``; see ``rules``);
+    - ``row_candidates`` (host): how many largest logits each row's own rules need.
     """
 
     batch_size: int
@@ -47,6 +48,7 @@ class BatchState:
     edt_theta: torch.Tensor
     edt_log_t0: torch.Tensor
     params: Mapping[str, torch.Tensor]
+    row_candidates: tuple[int, ...] = ()  # host: each row's own need of largest logits (0: none)
     _views: dict = field(default_factory=dict, compare=False, repr=False)  # derived states, see derived()
 
     @property
@@ -82,11 +84,24 @@ class BatchState:
         cached, since an engine reuses one state for many steps."""
         if start == 0 and stop == self.batch_size:
             return self
-        return self.derived(("rows", start, stop), lambda s: s._map_rows(lambda t: t[start:stop], stop - start))
+        return self.derived(
+            ("rows", start, stop),
+            lambda s: s._map_rows(lambda t: t[start:stop], stop - start, s.row_candidates[start:stop]),
+        )
+
+    def select(self, rows: Sequence[int]) -> "BatchState":
+        """The state of the rows at these indices (row tensors gathered; host values as they are,
+        but ``candidates``, which becomes what those rows need)."""
+        index = torch.tensor(list(rows), dtype=torch.int64).to(self.device, non_blocking=True)
+        need = tuple(self.row_candidates[i] for i in rows) if self.row_candidates else ()
+        sub = self._map_rows(lambda t: t.index_select(0, index), len(rows), need)
+        return replace(sub, candidates=max(need, default=self.candidates), _views={})
 
     def tiled(self, n: int) -> "BatchState":
         """The state of a batch that repeats this one ``n`` times (row tensors copied)."""
-        return self._map_rows(lambda t: t.repeat((n,) + (1,) * (t.dim() - 1)), n * self.batch_size)
+        return self._map_rows(
+            lambda t: t.repeat((n,) + (1,) * (t.dim() - 1)), n * self.batch_size, self.row_candidates * n
+        )
 
     def with_host(self, **host_values) -> "BatchState":
         """The same row tensors with other host values (``rules``, ``candidates``, ``any_*``)."""
@@ -100,12 +115,12 @@ class BatchState:
             view = self._views[key] = build(self)
         return view
 
-    def _map_rows(self, fn, batch_size: int) -> "BatchState":
+    def _map_rows(self, fn, batch_size: int, row_candidates: tuple[int, ...]) -> "BatchState":
         tensors = {
             f.name: fn(getattr(self, f.name)) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)
         }
         params = {name: fn(t) for name, t in self.params.items()}
-        return replace(self, batch_size=batch_size, params=params, _views={}, **tensors)
+        return replace(self, batch_size=batch_size, params=params, row_candidates=row_candidates, _views={}, **tensors)
 
     @classmethod
     def from_configs(
@@ -143,6 +158,7 @@ class BatchState:
         b = len(rows)
         active: list[str] = []
         candidates = 0
+        row_candidates = [0] * b
         params: dict[str, torch.Tensor] = {}
         for rule in RULES:
             values = [rule.row(c, vocab_size) for c in rows]
@@ -151,6 +167,9 @@ class BatchState:
                 active.append(rule.name)
                 if rule.candidates is not None:
                     candidates = max(candidates, rule.candidates(used))
+                    for i, v in enumerate(values):
+                        if v is not None:
+                            row_candidates[i] = max(row_candidates[i], rule.candidates([v]))
             for j, param in enumerate(rule.params):
                 neutral = [param.neutral] * param.width if param.width else param.neutral
                 column = [neutral if v is None else v[j] for v in values]
@@ -158,6 +177,7 @@ class BatchState:
                 params[param.name] = t.reshape(b, param.width) if param.width else t
         if vocab_size is not None:
             candidates = min(candidates, vocab_size)
+            row_candidates = [min(k, vocab_size) for k in row_candidates]
         return cls(
             batch_size=b,
             device=device,
@@ -171,4 +191,5 @@ class BatchState:
             edt_theta=tensor(edt_theta),
             edt_log_t0=tensor(edt_log_t0),
             params=params,
+            row_candidates=tuple(row_candidates),
         )
