@@ -5,21 +5,19 @@ programs' dynamo cache entries show it) and samples what the eager chain samples
 from __future__ import annotations
 
 import random
+import sys
 
 import pytest
+from support import REPO
 
 from sample_smart.processors import plans, set_backend
 
+sys.path.insert(0, str(REPO))
+from benchmarks.engine import MIXED_SETTINGS  # noqa: E402 (the repository root on the path first)
+
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", "2 + 2 ="]
-SETTINGS = [
-    {"min_p": 0.1, "top_k": 20},
-    {"top_p": 0.9, "temperature": 0.8},
-    {"edt_var": "0.8,1.0,1.0", "dynamic_top_k": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]},
-    {"cal_acc": "-0.4,0.6,0.05", "greedy_threshold": 0.3},
-    {"top_n_sigma": 1.5, "hewitt_epsilon": 1e-3},
-    {"top_k": 700, "top_a": 0.1},
-    {},
-]
+# the engine benchmark's mixed stream, plus a top_k above the programs' candidates (the eager finish)
+SETTINGS = MIXED_SETTINGS + [{"top_k": 700, "top_a": 0.1}]
 
 
 @pytest.mark.engine
