@@ -23,9 +23,15 @@ from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import finite_std, row_stats
 from sample_smart.processors.temperature import apply_temperature
 
-__all__ = ["WORK_DTYPES", "row_stats_for", "row_thresholds", "run", "tempered_thresholds"]
+__all__ = ["WORK_DTYPES", "in_work_dtype", "row_stats_for", "row_thresholds", "run", "tempered_thresholds"]
 
 WORK_DTYPES = (torch.float32, torch.float64)
+
+
+def in_work_dtype(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` itself when float32/float64, else a float32 copy (statistics of half precision
+    logits are computed in float32)."""
+    return logits if logits.dtype in WORK_DTYPES else logits.float()
 
 
 def row_stats_for(
@@ -67,7 +73,7 @@ def tempered_thresholds(
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Steps 1-3: ``(x, tau, owned)``: the tempered logits in a work dtype (``logits`` itself when
     nothing needed changing), each row's threshold ``[B, 1]``, and whether ``x`` may be written."""
-    x = logits if logits.dtype in WORK_DTYPES else logits.float()
+    x = in_work_dtype(logits)
     owned = x is not logits or inplace  # may we write into x?
     m = cmax = None
     k = state.candidates

@@ -46,7 +46,7 @@ from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import finite_std, row_stats
 from sample_smart.processors.temperature import edt_temperature
 
-__all__ = ["CANDIDATES", "Plan", "plan_for", "prepare", "prepared", "reset", "run"]
+__all__ = ["CANDIDATES", "Plan", "prepare", "prepared", "reset", "run"]
 
 CANDIDATES = top_p.CANDIDATES  # largest logits selected per row inside the programs
 ALL_RULES = tuple(r.name for r in RULES)
@@ -73,11 +73,6 @@ class Signature(NamedTuple):
     inference: bool
 
 
-def plan_for(state: BatchState) -> Plan:
-    """The plan of a batch."""
-    return Plan(state.any_edt)
-
-
 # ------------------------------------------------------------------ the three programs
 def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
     """``(x - shift) / T`` per row: the same float operations in :func:`thresholds` and :func:`write`."""
@@ -93,7 +88,7 @@ def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[tor
     ``need`` marks the top-p rows whose nucleus is larger than the candidates (their tau is not
     final until :func:`search`); ``m``, ``s``, ``v_last``: the tempered max, ``sum exp(x - m)`` and
     the smallest candidate, for the search."""
-    x = logits if logits.dtype in chain.WORK_DTYPES else logits.float()
+    x = chain.in_work_dtype(logits)
     k = min(CANDIDATES, x.shape[-1])
     cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], k) else None
     m_raw = cmax.amax(dim=-1) if cmax is not None else x.amax(dim=-1)
@@ -136,11 +131,10 @@ def search(
 ) -> tuple[torch.Tensor, ...]:
     """Top-p's bracket search on the rows ``need`` marks (see :mod:`~sample_smart.processors.top_p`):
     ``(tau, bad, lo, hi)``, ``bad`` the rows that still need the exact bisection."""
-    x = logits if logits.dtype in chain.WORK_DTYPES else logits.float()
-    xt = _tempered(x, temperature, shift)
+    xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
     e = (xt - m.unsqueeze(-1)).exp()
-    offsets = torch.tensor(top_p.PROBE_OFFSETS, device=x.device)
-    steps = torch.tensor(top_p.FINE_STEPS, device=x.device, dtype=xt.dtype)  # descending
+    offsets = torch.tensor(top_p.PROBE_OFFSETS, device=xt.device)
+    steps = torch.tensor(top_p.FINE_STEPS, device=xt.device, dtype=xt.dtype)  # descending
     found, exact, lo, hi = top_p._search(xt, m, e, s, p, v_last, offsets, steps)
     bad = need & ~exact  # their tau comes from the bisection, after this program
     rule_tau = torch.where(need & ~bad, found, torch.full_like(found, float("-inf")))
@@ -151,8 +145,7 @@ def write(logits: torch.Tensor, tau: torch.Tensor, temperature: torch.Tensor, sh
     """The kept set of every row: ``x = (logits - shift) / T`` where ``x >= tau``, else ``-inf``,
     in the input dtype (half precision: see :func:`~sample_smart.processors.chain.tempered_half_output`)."""
     dtype = logits.dtype
-    x = logits if dtype in chain.WORK_DTYPES else logits.float()
-    xt = _tempered(x, temperature, shift)
+    xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
     t = tau.unsqueeze(-1)
     if dtype not in chain.WORK_DTYPES:
         drop = xt < t.clamp(min=torch.finfo(xt.dtype).min)
@@ -208,8 +201,7 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: 
         p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
         tau, bad, lo, hi = _call("search", search, sig, logits, temperature, shift, m, s, p, v_last, need, tau)
         if logits.device.type != "cpu" or bool(bad.any()):  # adversarial rows: exact bisection, eager
-            x = logits if logits.dtype in chain.WORK_DTYPES else logits.float()
-            xt = _tempered(x, temperature, shift)
+            xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
             e = (xt - m.unsqueeze(-1)).exp()
             exact = top_p._bisect_rows(xt, e, p * s, lo, hi, bad, tau)
             tau = torch.where(bad, torch.maximum(tau, torch.minimum(exact, m)), tau)
@@ -224,9 +216,8 @@ def _large_k(logits, state, tau, temperature, shift, m, p_max) -> torch.Tensor:
     rows, sub, index = state.derived("large_k", _large_k_rows)
     if not rows:
         return tau
-    x = logits.index_select(0, index)
-    x = x if x.dtype in chain.WORK_DTYPES else x.float()
     m_sub = m.index_select(0, index)
+    x = chain.in_work_dtype(logits.index_select(0, index))
     xt = _tempered(x, temperature.index_select(0, index), shift.index_select(0, index))
     stats = Stats(
         xt, m_sub, None, p_max.index_select(0, index), None, None, None, largest_values(xt, sub.candidates), None
@@ -271,7 +262,7 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     """The batch through its plan's compiled programs, or None when they were not prepared for this
     signature, no plan covers the batch, or a program would have to compile (the caller then runs
     the eager chain). Never compiles: the programs run under ``fail_on_recompile``."""
-    plan = plan_for(state)
+    plan = Plan(state.any_edt)
     if not logits.is_contiguous() or not prepared(logits, inplace):
         return None
     try:
@@ -337,9 +328,9 @@ def prepare(
             ]
             state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
             x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
-            _run_compiled(x, state, plan_for(state), sig.inplace)
+            _run_compiled(x, state, Plan(state.any_edt), sig.inplace)
             if not sig.inplace:  # the one-row path writes its pair in place
-                _run_compiled(x, state, plan_for(state), True)
+                _run_compiled(x, state, Plan(state.any_edt), True)
         _prepared.add(sig)
     return time.perf_counter() - started
 
