@@ -9,26 +9,31 @@ threshold is ``-inf`` (or ``<= m``): a no-op. Temperature is always applied (``T
 bit for bit). Only what is expensive *and* data-dependent is switched:
 
 - ``edt``: entropy-dependent temperature needs the untempered row's entropy, one more pass;
-- the rows' largest logits are selected once, ``CANDIDATES`` of them (top-k, dynamic top-k and
-  top-p read them); a row whose ``top_k`` or ``dynamic_top_k`` asks for more gets ``-inf`` from
-  the program and its exact threshold from an eager selection of ``state.candidates`` logits
-  after it (only batches holding such a row pay it);
+- the candidates: the threshold program also returns the rows' chunk maxima; a batch whose rules
+  read the largest logits (top-k, dynamic top-k, top-p) selects ``min(state.candidates,
+  CANDIDATES)`` of them from those maxima after the program (two small ``topk``: aten calls
+  compiled or not) and applies just those rules; a row whose ``top_k`` or ``dynamic_top_k`` asks
+  for more gets its exact threshold from an eager selection on that row alone;
+- top-n-sigma's std (one more pass, in float64): a program of its own (:func:`sigma`), run only
+  when some row asks for it;
 - top-p's search for rows whose nucleus is larger than its candidates: a separate program
   (:func:`search`) that runs only when some row needs it (a CPU flag; on CUDA it always runs,
-  selected by ``where``: no host sync), so the other programs hold no ``torch.cond`` and every
-  program is cacheable on disk by inductor. The exact bisection that finishes adversarial rows
-  (never seen on language-model rows) runs eager.
+  selected by ``where``: no host sync), so no program holds a ``torch.cond`` and every program
+  is cacheable on disk by inductor. The exact bisection that finishes adversarial rows (never
+  seen on language-model rows) runs eager.
 
-A call is three steps, each a compiled region: :func:`thresholds` (temperature, every statistic,
-every rule's threshold, combined: one ``tau`` per row), :func:`search` (top-p rows only),
-:func:`write` (``x >= tau`` kept, the rest ``-inf``; in place or not). The temperature is recomputed
-in :func:`write` with the same float operations, so ``x`` is never stored between the steps.
+Which of these a batch needs is host data of its :class:`BatchState` (the rules it uses, how many
+candidates), so choosing never reads the device. A call is: :func:`thresholds` (temperature, the
+one exp pass, every rule that needs nothing else, combined: one ``tau`` per row), the candidate
+rules, :func:`sigma`, :func:`search` (each only when needed), :func:`write` (``x >= tau`` kept,
+the rest ``-inf``; in place or not). The temperature is recomputed in each program with the same
+float operations, so the tempered row is never stored between the steps.
 
-So two threshold programs (EDT off, on), one search and one write program per (vocabulary,
-dtype, device, in place) exist, all compiled by :func:`prepare` before the first request; after
-that :func:`run` never compiles (a call whose signature was not prepared runs the eager chain).
-A batch of one row is run as two identical rows (dynamo would specialise size 1 into another
-compile). The kept sets equal the eager chain's (tests/processors/test_plans.py).
+So two threshold programs (EDT off, on), one sigma, one search and one write program per
+(vocabulary, dtype, device, in place, grad mode) exist, all compiled by :func:`prepare` before the
+first request; after that :func:`run` never compiles (a call whose signature was not prepared runs
+the eager chain). A batch of one row is run as two identical rows (dynamo would specialise size 1
+into another compile). The kept sets equal the eager chain's (tests/processors/test_plans.py).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from sample_smart.processors import chain, top_p
-from sample_smart.processors.rules import RULES, Stats
+from sample_smart.processors.rules import RULES, RULES_BY_NAME, Stats
 from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
 from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import finite_std, row_stats
@@ -52,6 +57,12 @@ CANDIDATES = top_p.CANDIDATES  # largest logits selected per row inside the prog
 ALL_RULES = tuple(r.name for r in RULES)
 # rules whose row parameter says how many of the largest logits they read (top-k, dynamic top-k)
 K_RULES = tuple(r for r in RULES if r.candidates is not None and r.name != "top_p")
+# where each rule's threshold is computed: the threshold program (the statistics of one exp pass),
+# after it from the selected candidates (eager, only the rules a batch uses), or top-n-sigma's
+# own program (its std is one more pass, paid only by batches that ask for it)
+SIGMA_RULE = RULES_BY_NAME["top_n_sigma"]
+VALUE_RULES = tuple(r for r in RULES if "values" in r.needs)
+IN_PROGRAM = tuple(r for r in RULES if r not in VALUE_RULES and r is not SIGMA_RULE)
 logger = logging.getLogger(__name__)
 
 
@@ -82,16 +93,16 @@ def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor | 
 
 
 def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[torch.Tensor, ...]:
-    """Every rule's threshold, combined: ``(tau, temperature, shift, need, m, s, v_last, p_max)``.
+    """Every threshold that needs no candidates and no std, combined:
+    ``(tau, temperature, shift, m, s, p_max, cmax)``.
 
     ``tau`` [B] keeps ``x >= tau`` of the tempered row ``x = (logits - shift) / temperature``;
-    ``need`` marks the top-p rows whose nucleus is larger than the candidates (their tau is not
-    final until :func:`search`); ``m``, ``s``, ``v_last``: the tempered max, ``sum exp(x - m)`` and
-    the smallest candidate, for the search."""
+    ``m``, ``s``: the tempered max and ``sum exp(x - m)``; ``cmax``: the chunk maxima of the raw
+    row (or its max, ``[B, 1]``, for a vocabulary too small for chunks), from which the
+    candidates are selected after the program (:func:`_candidate_rules`)."""
     x = chain.in_work_dtype(logits)
-    k = min(CANDIDATES, x.shape[-1])
-    cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], k) else None
-    m_raw = cmax.amax(dim=-1) if cmax is not None else x.amax(dim=-1)
+    cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], 1) else x.amax(dim=-1, keepdim=True)
+    m_raw = cmax.amax(dim=-1)
     temperature, shift = state.temperature, None
     if plan.edt:
         raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
@@ -100,22 +111,29 @@ def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[tor
     xt = _tempered(x, temperature, shift)  # read by reductions only, so never stored
     m = _tempered(m_raw.unsqueeze(-1), temperature, shift).squeeze(-1)
     base = row_stats(xt, need_z=True, need_entropy=True, m=m)
-    # the largest tempered logits are the tempered largest logits (a non-decreasing map, the same
-    # float ops): selected on the raw row, so the tempered row is never written out for a gather
-    values = _tempered(largest_values(x, k, cmax), temperature, shift)
     p_max = (m - base.z).exp()
-    stats = Stats(xt, m, base.z, p_max, base.entropy, None, base.s, values, finite_std(xt, m))
+    stats = Stats(xt, m, base.z, p_max, base.entropy, None, base.s, None, None)
     tau = torch.full_like(m, float("-inf"))
-    need = torch.zeros_like(m, dtype=torch.bool)
-    for rule in RULES:
-        if rule.name == "top_p":  # its first stage here; the search is a program of its own
-            t, need = top_p.candidate_tau(values, m, base.s, state.params["top_p"], complete=k >= x.shape[-1])
-        else:
-            t = rule.tau(stats, state.params)
-        tau = torch.maximum(tau, t)
+    for rule in IN_PROGRAM:
+        tau = torch.maximum(tau, rule.tau(stats, state.params))
     tau = torch.minimum(tau, m)  # the argmax always survives
     shift = torch.zeros_like(m) if shift is None else shift
-    return tau, temperature, shift, need, m, base.s, values[:, -1], p_max
+    return tau, temperature, shift, m, base.s, p_max, cmax
+
+
+def sigma(
+    logits: torch.Tensor,
+    params: dict,
+    temperature: torch.Tensor,
+    shift: torch.Tensor,
+    m: torch.Tensor,
+    tau: torch.Tensor,
+) -> torch.Tensor:
+    """``tau`` with top-n-sigma's threshold: the std of the finite tempered logits is one more pass
+    (float64 sums), so it is a program of its own that runs only when some row asks for it."""
+    xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
+    stats = Stats(xt, m, None, None, None, None, None, None, finite_std(xt, m))
+    return torch.maximum(tau, torch.minimum(SIGMA_RULE.tau(stats, params), m))
 
 
 def search(
@@ -181,8 +199,8 @@ def _call(name: str, fn: Callable, key: tuple, *args):
     for a in args:
         if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == args[0].shape[0]:
             torch._dynamo.maybe_mark_dynamic(a, 0)
-        elif isinstance(a, BatchState):
-            for t in a.tensors():
+        elif isinstance(a, (BatchState, dict)):
+            for t in a.tensors() if isinstance(a, BatchState) else a.values():
                 torch._dynamo.maybe_mark_dynamic(t, 0)
     return _region(name, fn, key)(*args)
 
@@ -194,20 +212,56 @@ def _universal(state: BatchState) -> BatchState:
 
 def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: bool) -> torch.Tensor:
     sig = (logits.shape[-1], logits.dtype, logits.device.type)
-    tau, temperature, shift, need, m, s, v_last, p_max = _call(
-        "thresholds", thresholds, sig + plan, logits, _universal(state), plan
-    )
-    if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
-        p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
-        tau, bad, lo, hi = _call("search", search, sig, logits, temperature, shift, m, s, p, v_last, need, tau)
-        if logits.device.type != "cpu" or bool(bad.any()):  # adversarial rows: exact bisection, eager
-            xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
-            e = (xt - m.unsqueeze(-1)).exp()
-            exact = top_p._bisect_rows(xt, e, p * s, lo, hi, bad, tau)
-            tau = torch.where(bad, torch.maximum(tau, torch.minimum(exact, m)), tau)
-    if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than the programs selected
-        tau = _large_k(logits, state, tau, temperature, shift, m, p_max)
+    universal = _universal(state)
+    tau, temperature, shift, m, s, p_max, cmax = _call("thresholds", thresholds, sig + plan, logits, universal, plan)
+    if state.candidates:
+        tau, need, v_last = _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max)
+        if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
+            tau = _top_p_search(logits, state, temperature, shift, m, s, v_last, need, tau)
+        if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than was selected
+            tau = _large_k(logits, state, tau, temperature, shift, m, p_max)
+    if state.uses(SIGMA_RULE.name):
+        params = {p.name: state.params[p.name] for p in SIGMA_RULE.params}
+        tau = _call("sigma", sigma, sig, logits, params, temperature, shift, m, tau)
     return _call("write", write, sig + (inplace,), logits, tau, temperature, shift, inplace)
+
+
+def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
+    """Eager, after the threshold program: select the ``min(state.candidates, CANDIDATES)`` largest
+    logits of every row (two-level, from the program's chunk maxima: two small ``topk``, which
+    inductor would run as the same aten calls), temper them, and apply the rules the batch uses
+    that read them (top-k, dynamic top-k, top-p's first stage). ``(tau, need, v_last)``: ``need``
+    marks the top-p rows whose nucleus is larger than the candidates, ``v_last`` the smallest
+    candidate (both for the search). A batch whose rules read no candidates skips this step."""
+    vocab = logits.shape[-1]
+    k = min(state.candidates, CANDIDATES, vocab)
+    values = _tempered(largest_values(logits, k, cmax).to(temperature.dtype), temperature, shift)
+    stats = Stats(None, m, None, p_max, None, None, s, values, None)
+    t = torch.full_like(m, float("-inf"))
+    need = torch.zeros_like(m, dtype=torch.bool)
+    for rule in VALUE_RULES:
+        if not state.uses(rule.name):
+            continue
+        if rule.name == "top_p":  # its first stage; the search runs after, for the rows in need
+            rule_tau, need = top_p.candidate_tau(values, m, s, state.params["top_p"], complete=k >= vocab)
+        else:
+            rule_tau = rule.tau(stats, state.params)
+        t = torch.maximum(t, rule_tau)
+    return torch.maximum(tau, torch.minimum(t, m)), need, values[:, -1]
+
+
+def _top_p_search(logits, state, temperature, shift, m, s, v_last, need, tau) -> torch.Tensor:
+    """The search program on the top-p rows ``need`` marks, then the exact bisection (eager) of the
+    adversarial rows it could not settle."""
+    sig = (logits.shape[-1], logits.dtype, logits.device.type)
+    p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
+    tau, bad, lo, hi = _call("search", search, sig, logits, temperature, shift, m, s, p, v_last, need, tau)
+    if logits.device.type != "cpu" or bool(bad.any()):  # adversarial rows: exact bisection, eager
+        xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
+        e = (xt - m.unsqueeze(-1)).exp()
+        exact = top_p._bisect_rows(xt, e, p * s, lo, hi, bad, tau)
+        tau = torch.where(bad, torch.maximum(tau, torch.minimum(exact, m)), tau)
+    return tau
 
 
 def _large_k(logits, state, tau, temperature, shift, m, p_max) -> torch.Tensor:
@@ -243,7 +297,7 @@ def compiled_programs() -> int:
     of their code): constant after :func:`prepare`, whatever requests bring."""
     from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    return sum(len(_debug_get_cache_entry_list(fn.__code__)) for fn in (thresholds, search, write))
+    return sum(len(_debug_get_cache_entry_list(fn.__code__)) for fn in (thresholds, sigma, search, write))
 
 
 def prepared(logits: torch.Tensor, inplace: bool) -> bool:
@@ -324,7 +378,7 @@ def prepare(
             cfgs = [
                 DecodeConfig(top_k=50, top_p=0.5, edt_var=(0.8, 1.0, 1.0) if edt else None),
                 DecodeConfig(top_p=0.99),
-                DecodeConfig(),
+                DecodeConfig(top_n_sigma=1.0),
             ]
             state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
             x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
