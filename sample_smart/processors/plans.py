@@ -38,6 +38,7 @@ into another compile). The kept sets equal the eager chain's (tests/processors/t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from typing import Callable, NamedTuple
@@ -67,9 +68,16 @@ logger = logging.getLogger(__name__)
 
 
 class Plan(NamedTuple):
-    """Which fixed threshold program a batch takes: EDT on or off."""
+    """Which fixed threshold program a batch takes: EDT on or off, and whether some row uses top-p
+    (the program then also returns the tempered rows and their ``exp(x - m)`` for the search: its
+    passes read them instead of computing them again)."""
 
     edt: bool
+    top_p: bool
+
+    @classmethod
+    def of(cls, state: BatchState) -> "Plan":
+        return cls(state.any_edt, state.uses("top_p"))
 
 
 class Signature(NamedTuple):
@@ -94,7 +102,8 @@ def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor | 
 
 def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[torch.Tensor, ...]:
     """Every threshold that needs no candidates and no std, combined:
-    ``(tau, temperature, shift, m, s, p_max, cmax)``.
+    ``(tau, temperature, shift, m, s, p_max, cmax, rows)``, ``rows = (x, exp(x - m))`` for a
+    ``plan.top_p`` (else None).
 
     ``tau`` [B] keeps ``x >= tau`` of the tempered row ``x = (logits - shift) / temperature``;
     ``m``, ``s``: the tempered max and ``sum exp(x - m)``; ``cmax``: the chunk maxima of the raw
@@ -110,7 +119,7 @@ def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[tor
         shift = torch.where(state.edt, m_raw, torch.zeros_like(m_raw))
     xt = _tempered(x, temperature, shift)  # read by reductions only, so never stored
     m = _tempered(m_raw.unsqueeze(-1), temperature, shift).squeeze(-1)
-    base = row_stats(xt, need_z=True, need_entropy=True, m=m)
+    base = row_stats(xt, need_z=True, need_entropy=True, m=m, keep_exp=plan.top_p)
     p_max = (m - base.z).exp()
     stats = Stats(xt, m, base.z, p_max, base.entropy, None, base.s, None, None)
     tau = torch.full_like(m, float("-inf"))
@@ -118,7 +127,7 @@ def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[tor
         tau = torch.maximum(tau, rule.tau(stats, state.params))
     tau = torch.minimum(tau, m)  # the argmax always survives
     shift = torch.zeros_like(m) if shift is None else shift
-    return tau, temperature, shift, m, base.s, p_max, cmax
+    return tau, temperature, shift, m, base.s, p_max, cmax, (xt, base.e) if plan.top_p else None
 
 
 def sigma(
@@ -137,9 +146,7 @@ def sigma(
 
 
 def search(
-    logits: torch.Tensor,
-    temperature: torch.Tensor,
-    shift: torch.Tensor,
+    rows: tuple[torch.Tensor, torch.Tensor],
     m: torch.Tensor,
     s: torch.Tensor,
     p: torch.Tensor,
@@ -149,8 +156,7 @@ def search(
 ) -> tuple[torch.Tensor, ...]:
     """Top-p's bracket search on the rows ``need`` marks (see :mod:`~sample_smart.processors.top_p`):
     ``(tau, bad, lo, hi)``, ``bad`` the rows that still need the exact bisection."""
-    xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
-    e = (xt - m.unsqueeze(-1)).exp()
+    xt, e = rows  # the tempered rows and exp(x - m), from the threshold program
     offsets = torch.tensor(top_p.PROBE_OFFSETS, device=xt.device)
     steps = torch.tensor(top_p.FINE_STEPS, device=xt.device, dtype=xt.dtype)  # descending
     found, exact, lo, hi = top_p._search(xt, m, e, s, p, v_last, offsets, steps)
@@ -194,13 +200,20 @@ def _region(name: str, fn: Callable, key: tuple) -> Callable:
 
 
 def _call(name: str, fn: Callable, key: tuple, *args):
-    """``fn(*args)`` through its compiled region; every batch-sized tensor argument has a dynamic
-    batch dimension, so no batch size (but 1) compiles again."""
+    """``fn(*args)`` through its compiled region; every batch-sized tensor argument (also inside a
+    tuple, a dict or the state) has a dynamic batch dimension, so no batch size (but 1) compiles
+    again. The first argument holds a batch-sized tensor."""
+    first = args[0][0] if isinstance(args[0], tuple) else args[0]
+    batch = first.shape[0]
     for a in args:
-        if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == args[0].shape[0]:
-            torch._dynamo.maybe_mark_dynamic(a, 0)
-        elif isinstance(a, (BatchState, dict)):
-            for t in a.tensors() if isinstance(a, BatchState) else a.values():
+        if isinstance(a, BatchState):
+            tensors = a.tensors()
+        elif isinstance(a, dict):
+            tensors = a.values()
+        else:
+            tensors = a if isinstance(a, tuple) else (a,)
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == batch:
                 torch._dynamo.maybe_mark_dynamic(t, 0)
     return _region(name, fn, key)(*args)
 
@@ -213,11 +226,13 @@ def _universal(state: BatchState) -> BatchState:
 def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: bool) -> torch.Tensor:
     sig = (logits.shape[-1], logits.dtype, logits.device.type)
     universal = _universal(state)
-    tau, temperature, shift, m, s, p_max, cmax = _call("thresholds", thresholds, sig + plan, logits, universal, plan)
+    tau, temperature, shift, m, s, p_max, cmax, rows = _call(
+        "thresholds", thresholds, sig + plan, logits, universal, plan
+    )
     if state.candidates:
         tau, need, v_last = _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max)
         if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
-            tau = _top_p_search(logits, state, temperature, shift, m, s, v_last, need, tau)
+            tau = _top_p_search(sig, rows, state, m, s, v_last, need, tau)
         if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than was selected
             tau = _large_k(logits, state, tau, temperature, shift, m, p_max)
     if state.uses(SIGMA_RULE.name):
@@ -250,16 +265,13 @@ def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) 
     return torch.maximum(tau, torch.minimum(t, m)), need, values[:, -1]
 
 
-def _top_p_search(logits, state, temperature, shift, m, s, v_last, need, tau) -> torch.Tensor:
+def _top_p_search(sig, rows, state, m, s, v_last, need, tau) -> torch.Tensor:
     """The search program on the top-p rows ``need`` marks, then the exact bisection (eager) of the
     adversarial rows it could not settle."""
-    sig = (logits.shape[-1], logits.dtype, logits.device.type)
     p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
-    tau, bad, lo, hi = _call("search", search, sig, logits, temperature, shift, m, s, p, v_last, need, tau)
-    if logits.device.type != "cpu" or bool(bad.any()):  # adversarial rows: exact bisection, eager
-        xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
-        e = (xt - m.unsqueeze(-1)).exp()
-        exact = top_p._bisect_rows(xt, e, p * s, lo, hi, bad, tau)
+    tau, bad, lo, hi = _call("search", search, sig, rows, m, s, p, v_last, need, tau)
+    if m.device.type != "cpu" or bool(bad.any()):  # adversarial rows: exact bisection, eager
+        exact = top_p._bisect_rows(*rows, p * s, lo, hi, bad, tau)
         tau = torch.where(bad, torch.maximum(tau, torch.minimum(exact, m)), tau)
     return tau
 
@@ -316,7 +328,7 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     """The batch through its plan's compiled programs, or None when they were not prepared for this
     signature, no plan covers the batch, or a program would have to compile (the caller then runs
     the eager chain). Never compiles: the programs run under ``fail_on_recompile``."""
-    plan = Plan(state.any_edt)
+    plan = Plan.of(state)
     if not logits.is_contiguous() or not prepared(logits, inplace):
         return None
     try:
@@ -373,18 +385,18 @@ def prepare(
         if sig in _prepared:
             return 0.0
         g = torch.Generator().manual_seed(0)
-        for edt in (False, True):
+        for edt, uses_top_p in itertools.product((False, True), repeat=2):
             # flat rows whose nucleus exceeds the candidates, so the search program compiles too
             cfgs = [
-                DecodeConfig(top_k=50, top_p=0.5, edt_var=(0.8, 1.0, 1.0) if edt else None),
-                DecodeConfig(top_p=0.99),
+                DecodeConfig(top_k=50, top_p=0.5 if uses_top_p else None, edt_var=(0.8, 1.0, 1.0) if edt else None),
+                DecodeConfig(top_p=0.99 if uses_top_p else None),
                 DecodeConfig(top_n_sigma=1.0),
             ]
             state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
             x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
-            _run_compiled(x, state, Plan(state.any_edt), sig.inplace)
+            _run_compiled(x, state, Plan.of(state), sig.inplace)
             if not sig.inplace:  # the one-row path writes its pair in place
-                _run_compiled(x, state, Plan(state.any_edt), True)
+                _run_compiled(x, state, Plan.of(state), True)
         _prepared.add(sig)
     return time.perf_counter() - started
 

@@ -82,9 +82,24 @@ def _masses(x: torch.Tensor, e: torch.Tensor, probes: torch.Tensor) -> torch.Ten
         return torch.stack(
             [torch.ge(x, probes[:, j : j + 1], out=keep).mul_(e).sum(dim=-1) for j in range(probes.shape[-1])], dim=-1
         )
-    return torch.stack(
-        [torch.where(x >= probes[:, j : j + 1], e, 0.0).sum(dim=-1) for j in range(probes.shape[-1])], dim=-1
-    )
+    width = sum_chunk(x.shape[-1]) if x.dim() == 2 else None
+    if width is not None:  # compiled: sums of at most 4096 terms, then of the chunks (see sum_chunk)
+        x, e, probes = x.unflatten(-1, (-1, width)), e.unflatten(-1, (-1, width)), probes.unsqueeze(-1)
+    sums = [torch.where(x >= probes[:, j : j + 1], e, 0.0).sum(dim=-1) for j in range(probes.shape[1])]
+    return torch.stack([t.sum(dim=-1) for t in sums] if width is not None else sums, dim=-1)
+
+
+def sum_chunk(vocab: int) -> int | None:
+    """The width of the chunks in which compiled code sums a row of ``vocab`` masses: the largest
+    divisor of ``vocab`` in [512, 4096] (None: sum the row at once). Inductor's CPU code sums a
+    float32 reduction of more than 4096 terms with a cascade helper per accumulator, which costs
+    several times a plain vector add when a pass holds many sums (the probes); chunk sums of at
+    most 4096 terms are plain (each lane adds at most 256 terms), and their sum is a second small
+    reduction. Measured in benchmarks/README.md."""
+    for width in range(min(vocab, 4096), 511, -1):
+        if vocab % width == 0:
+            return width
+    return None
 
 
 def _narrow(
