@@ -202,7 +202,9 @@ def _region(name: str, fn: Callable, key: tuple) -> Callable:
 def _call(name: str, fn: Callable, key: tuple, *args):
     """``fn(*args)`` through its compiled region; every batch-sized tensor argument (also inside a
     tuple, a dict or the state) has a dynamic batch dimension, so no batch size (but 1) compiles
-    again. The first argument holds a batch-sized tensor."""
+    again, and static other dimensions: a process that prepares a second vocabulary gets programs
+    specialised on it, not one generic (slower) program for both. The first argument holds a
+    batch-sized tensor."""
     first = args[0][0] if isinstance(args[0], tuple) else args[0]
     batch = first.shape[0]
     for a in args:
@@ -215,6 +217,8 @@ def _call(name: str, fn: Callable, key: tuple, *args):
         for t in tensors:
             if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == batch:
                 torch._dynamo.maybe_mark_dynamic(t, 0)
+                for dim in range(1, t.dim()):  # the vocabulary: never made dynamic by a second one
+                    torch._dynamo.mark_static(t, dim)
     return _region(name, fn, key)(*args)
 
 

@@ -181,3 +181,23 @@ def test_process_uses_the_prepared_programs(prepared, monkeypatch):
     x = _batch([{}, {}], 3)
     out = process(x, DecodeConfig(min_p=0.1, top_k=40))
     assert calls == [x.shape] and (torch.isfinite(out).sum(-1) <= 40).all()
+
+
+def test_half_precision_and_a_vocabulary_off_the_chunk_grid():
+    """bfloat16 logits and a vocabulary that is no multiple of the chunk width and too small for
+    two-level selection of all the candidates (top-p's 128 come from one topk, top-k 50's from the
+    chunk maxima, with the partial last chunk): the same kept sets and values as the eager chain."""
+    vocab = 20007
+    assert prepare(vocab, torch.bfloat16, "cpu", inplace=False) is not None
+    cfgs = MIXED + [{"top_p": 0.9}, {"top_k": 50, "top_n_sigma": 1.0}, {"top_k": 300}, {"dynamic_top_k": [3] * 10}]
+    x = make_logits("peaked", len(cfgs), vocab, 3).to(torch.bfloat16)
+    state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=vocab)
+    try:
+        before = _graphs()
+        got = plans.run(x, state, False)
+        assert got is not None and _graphs() == before and got.dtype == torch.bfloat16
+        want = chain.run(x.clone(), state, False)
+        assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+        assert torch.equal(got[torch.isfinite(want)], want[torch.isfinite(want)])
+    finally:
+        plans.forget(vocab)
