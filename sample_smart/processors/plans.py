@@ -240,9 +240,28 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: 
         if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than was selected
             tau = _large_k(logits, state, tau, temperature, shift, m, p_max)
     if state.uses(SIGMA_RULE.name):
-        params = {p.name: state.params[p.name] for p in SIGMA_RULE.params}
-        tau = _call("sigma", sigma, sig, logits, params, temperature, shift, m, tau)
+        tau = _top_n_sigma(sig, logits, state, temperature, shift, m, tau)
     return _call("write", write, sig + (inplace,), logits, tau, temperature, shift, inplace)
+
+
+def _top_n_sigma(sig, logits, state, temperature, shift, m, tau) -> torch.Tensor:
+    """The sigma program on the rows that use top-n-sigma: on CPU those rows only (read once per
+    state from its CPU tensor), on a device the whole batch (choosing would be a host sync)."""
+    params = {p.name: state.params[p.name] for p in SIGMA_RULE.params}
+    index = state.derived("sigma_rows", _sigma_rows) if logits.device.type == "cpu" else None
+    if index is None:
+        return _call("sigma", sigma, sig, logits, params, temperature, shift, m, tau)
+    pick = index if index.numel() > 1 else index.repeat(2)  # dynamo specialises a batch of 1
+    sub = [t.index_select(0, pick) for t in (logits, temperature, shift, m, tau)]
+    found = _call("sigma", sigma, sig, sub[0], {k: v.index_select(0, pick) for k, v in params.items()}, *sub[1:])
+    return tau.index_copy(0, index, found[: index.numel()])
+
+
+def _sigma_rows(state: BatchState) -> torch.Tensor | None:
+    """The rows of a CPU state that use top-n-sigma, or None when all of them do."""
+    on = SIGMA_RULE.params[0]
+    index = (state.params[on.name] != on.neutral).nonzero().squeeze(1)
+    return None if index.numel() == state.batch_size else index
 
 
 def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
@@ -266,13 +285,26 @@ def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) 
         else:
             rule_tau = rule.tau(stats, state.params)
         t = torch.maximum(t, rule_tau)
-    return torch.maximum(tau, torch.minimum(t, m)), need, values[:, -1]
+    v_last = values[:, -1].contiguous()  # an input of the search program: contiguous, as prepared
+    return torch.maximum(tau, torch.minimum(t, m)), need, v_last
 
 
 def _top_p_search(sig, rows, state, m, s, v_last, need, tau) -> torch.Tensor:
     """The search program on the top-p rows ``need`` marks, then the exact bisection (eager) of the
-    adversarial rows it could not settle."""
+    adversarial rows it could not settle. On CPU (where reading ``need`` waits for nothing) only
+    those rows go through the search: in a mixed batch they are a few of its rows."""
     p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
+    if m.device.type == "cpu":
+        index = need.nonzero().squeeze(1)
+        if index.numel() < need.shape[0]:
+            pick = index if index.numel() > 1 else index.repeat(2)  # dynamo specialises a batch of 1
+            sub = [t.index_select(0, pick) for t in (m, s, p, v_last, need, tau)]
+            found = _search_rows(sig, tuple(r.index_select(0, pick) for r in rows), *sub)
+            return tau.index_copy(0, index, found[: index.numel()])
+    return _search_rows(sig, rows, m, s, p, v_last, need, tau)
+
+
+def _search_rows(sig, rows, m, s, p, v_last, need, tau) -> torch.Tensor:
     tau, bad, lo, hi = _call("search", search, sig, rows, m, s, p, v_last, need, tau)
     if m.device.type != "cpu" or bool(bad.any()):  # adversarial rows: exact bisection, eager
         exact = top_p._bisect_rows(*rows, p * s, lo, hi, bad, tau)
