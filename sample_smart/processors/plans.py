@@ -270,10 +270,31 @@ def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) 
     inductor would run as the same aten calls), temper them, and apply the rules the batch uses
     that read them (top-k, dynamic top-k, top-p's first stage). ``(tau, need, v_last)``: ``need``
     marks the top-p rows whose nucleus is larger than the candidates, ``v_last`` the smallest
-    candidate (both for the search). A batch whose rules read no candidates skips this step."""
+    candidate (both for the search). A batch whose rules read no candidates skips this step; in a
+    batch where only some rows do (host data), only those rows are selected from."""
+    sub, index = state.derived("candidate_rows", _candidate_rows)
+    if index is None:
+        return _candidate_taus(logits, state, cmax, tau, temperature, shift, m, s, p_max, None)
+    picked = [t.index_select(0, index) for t in (cmax, tau, temperature, shift, m, s, p_max)]
+    t_sub, need_sub, v_sub = _candidate_taus(logits, sub, *picked, index)
+    need = torch.zeros_like(m, dtype=torch.bool).index_copy(0, index, need_sub)
+    return tau.index_copy(0, index, t_sub), need, m.index_copy(0, index, v_sub)  # v_last: only read where need
+
+
+def _candidate_rows(state: BatchState) -> tuple:
+    """``(state of the rows that read candidates, their index)``, or ``(state, None)`` if all do."""
+    rows = [i for i, k in enumerate(state.row_candidates) if k > 0]
+    if not state.row_candidates or len(rows) == state.batch_size:
+        return state, None
+    return state.select(rows), torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
+
+
+def _candidate_taus(logits, state, cmax, tau, temperature, shift, m, s, p_max, rows) -> tuple[torch.Tensor, ...]:
+    """The candidate rules of :func:`_candidate_rules` on ``rows`` of ``logits`` (None: all); every
+    other argument holds those rows only."""
     vocab = logits.shape[-1]
     k = min(state.candidates, CANDIDATES, vocab)
-    values = _tempered(largest_values(logits, k, cmax).to(temperature.dtype), temperature, shift)
+    values = _tempered(largest_values(logits, k, cmax, rows).to(temperature.dtype), temperature, shift)
     stats = Stats(None, m, None, p_max, None, None, s, values, None)
     t = torch.full_like(m, float("-inf"))
     need = torch.zeros_like(m, dtype=torch.bool)

@@ -40,20 +40,30 @@ def chunk_maxima(x: torch.Tensor) -> torch.Tensor:
     return cmax
 
 
-def largest_values(x: torch.Tensor, k: int, cmax: torch.Tensor | None = None) -> torch.Tensor:
+def largest_values(
+    x: torch.Tensor, k: int, cmax: torch.Tensor | None = None, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """The ``k`` largest values of each row of ``x`` [B, V], sorted descending ([B, k]).
 
-    ``cmax``: :func:`chunk_maxima` of ``x``, when already known."""
-    batch, vocab = x.shape
+    ``cmax``: :func:`chunk_maxima` of ``x``, when already known. ``rows``: select from these rows
+    of ``x`` only (int64 [R]; the result is [R, k] and ``cmax``, if given, holds those R rows), so
+    a batch where few rows read candidates gathers from those rows and never copies them."""
+    vocab = x.shape[-1]
     k = max(1, min(k, vocab))
     if not uses_chunks(vocab, k):
-        return torch.topk(x, k, dim=-1, sorted=True).values
+        return torch.topk(x if rows is None else x.index_select(0, rows), k, dim=-1, sorted=True).values
     n_full = vocab // CHUNK
     if cmax is None:
-        cmax = chunk_maxima(x)
-    main = x[:, : n_full * CHUNK].reshape(batch, n_full, CHUNK)
-    top_chunks = torch.topk(cmax[:, :n_full], k, dim=-1, sorted=False).indices  # [B, k]
-    cand = main.gather(1, top_chunks.unsqueeze(-1).expand(batch, k, CHUNK)).reshape(batch, k * CHUNK)
+        cmax = chunk_maxima(x if rows is None else x.index_select(0, rows))
+    main = x[:, : n_full * CHUNK].reshape(x.shape[0], n_full, CHUNK)
+    top_chunks = torch.topk(cmax[:, :n_full], k, dim=-1, sorted=False).indices  # [R, k]
+    batch = top_chunks.shape[0]
+    if rows is None:
+        cand = main.gather(1, top_chunks.unsqueeze(-1).expand(batch, k, CHUNK))
+    else:
+        cand = main[rows.unsqueeze(-1), top_chunks]  # [R, k, CHUNK]: only the chosen chunks are read
+    cand = cand.reshape(batch, k * CHUNK)
     if n_full * CHUNK < vocab:  # the partial last chunk always joins the candidates
-        cand = torch.cat([cand, x[:, n_full * CHUNK :]], dim=-1)
+        tail = x[:, n_full * CHUNK :]
+        cand = torch.cat([cand, tail if rows is None else tail.index_select(0, rows)], dim=-1)
     return torch.topk(cand, k, dim=-1, sorted=True).values
