@@ -36,8 +36,12 @@ def test_largest_values_equals_topk(batch, chunks, tail, k, ties, masked, seed):
     if masked:  # -inf padding, as a vocabulary padded to a multiple of 64 has
         x[:, vocab // 2 :] = float("-inf")
     got = largest_values(x, k)
-    assert torch.equal(got, torch.topk(x, min(k, vocab), dim=-1).values)
+    want = torch.topk(x, min(k, vocab), dim=-1).values
+    assert torch.equal(got, want)
     assert torch.equal(chunk_maxima(x).amax(-1), x.amax(-1))
+    rows = torch.randperm(batch, generator=g)[: max(1, batch // 2)]  # a subset, in any order
+    assert torch.equal(largest_values(x, k, rows=rows), want[rows])
+    assert torch.equal(largest_values(x, k, chunk_maxima(x)[rows], rows), want[rows])
 
 
 def test_largest_values_takes_the_two_level_route_and_finds_the_tail():
