@@ -9,31 +9,38 @@ threshold is ``-inf`` (or ``<= m``): a no-op. Temperature is always applied (``T
 bit for bit). Only what is expensive *and* data-dependent is switched:
 
 - ``edt``: entropy-dependent temperature needs the untempered row's entropy, one more pass;
+- ``top_p``: a batch with a top-p row takes a threshold program that also returns the tempered
+  rows and their ``exp(x - m)`` (two writes), which top-p's search reads instead of computing them
+  again;
 - the candidates: the threshold program also returns the rows' chunk maxima; a batch whose rules
   read the largest logits (top-k, dynamic top-k, top-p) selects ``min(state.candidates,
-  CANDIDATES)`` of them from those maxima after the program (two small ``topk``: aten calls
-  compiled or not) and applies just those rules; a row whose ``top_k`` or ``dynamic_top_k`` asks
-  for more gets its exact threshold from an eager selection on that row alone;
+  CANDIDATES)`` of them from those maxima after the program, on the rows that read them only (two
+  small ``topk``: aten calls, compiled or not), and applies just those rules; a row whose
+  ``top_k`` or ``dynamic_top_k`` asks for more gets its exact threshold from an eager selection
+  on that row alone;
 - top-n-sigma's std (one more pass, in float64): a program of its own (:func:`sigma`), run only
   when some row asks for it;
-- top-p's search for rows whose nucleus is larger than its candidates: a separate program
-  (:func:`search`) that runs only when some row needs it (a CPU flag; on CUDA it always runs,
-  selected by ``where``: no host sync), so no program holds a ``torch.cond`` and every program
-  is cacheable on disk by inductor. The exact bisection that finishes adversarial rows (never
-  seen on language-model rows) runs eager.
+- top-p's search for rows whose nucleus is larger than its candidates: a program of its own
+  (:func:`search`). So no program holds a ``torch.cond``, and every program is cacheable on disk
+  by inductor. The exact bisection that finishes adversarial rows (never seen on language-model
+  rows) runs eager.
 
 Which of these a batch needs is host data of its :class:`BatchState` (the rules it uses, how many
-candidates), so choosing never reads the device. A call is: :func:`thresholds` (temperature, the
-one exp pass, every rule that needs nothing else, combined: one ``tau`` per row), the candidate
-rules, :func:`sigma`, :func:`search` (each only when needed), :func:`write` (``x >= tau`` kept,
-the rest ``-inf``; in place or not). The temperature is recomputed in each program with the same
-float operations, so the tempered row is never stored between the steps.
+candidates each row reads), so choosing never reads the device. On CPU, where reading a tensor
+waits for nothing, the search runs only on the rows whose nucleus exceeds the candidates and the
+sigma program only on the rows that use top-n-sigma; on a device they run on the whole batch and
+``where`` selects (no host sync). A call is: :func:`thresholds` (temperature, the one exp pass,
+every rule that needs nothing else, combined: one ``tau`` per row), the candidate rules,
+:func:`search`, :func:`sigma` (each only when needed), :func:`write` (``x >= tau`` kept, the rest
+``-inf``; in place or not). The temperature is recomputed in each program with the same float
+operations, so the tempered row is stored only for the search.
 
-So two threshold programs (EDT off, on), one sigma, one search and one write program per
-(vocabulary, dtype, device, in place, grad mode) exist, all compiled by :func:`prepare` before the
-first request; after that :func:`run` never compiles (a call whose signature was not prepared runs
-the eager chain). A batch of one row is run as two identical rows (dynamo would specialise size 1
-into another compile). The kept sets equal the eager chain's (tests/processors/test_plans.py).
+So four threshold programs (EDT off/on x top-p off/on), one sigma, one search and one write
+program per (vocabulary, dtype, device, in place, grad mode) exist, all compiled by
+:func:`prepare` before the first request; after that :func:`run` never compiles (a call whose
+signature was not prepared runs the eager chain). A batch of one row (also a one-row subset) is
+run as two identical rows (dynamo would specialise size 1 into another compile). The kept sets
+equal the eager chain's (tests/processors/test_plans.py).
 """
 
 from __future__ import annotations
@@ -245,8 +252,9 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: 
 
 
 def _top_n_sigma(sig, logits, state, temperature, shift, m, tau) -> torch.Tensor:
-    """The sigma program on the rows that use top-n-sigma: on CPU those rows only (read once per
-    state from its CPU tensor), on a device the whole batch (choosing would be a host sync)."""
+    """The sigma program on the rows that use top-n-sigma: on CPU those rows only when they are at
+    most half the batch (read once per state from its CPU tensor), else and on a device the whole
+    batch (choosing would be a host sync there)."""
     params = {p.name: state.params[p.name] for p in SIGMA_RULE.params}
     index = state.derived("sigma_rows", _sigma_rows) if logits.device.type == "cpu" else None
     if index is None:
@@ -258,10 +266,10 @@ def _top_n_sigma(sig, logits, state, temperature, shift, m, tau) -> torch.Tensor
 
 
 def _sigma_rows(state: BatchState) -> torch.Tensor | None:
-    """The rows of a CPU state that use top-n-sigma, or None when all of them do."""
+    """The rows of a CPU state that use top-n-sigma, or None when they are more than half of it."""
     on = SIGMA_RULE.params[0]
     index = (state.params[on.name] != on.neutral).nonzero().squeeze(1)
-    return None if index.numel() == state.batch_size else index
+    return index if 2 * index.numel() <= state.batch_size else None
 
 
 def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
@@ -313,11 +321,12 @@ def _candidate_taus(logits, state, cmax, tau, temperature, shift, m, s, p_max, r
 def _top_p_search(sig, rows, state, m, s, v_last, need, tau) -> torch.Tensor:
     """The search program on the top-p rows ``need`` marks, then the exact bisection (eager) of the
     adversarial rows it could not settle. On CPU (where reading ``need`` waits for nothing) only
-    those rows go through the search: in a mixed batch they are a few of its rows."""
+    those rows go through the search when they are at most half the batch (in a mixed batch they
+    are a few of its rows; copying most of a batch out would cost more than searching all of it)."""
     p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
     if m.device.type == "cpu":
         index = need.nonzero().squeeze(1)
-        if index.numel() < need.shape[0]:
+        if 2 * index.numel() <= need.shape[0]:
             pick = index if index.numel() > 1 else index.repeat(2)  # dynamo specialises a batch of 1
             sub = [t.index_select(0, pick) for t in (m, s, p, v_last, need, tau)]
             found = _search_rows(sig, tuple(r.index_select(0, pick) for r in rows), *sub)
