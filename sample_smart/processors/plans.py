@@ -245,7 +245,7 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: 
         if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
             tau = _top_p_search(sig, rows, state, m, s, v_last, need, tau)
         if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than was selected
-            tau = _large_k(logits, state, tau, temperature, shift, m, p_max)
+            tau = _large_k(logits, state, cmax, tau, temperature, shift, m, s, p_max)
     if state.uses(SIGMA_RULE.name):
         tau = _top_n_sigma(sig, logits, state, temperature, shift, m, tau)
     return _call("write", write, sig + (inplace,), logits, tau, temperature, shift, inplace)
@@ -259,10 +259,16 @@ def _top_n_sigma(sig, logits, state, temperature, shift, m, tau) -> torch.Tensor
     index = state.derived("sigma_rows", _sigma_rows) if logits.device.type == "cpu" else None
     if index is None:
         return _call("sigma", sigma, sig, logits, params, temperature, shift, m, tau)
-    pick = index if index.numel() > 1 else index.repeat(2)  # dynamo specialises a batch of 1
+    pick = _two_rows_at_least(index)
     sub = [t.index_select(0, pick) for t in (logits, temperature, shift, m, tau)]
     found = _call("sigma", sigma, sig, sub[0], {k: v.index_select(0, pick) for k, v in params.items()}, *sub[1:])
     return tau.index_copy(0, index, found[: index.numel()])
+
+
+def _two_rows_at_least(index: torch.Tensor) -> torch.Tensor:
+    """The rows a program runs a subset on: a one-row subset as two identical rows (dynamo would
+    specialise a batch of 1 into another compile; the caller keeps the first ``len(index)``)."""
+    return index if index.numel() > 1 else index.repeat(2)
 
 
 def _sigma_rows(state: BatchState) -> torch.Tensor | None:
@@ -274,39 +280,61 @@ def _sigma_rows(state: BatchState) -> torch.Tensor | None:
 
 def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
     """Eager, after the threshold program: select the ``min(state.candidates, CANDIDATES)`` largest
-    logits of every row (two-level, from the program's chunk maxima: two small ``topk``, which
-    inductor would run as the same aten calls), temper them, and apply the rules the batch uses
-    that read them (top-k, dynamic top-k, top-p's first stage). ``(tau, need, v_last)``: ``need``
-    marks the top-p rows whose nucleus is larger than the candidates, ``v_last`` the smallest
-    candidate (both for the search). A batch whose rules read no candidates skips this step; in a
-    batch where only some rows do (host data), only those rows are selected from."""
-    sub, index = state.derived("candidate_rows", _candidate_rows)
-    if index is None:
-        return _candidate_taus(logits, state, cmax, tau, temperature, shift, m, s, p_max, None)
-    picked = [t.index_select(0, index) for t in (cmax, tau, temperature, shift, m, s, p_max)]
-    t_sub, need_sub, v_sub = _candidate_taus(logits, sub, *picked, index)
-    need = torch.zeros_like(m, dtype=torch.bool).index_copy(0, index, need_sub)
-    return tau.index_copy(0, index, t_sub), need, m.index_copy(0, index, v_sub)  # v_last: only read where need
+    logits of the rows whose rules read them (host data), from the program's chunk maxima (small
+    ``topk``: aten calls, compiled or not), temper them, and apply the rules the batch uses that
+    read them (top-k, dynamic top-k, top-p's first stage). ``(tau, need, v_last)``: ``need`` marks
+    the top-p rows whose nucleus is larger than the candidates, ``v_last`` the smallest candidate
+    (both for the search; ``v_last`` is only read where ``need``)."""
+    rows = state.derived("candidate_rows", lambda st: _rows_needing(st, 1))
+    k = min(state.candidates, CANDIDATES, logits.shape[-1])
+    return _rules_on_rows(VALUE_RULES, k, rows, logits, cmax, tau, temperature, shift, m, s, p_max)
 
 
-def _candidate_rows(state: BatchState) -> tuple:
-    """``(state of the rows that read candidates, their index)``, or ``(state, None)`` if all do."""
-    rows = [i for i, k in enumerate(state.row_candidates) if k > 0]
-    if not state.row_candidates or len(rows) == state.batch_size:
+def _large_k(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> torch.Tensor:
+    """Eager: ``tau`` with the exact top-k / dynamic top-k thresholds of the rows whose k exceeds
+    ``CANDIDATES`` (``_kth_largest`` gave them ``-inf`` from the first selection), selected from
+    those rows only (known on the host)."""
+    rows = state.derived("large_k_rows", lambda st: _rows_needing(st, CANDIDATES + 1))
+    if rows is None:
+        return tau
+    return _rules_on_rows(K_RULES, rows[0].candidates, rows, logits, cmax, tau, temperature, shift, m, s, p_max)[0]
+
+
+def _rows_needing(state: BatchState, k: int) -> tuple[BatchState, torch.Tensor | None] | None:
+    """``(state of the rows that read at least k candidates, their index)``: ``(state, None)`` when
+    all rows do (or a state without per-row needs), None when none does."""
+    if not state.row_candidates:
+        return state, None
+    rows = [i for i, n in enumerate(state.row_candidates) if n >= k]
+    if not rows:
+        return None
+    if len(rows) == state.batch_size:
         return state, None
     return state.select(rows), torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
 
 
-def _candidate_taus(logits, state, cmax, tau, temperature, shift, m, s, p_max, rows) -> tuple[torch.Tensor, ...]:
-    """The candidate rules of :func:`_candidate_rules` on ``rows`` of ``logits`` (None: all); every
-    other argument holds those rows only."""
+def _rules_on_rows(rules, k, rows, logits, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
+    """``(tau, need, v_last)`` of :func:`_candidate_taus` for ``rows`` (from :func:`_rows_needing`),
+    written back into the whole batch: the row tensors are gathered, the logits are not copied."""
+    sub, index = rows
+    row_tensors = (cmax, tau, temperature, shift, m, s, p_max)
+    if index is None:
+        return _candidate_taus(rules, k, sub, logits, *row_tensors, None)
+    picked = [t.index_select(0, index) for t in row_tensors]
+    t_sub, need_sub, v_sub = _candidate_taus(rules, k, sub, logits, *picked, index)
+    need = torch.zeros_like(m, dtype=torch.bool).index_copy(0, index, need_sub)
+    return tau.index_copy(0, index, t_sub), need, m.index_copy(0, index, v_sub)
+
+
+def _candidate_taus(rules, k, state, logits, cmax, tau, temperature, shift, m, s, p_max, rows):
+    """The ``rules`` of ``state`` that read the ``k`` largest logits, on ``rows`` of ``logits``
+    (None: all); every other argument holds those rows only."""
     vocab = logits.shape[-1]
-    k = min(state.candidates, CANDIDATES, vocab)
     values = _tempered(largest_values(logits, k, cmax, rows).to(temperature.dtype), temperature, shift)
     stats = Stats(None, m, None, p_max, None, None, s, values, None)
     t = torch.full_like(m, float("-inf"))
     need = torch.zeros_like(m, dtype=torch.bool)
-    for rule in VALUE_RULES:
+    for rule in rules:
         if not state.uses(rule.name):
             continue
         if rule.name == "top_p":  # its first stage; the search runs after, for the rows in need
@@ -327,7 +355,7 @@ def _top_p_search(sig, rows, state, m, s, v_last, need, tau) -> torch.Tensor:
     if m.device.type == "cpu":
         index = need.nonzero().squeeze(1)
         if 2 * index.numel() <= need.shape[0]:
-            pick = index if index.numel() > 1 else index.repeat(2)  # dynamo specialises a batch of 1
+            pick = _two_rows_at_least(index)
             sub = [t.index_select(0, pick) for t in (m, s, p, v_last, need, tau)]
             found = _search_rows(sig, tuple(r.index_select(0, pick) for r in rows), *sub)
             return tau.index_copy(0, index, found[: index.numel()])
@@ -342,36 +370,8 @@ def _search_rows(sig, rows, m, s, p, v_last, need, tau) -> torch.Tensor:
     return tau
 
 
-def _large_k(logits, state, tau, temperature, shift, m, p_max) -> torch.Tensor:
-    """Eager: ``tau`` with the exact top-k / dynamic top-k thresholds of the rows whose k exceeds
-    ``CANDIDATES`` (they got ``-inf`` from the program), from those rows only (known on the host)."""
-    rows, sub, index = state.derived("large_k", _large_k_rows)
-    if not rows:
-        return tau
-    m_sub = m.index_select(0, index)
-    x = chain.in_work_dtype(logits.index_select(0, index))
-    xt = _tempered(x, temperature.index_select(0, index), shift.index_select(0, index))
-    stats = Stats(
-        xt, m_sub, None, p_max.index_select(0, index), None, None, None, largest_values(xt, sub.candidates), None
-    )
-    t = torch.full_like(m_sub, float("-inf"))
-    for rule in K_RULES:
-        if sub.uses(rule.name):
-            t = torch.maximum(t, rule.tau(stats, sub.params))
-    t = torch.maximum(tau.index_select(0, index), torch.minimum(t, m_sub))
-    return tau.index_copy(0, index, t)
-
-
-def _large_k_rows(state: BatchState) -> tuple:
-    rows = [i for i, k in enumerate(state.row_candidates) if k > CANDIDATES]
-    if not rows:
-        return (), None, None
-    sub = state.select(rows)
-    return tuple(rows), sub, torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
-
-
 def compiled_programs() -> int:
-    """How many compiled graphs this process holds for the three programs (dynamo's cache entries
+    """How many compiled graphs this process holds for the programs (dynamo's cache entries
     of their code): constant after :func:`prepare`, whatever requests bring."""
     from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 

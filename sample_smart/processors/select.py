@@ -58,12 +58,12 @@ def largest_values(
         cmax = chunk_maxima(x if rows is None else x.index_select(0, rows))
     top_chunks = torch.topk(cmax[:, :n_full], k, dim=-1, sorted=False).indices  # [R, k]
     batch = top_chunks.shape[0]
-    row_of = torch.arange(batch, device=x.device) if rows is None else rows
-    cand = _chunks(x, row_of, top_chunks, CHUNK)  # [R, k, CHUNK], contiguous
+    own = torch.arange(batch, device=x.device)
+    cand = _chunks(x, own if rows is None else rows, top_chunks, CHUNK)  # [R, k, CHUNK], contiguous
     # a third level: the k largest of the candidates lie in their k sub-chunks with the largest maxima
     per_row = k * (CHUNK // SUB)
     top_sub = torch.topk(cand.view(batch, per_row, SUB).amax(dim=-1), k, dim=-1, sorted=False).indices
-    cand = _chunks(cand.view(batch, k * CHUNK), torch.arange(batch, device=x.device), top_sub, SUB)
+    cand = _chunks(cand.view(batch, k * CHUNK), own, top_sub, SUB)
     cand = cand.view(batch, k * SUB)
     if n_full * CHUNK < vocab:  # the partial last chunk always joins the candidates
         tail = x[:, n_full * CHUNK :]
