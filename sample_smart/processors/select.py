@@ -23,9 +23,11 @@ CHUNK = 64  # logits per chunk
 SUB = 8  # logits per sub-chunk of the selected chunks (the third level)
 
 
-def uses_chunks(vocab: int, k: int) -> bool:
-    """Whether the two levels pay off for the ``k`` largest of ``vocab`` logits (else one topk)."""
-    return k * CHUNK * 4 <= vocab
+def uses_chunks(vocab: int, k: int, maxima_known: bool = False) -> bool:
+    """Whether the chunk levels pay off for the ``k`` largest of ``vocab`` logits (else one topk):
+    when the chunk maxima are still to be computed (one more read), for ``k * CHUNK`` up to a
+    quarter of the row; when they are known, up to half of it (measured in benchmarks/README.md)."""
+    return k * CHUNK * (2 if maxima_known else 4) <= vocab
 
 
 def chunk_maxima(x: torch.Tensor) -> torch.Tensor:
@@ -51,10 +53,11 @@ def largest_values(
     a batch where few rows read candidates gathers from those rows and never copies them."""
     vocab = x.shape[-1]
     k = max(1, min(k, vocab))
-    if not uses_chunks(vocab, k):
+    known = cmax is not None and cmax.shape[-1] == -(-vocab // CHUNK)
+    if not uses_chunks(vocab, k, known):
         return torch.topk(x if rows is None else x.index_select(0, rows), k, dim=-1, sorted=True).values
     n_full = vocab // CHUNK
-    if cmax is None:
+    if not known:
         cmax = chunk_maxima(x if rows is None else x.index_select(0, rows))
     top_chunks = torch.topk(cmax[:, :n_full], k, dim=-1, sorted=False).indices  # [R, k]
     batch = top_chunks.shape[0]
