@@ -84,7 +84,15 @@ class Plan(NamedTuple):
 
     @classmethod
     def of(cls, state: BatchState) -> "Plan":
-        return cls(state.any_edt, state.uses("top_p"))
+        """On a device: EDT on when some row uses it, top-p when some row does. On CPU a batch
+        whose EDT rows (top-p rows) are at most half of it takes the plan without EDT (top-p):
+        those rows' temperatures (tempered rows) are computed eagerly on those rows alone
+        (:func:`_edt_on_rows`, :func:`_top_p_search`), which costs less than the extra pass (the
+        two extra writes) over the whole batch."""
+        return state.derived(
+            "plan_of",
+            lambda s: cls(s.any_edt and _few_rows(s, "edt") is None, s.uses("top_p") and _few_rows(s, "top_p") is None),
+        )
 
 
 class Signature(NamedTuple):
@@ -100,17 +108,19 @@ class Signature(NamedTuple):
 
 
 # ------------------------------------------------------------------ the three programs
-def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
-    """``(x - shift) / T`` per row: the same float operations in :func:`thresholds` and :func:`write`."""
-    if shift is not None:
-        x = x - shift.unsqueeze(-1)
-    return x / temperature.unsqueeze(-1)
+def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``(x - shift) / T`` per row: the same float operations in every program and eager step
+    (a row without EDT has ``shift = 0``, and ``x - 0`` is ``x`` bit for bit)."""
+    return (x - shift.unsqueeze(-1)) / temperature.unsqueeze(-1)
 
 
-def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[torch.Tensor, ...]:
+def thresholds(
+    logits: torch.Tensor, state: BatchState, plan: Plan, temperature: torch.Tensor, shift: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """Every threshold that needs no candidates and no std, combined:
     ``(tau, temperature, shift, m, s, p_max, cmax, rows)``, ``rows = (x, exp(x - m))`` for a
-    ``plan.top_p`` (else None).
+    ``plan.top_p`` (else None). ``temperature``, ``shift`` [B]: the rows' own (with a ``plan.edt``
+    the EDT rows' are computed here instead).
 
     ``tau`` [B] keeps ``x >= tau`` of the tempered row ``x = (logits - shift) / temperature``;
     ``m``, ``s``: the tempered max and ``sum exp(x - m)``; ``cmax``: the chunk maxima of the raw
@@ -119,11 +129,10 @@ def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[tor
     x = chain.in_work_dtype(logits)
     cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], 1) else x.amax(dim=-1, keepdim=True)
     m_raw = cmax.amax(dim=-1)
-    temperature, shift = state.temperature, None
     if plan.edt:
         raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
         temperature = torch.where(state.edt, edt_temperature(raw.entropy, state), temperature)
-        shift = torch.where(state.edt, m_raw, torch.zeros_like(m_raw))
+        shift = torch.where(state.edt, m_raw, shift)
     xt = _tempered(x, temperature, shift)  # read by reductions only, so never stored
     m = _tempered(m_raw.unsqueeze(-1), temperature, shift).squeeze(-1)
     base = row_stats(xt, need_z=True, need_entropy=True, m=m, keep_exp=plan.top_p)
@@ -133,7 +142,6 @@ def thresholds(logits: torch.Tensor, state: BatchState, plan: Plan) -> tuple[tor
     for rule in IN_PROGRAM:
         tau = torch.maximum(tau, rule.tau(stats, state.params))
     tau = torch.minimum(tau, m)  # the argmax always survives
-    shift = torch.zeros_like(m) if shift is None else shift
     return tau, temperature, shift, m, base.s, p_max, cmax, (xt, base.e) if plan.top_p else None
 
 
@@ -234,15 +242,19 @@ def _universal(state: BatchState) -> BatchState:
     return state.derived("plan", lambda s: s.with_host(rules=ALL_RULES, any_temperature=True))
 
 
-def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: bool) -> torch.Tensor:
+def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor:
     sig = (logits.shape[-1], logits.dtype, logits.device.type)
-    universal = _universal(state)
+    plan = Plan.of(state)
+    temperature, shift = state.temperature, state.derived("no_shift", lambda s: torch.zeros_like(s.temperature))
+    if state.any_edt and not plan.edt:
+        temperature, shift = _edt_on_rows(logits, state, shift)
     tau, temperature, shift, m, s, p_max, cmax, rows = _call(
-        "thresholds", thresholds, sig + plan, logits, universal, plan
+        "thresholds", thresholds, sig + plan, logits, _universal(state), plan, temperature, shift
     )
     if state.candidates:
         tau, need, v_last = _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max)
         if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
+            rows = rows or (logits, temperature, shift)
             tau = _top_p_search(sig, rows, state, m, s, v_last, need, tau)
         if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than was selected
             tau = _large_k(logits, state, cmax, tau, temperature, shift, m, s, p_max)
@@ -253,10 +265,10 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, plan: Plan, inplace: 
 
 def _top_n_sigma(sig, logits, state, temperature, shift, m, tau) -> torch.Tensor:
     """The sigma program on the rows that use top-n-sigma: on CPU those rows only when they are at
-    most half the batch (read once per state from its CPU tensor), else and on a device the whole
-    batch (choosing would be a host sync there)."""
+    most half the batch (:func:`_few_rows`), else and on a device the whole batch (choosing would
+    be a host sync there)."""
     params = {p.name: state.params[p.name] for p in SIGMA_RULE.params}
-    index = state.derived("sigma_rows", _sigma_rows) if logits.device.type == "cpu" else None
+    index = _few_rows(state, SIGMA_RULE.name)
     if index is None:
         return _call("sigma", sigma, sig, logits, params, temperature, shift, m, tau)
     pick = _two_rows_at_least(index)
@@ -271,11 +283,36 @@ def _two_rows_at_least(index: torch.Tensor) -> torch.Tensor:
     return index if index.numel() > 1 else index.repeat(2)
 
 
-def _sigma_rows(state: BatchState) -> torch.Tensor | None:
-    """The rows of a CPU state that use top-n-sigma, or None when they are more than half of it."""
-    on = SIGMA_RULE.params[0]
-    index = (state.params[on.name] != on.neutral).nonzero().squeeze(1)
-    return index if 2 * index.numel() <= state.batch_size else None
+def _few_rows(state: BatchState, rule: str) -> torch.Tensor | None:
+    """On CPU, the rows of ``state`` that use ``rule`` (``"edt"`` or a rule's name) when they are at
+    most half of the batch (int64 [R], read once per state from its CPU tensors); else, and on a
+    device (reading would be a host sync), None: the whole batch runs that step."""
+
+    def build(st: BatchState) -> torch.Tensor | None:
+        if st.device.type != "cpu":
+            return None
+        if rule == "edt":
+            on = st.edt
+        else:
+            first = RULES_BY_NAME[rule].params[0]
+            on = st.params[first.name] != first.neutral
+        index = on.nonzero().squeeze(1)
+        return index if 2 * index.numel() <= st.batch_size else None
+
+    return state.derived(("few_rows", rule), build)
+
+
+def _edt_on_rows(logits: torch.Tensor, state: BatchState, no_shift: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(temperature, shift)`` [B] with the EDT rows' own, computed eagerly on those rows alone
+    (a CPU batch whose EDT rows are at most half of it, :meth:`Plan.of`): the untempered row's
+    entropy (one exp pass over R rows instead of B), its temperature and its max as the shift."""
+    index = _few_rows(state, "edt")
+    rows = state.derived(("rows_of", "edt"), lambda st: st.select(index.tolist()))
+    x = chain.in_work_dtype(logits.index_select(0, index))
+    m_raw = x.amax(dim=-1)
+    raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
+    temperature = state.temperature.index_copy(0, index, edt_temperature(raw.entropy, rows))
+    return temperature, no_shift.index_copy(0, index, m_raw)
 
 
 def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
@@ -350,14 +387,21 @@ def _top_p_search(sig, rows, state, m, s, v_last, need, tau) -> torch.Tensor:
     """The search program on the top-p rows ``need`` marks, then the exact bisection (eager) of the
     adversarial rows it could not settle. On CPU (where reading ``need`` waits for nothing) only
     those rows go through the search when they are at most half the batch (in a mixed batch they
-    are a few of its rows; copying most of a batch out would cost more than searching all of it)."""
+    are a few of its rows; copying most of a batch out would cost more than searching all of it).
+    ``rows``: the tempered rows and their ``exp(x - m)`` from the threshold program, or, from a
+    plan without top-p (a CPU batch whose top-p rows are at most half of it), ``(logits,
+    temperature, shift)``, from which the searched rows are tempered here."""
     p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
     if m.device.type == "cpu":
         index = need.nonzero().squeeze(1)
         if 2 * index.numel() <= need.shape[0]:
             pick = _two_rows_at_least(index)
             sub = [t.index_select(0, pick) for t in (m, s, p, v_last, need, tau)]
-            found = _search_rows(sig, tuple(r.index_select(0, pick) for r in rows), *sub)
+            picked = tuple(r.index_select(0, pick) for r in rows)
+            if len(picked) == 3:  # raw rows: tempered and exponentiated as the threshold program does
+                xt = _tempered(chain.in_work_dtype(picked[0]), picked[1], picked[2])
+                picked = (xt, (xt - sub[0].unsqueeze(-1)).exp())
+            found = _search_rows(sig, picked, *sub)
             return tau.index_copy(0, index, found[: index.numel()])
     return _search_rows(sig, rows, m, s, p, v_last, need, tau)
 
@@ -394,20 +438,20 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     """The batch through its plan's compiled programs, or None when they were not prepared for this
     signature, no plan covers the batch, or a program would have to compile (the caller then runs
     the eager chain). Never compiles: the programs run under ``fail_on_recompile``."""
-    plan = Plan.of(state)
     if not logits.is_contiguous() or not prepared(logits, inplace):
         return None
     try:
         with _grad_context(), torch.compiler.set_stance("fail_on_recompile"):
             if logits.shape[0] > 1:
-                return _run_compiled(logits, state, plan, inplace)
+                return _run_compiled(logits, state, inplace)
             # dynamo specialises size 1: run two identical rows (our own copy) instead
-            pair = _run_compiled(torch.cat([logits, logits]), state.derived("pair", lambda s: s.tiled(2)), plan, True)
+            pair = _run_compiled(torch.cat([logits, logits]), state.derived("pair", lambda s: s.tiled(2)), True)
     except RuntimeError as exc:
         if "fail_on_recompile" not in str(exc):
             raise
         _fallbacks[0] += 1
-        _warn_once(("recompile", plan, tuple(logits.shape[1:]), logits.dtype), f"a program would recompile ({exc})")
+        key = ("recompile", Plan.of(state), tuple(logits.shape[1:]), logits.dtype)
+        _warn_once(key, f"a program would recompile ({exc})")
         return None
     if inplace:
         return logits.copy_(pair[:1])
@@ -452,17 +496,20 @@ def prepare(
             return 0.0
         g = torch.Generator().manual_seed(0)
         for edt, uses_top_p in itertools.product((False, True), repeat=2):
-            # flat rows whose nucleus exceeds the candidates, so the search program compiles too
+            # flat rows whose nucleus exceeds the candidates, so the search program compiles too; EDT
+            # and top-p on more than half of the rows, so the plan has them also on CPU (Plan.of)
+            edt_var = (0.8, 1.0, 1.0) if edt else None
             cfgs = [
-                DecodeConfig(top_k=50, top_p=0.5 if uses_top_p else None, edt_var=(0.8, 1.0, 1.0) if edt else None),
-                DecodeConfig(top_p=0.99 if uses_top_p else None),
+                DecodeConfig(top_k=50, top_p=0.5 if uses_top_p else None, edt_var=edt_var),
+                DecodeConfig(top_p=0.99 if uses_top_p else None, edt_var=edt_var),
                 DecodeConfig(top_n_sigma=1.0),
             ]
             state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
+            assert Plan.of(state) == (edt, uses_top_p)
             x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
-            _run_compiled(x, state, Plan.of(state), sig.inplace)
+            _run_compiled(x, state, sig.inplace)
             if not sig.inplace:  # the one-row path writes its pair in place
-                _run_compiled(x, state, Plan.of(state), True)
+                _run_compiled(x, state, True)
         _prepared.add(sig)
     return time.perf_counter() - started
 

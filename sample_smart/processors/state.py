@@ -110,10 +110,9 @@ class BatchState:
     def derived(self, key, build) -> "BatchState":
         """``build(self)``, made once per key and kept with this state (an engine reuses one state
         for many steps, so its row views and program views are built once)."""
-        view = self._views.get(key)
-        if view is None:
-            view = self._views[key] = build(self)
-        return view
+        if key not in self._views:  # also a view that is None is built once
+            self._views[key] = build(self)
+        return self._views[key]
 
     def _map_rows(self, fn, batch_size: int, row_candidates: tuple[int, ...]) -> "BatchState":
         tensors = {

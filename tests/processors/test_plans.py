@@ -107,6 +107,30 @@ def test_no_compile_after_prepare_for_a_stream_of_random_knob_combinations(prepa
     assert large_k >= 2  # the stream also took the eager finish of top_k > CANDIDATES
 
 
+@pytest.mark.parametrize("few", [True, False])
+def test_few_edt_and_top_p_rows_are_computed_on_those_rows_alone(prepared, monkeypatch, few):
+    """On CPU a batch whose EDT rows and top-p rows are at most half of it takes the plan without
+    them: their temperatures and tempered rows are computed eagerly on those rows alone, and the
+    search sees only them; a batch with more of them takes the fused plan. Kept sets as eager."""
+    edt, top_p = {"edt_var": "0.8,1.0,1.0", "min_p": 0.05}, {"top_p": 0.9, "temperature": 0.8}
+    few_cfgs = [edt, top_p, {"top_k": 20}, {}, {}, {"hewitt_epsilon": 1e-3}]
+    cfgs = few_cfgs if few else [{**edt, **top_p}, {**edt, "top_p": 0.95}, edt, top_p, {}]
+    x = _batch(cfgs, 5)
+    state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
+    assert plans.Plan.of(state) == (not few, not few)
+    searched = []
+    search = plans._search_rows
+    monkeypatch.setattr(
+        plans, "_search_rows", lambda sig, rows, *a: searched.append(rows[0].shape) or search(sig, rows, *a)
+    )
+    before = _graphs()
+    got = process_core(x.clone(), state)
+    assert _graphs() == before
+    _same_as_eager(x, state, got)
+    n_top_p = sum("top_p" in c for c in cfgs)
+    assert searched == [(2 if few else len(cfgs), VOCAB)] or (not few and searched[0][0] <= n_top_p)
+
+
 def test_top_p_rows_the_search_cannot_settle_take_the_exact_bisection(prepared, monkeypatch):
     """A row whose crossing hides among 4000 nearly equal logits off the sample's stride: the
     compiled search leaves it inexact and the eager bisection finishes it, exactly."""
