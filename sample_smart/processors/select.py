@@ -21,6 +21,10 @@ __all__ = ["CHUNK", "chunk_maxima", "largest_values", "uses_chunks"]
 
 CHUNK = 64  # logits per chunk
 SUB = 8  # logits per sub-chunk of the selected chunks (the third level)
+# eager calls take the third level from this many rows on: below, its three extra ops cost more
+# than the smaller final topk saves (measured in benchmarks/README.md); a compiled program always
+# takes it (it must not branch on its dynamic batch size)
+SUB_ROWS = 64
 
 
 def uses_chunks(vocab: int, k: int, maxima_known: bool = False) -> bool:
@@ -63,11 +67,12 @@ def largest_values(
     batch = top_chunks.shape[0]
     own = torch.arange(batch, device=x.device)
     cand = _chunks(x, own if rows is None else rows, top_chunks, CHUNK)  # [R, k, CHUNK], contiguous
-    # a third level: the k largest of the candidates lie in their k sub-chunks with the largest maxima
-    per_row = k * (CHUNK // SUB)
-    top_sub = torch.topk(cand.view(batch, per_row, SUB).amax(dim=-1), k, dim=-1, sorted=False).indices
-    cand = _chunks(cand.view(batch, k * CHUNK), own, top_sub, SUB)
-    cand = cand.view(batch, k * SUB)
+    if torch.compiler.is_compiling() or batch >= SUB_ROWS:
+        # a third level: the k largest of the candidates lie in their k sub-chunks with the largest maxima
+        per_row = k * (CHUNK // SUB)
+        top_sub = torch.topk(cand.view(batch, per_row, SUB).amax(dim=-1), k, dim=-1, sorted=False).indices
+        cand = _chunks(cand.view(batch, k * CHUNK), own, top_sub, SUB)
+    cand = cand.view(batch, -1)
     if n_full * CHUNK < vocab:  # the partial last chunk always joins the candidates
         tail = x[:, n_full * CHUNK :]
         cand = torch.cat([cand, tail if rows is None else tail.index_select(0, rows)], dim=-1)

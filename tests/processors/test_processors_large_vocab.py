@@ -14,6 +14,7 @@ from support import check_against_reference, make_logits
 
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import DecodeConfig, process
+from sample_smart.processors import select
 from sample_smart.processors.select import CHUNK, chunk_maxima, largest_values, uses_chunks
 
 
@@ -35,13 +36,17 @@ def test_largest_values_equals_topk(batch, chunks, tail, k, ties, masked, seed):
         x = (x * 2).round() / 2
     if masked:  # -inf padding, as a vocabulary padded to a multiple of 64 has
         x[:, vocab // 2 :] = float("-inf")
-    got = largest_values(x, k)
     want = torch.topk(x, min(k, vocab), dim=-1).values
-    assert torch.equal(got, want)
     assert torch.equal(chunk_maxima(x).amax(-1), x.amax(-1))
     rows = torch.randperm(batch, generator=g)[: max(1, batch // 2)]  # a subset, in any order
-    assert torch.equal(largest_values(x, k, rows=rows), want[rows])
-    assert torch.equal(largest_values(x, k, chunk_maxima(x)[rows], rows), want[rows])
+    for sub_rows in (1, 10**9):  # with and without the third level
+        select.SUB_ROWS, saved = sub_rows, select.SUB_ROWS
+        try:
+            assert torch.equal(largest_values(x, k), want)
+            assert torch.equal(largest_values(x, k, rows=rows), want[rows])
+            assert torch.equal(largest_values(x, k, chunk_maxima(x)[rows], rows), want[rows])
+        finally:
+            select.SUB_ROWS = saved
 
 
 def test_largest_values_takes_the_two_level_route_and_finds_the_tail():
