@@ -307,7 +307,7 @@ def _edt_on_rows(logits: torch.Tensor, state: BatchState, no_shift: torch.Tensor
     (a CPU batch whose EDT rows are at most half of it, :meth:`Plan.of`): the untempered row's
     entropy (one exp pass over R rows instead of B), its temperature and its max as the shift."""
     index = _few_rows(state, "edt")
-    rows = state.derived(("rows_of", "edt"), lambda st: st.select(index.tolist()))
+    rows = state.derived(("rows_of", "edt"), lambda st: st.select(index.tolist(), index))
     x = chain.in_work_dtype(logits.index_select(0, index))
     m_raw = x.amax(dim=-1)
     raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
@@ -347,7 +347,8 @@ def _rows_needing(state: BatchState, k: int) -> tuple[BatchState, torch.Tensor |
         return None
     if len(rows) == state.batch_size:
         return state, None
-    return state.select(rows), torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
+    index = torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
+    return state.select(rows, index), index
 
 
 def _rules_on_rows(rules, k, rows, logits, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:

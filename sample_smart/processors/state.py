@@ -12,6 +12,7 @@ rule's neutral value (a no-op threshold).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Sequence
@@ -22,6 +23,25 @@ from sample_smart.config import DecodeConfig
 from sample_smart.processors.rules import RULES, RULES_BY_NAME, Rule
 
 __all__ = ["BatchState"]
+
+
+class _RowsOf(Mapping):
+    """The rows ``index`` of a mapping of row tensors, each gathered when first read (eager use
+    only: a compiled program is never handed a selected state)."""
+
+    def __init__(self, source: Mapping[str, torch.Tensor], index: torch.Tensor) -> None:
+        self._source, self._index, self._gathered = source, index, {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._gathered:
+            self._gathered[name] = self._source[name].index_select(0, self._index)
+        return self._gathered[name]
+
+    def __iter__(self):
+        return iter(self._source)
+
+    def __len__(self) -> int:
+        return len(self._source)
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,13 +109,26 @@ class BatchState:
             lambda s: s._map_rows(lambda t: t[start:stop], stop - start, s.row_candidates[start:stop]),
         )
 
-    def select(self, rows: Sequence[int]) -> "BatchState":
-        """The state of the rows at these indices (row tensors gathered; host values as they are,
-        but ``candidates``, which becomes what those rows need)."""
-        index = torch.tensor(list(rows), dtype=torch.int64).to(self.device, non_blocking=True)
+    def select(self, rows: Sequence[int], index: torch.Tensor | None = None) -> "BatchState":
+        """The state of the rows at these indices (host values as they are, but ``candidates``,
+        which becomes what those rows need). ``index``: the same rows as an int64 tensor on the
+        state's device, if the caller has it. The transform tensors are gathered at once, each
+        rule's parameters when first read (:class:`_RowsOf`): an eager step on a few rows reads
+        those of the rules it applies only, so a batch that changes every step (continuous
+        batching) does not gather twenty tensors for them."""
+        if index is None:
+            index = torch.tensor(list(rows), dtype=torch.int64).to(self.device, non_blocking=True)
         need = tuple(self.row_candidates[i] for i in rows) if self.row_candidates else ()
-        sub = self._map_rows(lambda t: t.index_select(0, index), len(rows), need)
-        return replace(sub, candidates=max(need, default=self.candidates), _views={})
+        gathered = {name: getattr(self, name).index_select(0, index) for name in _ROW_FIELDS}
+        return replace(
+            self,
+            batch_size=len(rows),
+            params=_RowsOf(self.params, index),
+            row_candidates=need,
+            candidates=max(need, default=self.candidates),
+            _views={},
+            **gathered,
+        )
 
     def tiled(self, n: int) -> "BatchState":
         """The state of a batch that repeats this one ``n`` times (row tensors copied)."""
@@ -137,14 +170,9 @@ class BatchState:
         for i, c in enumerate(rows):
             if not isinstance(c, DecodeConfig):
                 raise TypeError(f"configs[{i}] is a {type(c).__name__}, expected DecodeConfig")
-        temperature, edt, edt_log_n, edt_theta, edt_log_t0 = [], [], [], [], []
-        for c in rows:
-            temperature.append(c.temperature if (c.temperature and c.edt_var is None) else 1.0)
-            n, theta, t0 = c.edt_var if c.edt_var is not None else (1.0, 0.0, 1.0)
-            edt.append(c.edt_var is not None)
-            edt_log_n.append(math.log(n))
-            edt_theta.append(theta)
-            edt_log_t0.append(math.log(t0))
+        per_row = [_row_values(c, vocab_size) for c in rows]
+        columns = list(zip(*(r[0] for r in per_row))) or [()] * 5  # the transforms, column by column
+        temperature, edt, edt_log_n, edt_theta, edt_log_t0 = (list(col) for col in columns)
 
         pin = device.type == "cuda"
 
@@ -159,8 +187,8 @@ class BatchState:
         candidates = 0
         row_candidates = [0] * b
         params: dict[str, torch.Tensor] = {}
-        for rule in RULES:
-            values = [rule.row(c, vocab_size) for c in rows]
+        for r, rule in enumerate(RULES):
+            values = [row[1][r] for row in per_row]
             used = [v for v in values if v is not None]
             if used:
                 active.append(rule.name)
@@ -192,3 +220,25 @@ class BatchState:
             params=params,
             row_candidates=tuple(row_candidates),
         )
+
+
+# the per-row transform tensors of a state (besides the rules' parameters)
+_ROW_FIELDS = tuple(f.name for f in fields(BatchState) if f.type == "torch.Tensor")
+
+
+def _row_values(config: DecodeConfig, vocab_size: int | None) -> tuple:
+    """One row's host values: ``((temperature, edt, log N, theta, log T0), (rule.row(...) per
+    rule))``, computed once per distinct config (an engine rebuilds its state whenever a request
+    joins or leaves, from mostly the same configs)."""
+    try:
+        return _cached_row_values(config, vocab_size)
+    except TypeError:  # a config holding an unhashable value: computed each time
+        return _cached_row_values.__wrapped__(config, vocab_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_row_values(config: DecodeConfig, vocab_size: int | None) -> tuple:
+    n, theta, t0 = config.edt_var if config.edt_var is not None else (1.0, 0.0, 1.0)
+    temperature = config.temperature if (config.temperature and config.edt_var is None) else 1.0
+    transforms = (temperature, config.edt_var is not None, math.log(n), theta, math.log(t0))
+    return transforms, tuple(rule.row(config, vocab_size) for rule in RULES)

@@ -1,0 +1,67 @@
+"""BatchState: a state of selected rows equals the state built from those rows' configs, and the
+per-config cache of host values changes nothing (an engine rebuilds its state from mostly the
+same configs whenever a request joins or leaves)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from support import MIXED
+
+from sample_smart import DecodeConfig
+from sample_smart.processors import BatchState
+from sample_smart.processors import state as state_mod
+
+CONFIGS = MIXED + [
+    {"top_k": 300, "temperature": 0.7},
+    {"top_n_sigma": 1.5, "hewitt_epsilon": 1e-3},
+    {"cal_acc": "-0.4,0.6,0.05", "greedy_threshold": 0.3},
+    {},
+]
+
+
+def _same(a: BatchState, b: BatchState) -> None:
+    assert (a.batch_size, a.rules, a.candidates, a.row_candidates) == (
+        b.batch_size,
+        b.rules,
+        b.candidates,
+        b.row_candidates,
+    )
+    assert (a.any_temperature, a.any_edt) == (b.any_temperature, b.any_edt)
+    for name in state_mod._ROW_FIELDS:
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert sorted(a.params) == sorted(b.params)
+    for name in b.params:
+        assert torch.equal(a.params[name], b.params[name]), name
+
+
+@pytest.mark.parametrize("rows", [[0], [3, 1], [len(CONFIGS) - 1, 0, 5, 5]])
+def test_selected_rows_equal_the_state_of_their_configs(rows):
+    cfgs = [DecodeConfig.from_dict(c) for c in CONFIGS]
+    full = BatchState.from_configs(cfgs, vocab_size=50000)
+    sub = full.select(rows)
+    want = BatchState.from_configs([cfgs[i] for i in rows], vocab_size=50000)
+    # host values of the rule set stay those of the whole batch (the code path); the rows' own agree
+    assert sub.row_candidates == want.row_candidates and sub.candidates == want.candidates
+    for name in state_mod._ROW_FIELDS:
+        assert torch.equal(getattr(sub, name), getattr(want, name)), name
+    for name in want.params:
+        assert torch.equal(sub.params[name], want.params[name]), name
+    assert len(sub.params) == len(full.params) and set(sub.params) == set(full.params)
+
+
+def test_the_per_config_cache_changes_nothing():
+    cfgs = [DecodeConfig.from_dict(c) for c in CONFIGS]
+    state_mod._cached_row_values.cache_clear()
+    first = BatchState.from_configs(cfgs, vocab_size=1000)
+    again = BatchState.from_configs([DecodeConfig.from_dict(c) for c in CONFIGS], vocab_size=1000)  # equal, new objects
+    assert state_mod._cached_row_values.cache_info().hits >= len(CONFIGS)
+    _same(again, first)
+    # the vocabulary is part of the key: top_k 300 of a 200-token vocabulary is off
+    small = BatchState.from_configs(cfgs, vocab_size=200)
+    assert small.candidates <= 200 and small.candidates != first.candidates
+
+
+def test_no_rows():
+    empty = BatchState.from_configs([])
+    assert empty.batch_size == 0 and empty.temperature.shape == (0,) and not empty.rules
