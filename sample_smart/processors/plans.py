@@ -254,8 +254,7 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
     if state.candidates:
         tau, need, v_last = _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max)
         if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
-            rows = rows or (logits, temperature, shift)
-            tau = _top_p_search(sig, rows, state, m, s, v_last, need, tau)
+            tau = _top_p_search(sig, rows, (logits, temperature, shift), state, m, s, v_last, need, tau)
         if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than was selected
             tau = _large_k(logits, state, cmax, tau, temperature, shift, m, s, p_max)
     if state.uses(SIGMA_RULE.name):
@@ -384,27 +383,32 @@ def _candidate_taus(rules, k, state, logits, cmax, tau, temperature, shift, m, s
     return torch.maximum(tau, torch.minimum(t, m)), need, v_last
 
 
-def _top_p_search(sig, rows, state, m, s, v_last, need, tau) -> torch.Tensor:
+def _top_p_search(sig, rows, raw, state, m, s, v_last, need, tau) -> torch.Tensor:
     """The search program on the top-p rows ``need`` marks, then the exact bisection (eager) of the
     adversarial rows it could not settle. On CPU (where reading ``need`` waits for nothing) only
     those rows go through the search when they are at most half the batch (in a mixed batch they
     are a few of its rows; copying most of a batch out would cost more than searching all of it).
-    ``rows``: the tempered rows and their ``exp(x - m)`` from the threshold program, or, from a
-    plan without top-p (a CPU batch whose top-p rows are at most half of it), ``(logits,
-    temperature, shift)``, from which the searched rows are tempered here."""
+    ``rows``: the tempered rows and their ``exp(x - m)`` from the threshold program, or None from a
+    plan without top-p (a CPU batch whose top-p rows are at most half of it); then the searched
+    rows are tempered here from ``raw = (logits, temperature, shift)`` as the program does."""
     p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
-    if m.device.type == "cpu":
-        index = need.nonzero().squeeze(1)
-        if 2 * index.numel() <= need.shape[0]:
-            pick = _two_rows_at_least(index)
-            sub = [t.index_select(0, pick) for t in (m, s, p, v_last, need, tau)]
-            picked = tuple(r.index_select(0, pick) for r in rows)
-            if len(picked) == 3:  # raw rows: tempered and exponentiated as the threshold program does
-                xt = _tempered(chain.in_work_dtype(picked[0]), picked[1], picked[2])
-                picked = (xt, (xt - sub[0].unsqueeze(-1)).exp())
-            found = _search_rows(sig, picked, *sub)
-            return tau.index_copy(0, index, found[: index.numel()])
-    return _search_rows(sig, rows, m, s, p, v_last, need, tau)
+    index = need.nonzero().squeeze(1) if m.device.type == "cpu" else None
+    if index is not None and 2 * index.numel() <= need.shape[0]:
+        pick = _two_rows_at_least(index)
+        sub = [t.index_select(0, pick) for t in (m, s, p, v_last, need, tau)]
+        found = _search_rows(sig, _searched_rows(rows, raw, pick, sub[0]), *sub)
+        return tau.index_copy(0, index, found[: index.numel()])
+    return _search_rows(sig, _searched_rows(rows, raw, None, m), m, s, p, v_last, need, tau)
+
+
+def _searched_rows(rows, raw, pick, m) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, exp(x - m))`` of the rows ``pick`` (None: all): gathered from the program's ``rows``,
+    or tempered and exponentiated from ``raw`` with the threshold program's float operations."""
+    if rows is not None:
+        return rows if pick is None else tuple(r.index_select(0, pick) for r in rows)
+    logits, temperature, shift = raw if pick is None else (t.index_select(0, pick) for t in raw)
+    xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
+    return xt, (xt - m.unsqueeze(-1)).exp()
 
 
 def _search_rows(sig, rows, m, s, p, v_last, need, tau) -> torch.Tensor:

@@ -95,9 +95,7 @@ class BatchState:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every row tensor (all have the batch as dim 0)."""
-        return [getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)] + list(
-            self.params.values()
-        )
+        return [getattr(self, name) for name in _ROW_FIELDS] + list(self.params.values())
 
     def rows(self, start: int, stop: int) -> "BatchState":
         """The state of rows ``start:stop`` (tensor views, same host values, so the same code path);
@@ -148,9 +146,7 @@ class BatchState:
         return self._views[key]
 
     def _map_rows(self, fn, batch_size: int, row_candidates: tuple[int, ...]) -> "BatchState":
-        tensors = {
-            f.name: fn(getattr(self, f.name)) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)
-        }
+        tensors = {name: fn(getattr(self, name)) for name in _ROW_FIELDS}
         params = {name: fn(t) for name, t in self.params.items()}
         return replace(self, batch_size=batch_size, params=params, row_candidates=row_candidates, _views={}, **tensors)
 
