@@ -13,11 +13,10 @@ bit for bit). Only what is expensive *and* data-dependent is switched:
   rows and their ``exp(x - m)`` (two writes), which top-p's search reads instead of computing them
   again;
 - the candidates: the threshold program also returns the rows' chunk maxima; a batch whose rules
-  read the largest logits (top-k, dynamic top-k, top-p) selects ``min(state.candidates,
-  CANDIDATES)`` of them from those maxima after the program, on the rows that read them only (two
-  small ``topk``: aten calls, compiled or not), and applies just those rules; a row whose
-  ``top_k`` or ``dynamic_top_k`` asks for more gets its exact threshold from an eager selection
-  on that row alone;
+  read the largest logits (top-k, dynamic top-k, top-p) selects them from those maxima after the
+  program, on the rows that read them only (two small ``topk``: aten calls, compiled or not), and
+  applies just those rules: once for the rows that read at most ``CANDIDATES`` of them, once for
+  the rows whose ``top_k`` or ``dynamic_top_k`` asks for more (their exact thresholds);
 - top-n-sigma's std (one more pass, in float64): a program of its own (:func:`sigma`), run only
   when some row asks for it;
 - top-p's search for rows whose nucleus is larger than its candidates: a program of its own
@@ -63,8 +62,6 @@ __all__ = ["CANDIDATES", "Plan", "prepare", "prepared", "reset", "run"]
 
 CANDIDATES = top_p.CANDIDATES  # largest logits selected per row inside the programs
 ALL_RULES = tuple(r.name for r in RULES)
-# rules whose row parameter says how many of the largest logits they read (top-k, dynamic top-k)
-K_RULES = tuple(r for r in RULES if r.candidates is not None and r.name != "top_p")
 # where each rule's threshold is computed: the threshold program (the statistics of one exp pass),
 # after it from the selected candidates (eager, only the rules a batch uses), or top-n-sigma's
 # own program (its std is one more pass, paid only by batches that ask for it)
@@ -255,8 +252,6 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
         tau, need, v_last = _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max)
         if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
             tau = _top_p_search(sig, rows, (logits, temperature, shift), state, m, s, v_last, need, tau)
-        if state.candidates > CANDIDATES:  # a top_k / dynamic_top_k row reads more than was selected
-            tau = _large_k(logits, state, cmax, tau, temperature, shift, m, s, p_max)
     if state.uses(SIGMA_RULE.name):
         tau = _top_n_sigma(sig, logits, state, temperature, shift, m, tau)
     return _call("write", write, sig + (inplace,), logits, tau, temperature, shift, inplace)
@@ -315,69 +310,67 @@ def _edt_on_rows(logits: torch.Tensor, state: BatchState, no_shift: torch.Tensor
 
 
 def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
-    """Eager, after the threshold program: select the ``min(state.candidates, CANDIDATES)`` largest
-    logits of the rows whose rules read them (host data), from the program's chunk maxima (small
-    ``topk``: aten calls, compiled or not), temper them, and apply the rules the batch uses that
-    read them (top-k, dynamic top-k, top-p's first stage). ``(tau, need, v_last)``: ``need`` marks
-    the top-p rows whose nucleus is larger than the candidates, ``v_last`` the smallest candidate
-    (both for the search; ``v_last`` is only read where ``need``)."""
-    rows = state.derived("candidate_rows", lambda st: _rows_needing(st, 1))
-    k = min(state.candidates, CANDIDATES, logits.shape[-1])
-    return _rules_on_rows(VALUE_RULES, k, rows, logits, cmax, tau, temperature, shift, m, s, p_max)
+    """Eager, after the threshold program: select the largest logits of the rows whose rules read
+    them (host data), from the program's chunk maxima (small ``topk``: aten calls, compiled or not),
+    temper them, and apply the rules the batch uses that read them (top-k, dynamic top-k, top-p's
+    first stage). Two groups of rows, each selected once: those that read at most ``CANDIDATES``
+    (their largest need), and those whose ``top_k`` or ``dynamic_top_k`` asks for more (their
+    largest k: exact thresholds, and top-p's first stage from those many candidates). ``(tau,
+    need, v_last)``: ``need`` marks the top-p rows whose nucleus is larger than their candidates,
+    ``v_last`` their smallest candidate (both for the search; ``v_last`` is only read where
+    ``need``)."""
+    need, v_last = state.derived("no_need", lambda st: torch.zeros_like(st.temperature, dtype=torch.bool)), m
+    for k, rows in state.derived("candidate_groups", _candidate_groups):
+        tau, need, v_last = _rules_on_rows(k, rows, logits, cmax, tau, need, v_last, temperature, shift, m, s, p_max)
+    return tau, need, v_last
 
 
-def _large_k(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> torch.Tensor:
-    """Eager: ``tau`` with the exact top-k / dynamic top-k thresholds of the rows whose k exceeds
-    ``CANDIDATES`` (``_kth_largest`` gave them ``-inf`` from the first selection), selected from
-    those rows only (known on the host)."""
-    rows = state.derived("large_k_rows", lambda st: _rows_needing(st, CANDIDATES + 1))
-    if rows is None:
-        return tau
-    return _rules_on_rows(K_RULES, rows[0].candidates, rows, logits, cmax, tau, temperature, shift, m, s, p_max)[0]
-
-
-def _rows_needing(state: BatchState, k: int) -> tuple[BatchState, torch.Tensor | None] | None:
-    """``(state of the rows that read at least k candidates, their index)``: ``(state, None)`` when
-    all rows do (or a state without per-row needs), None when none does."""
+def _candidate_groups(state: BatchState) -> list[tuple[int, tuple[BatchState, torch.Tensor | None]]]:
+    """``[(k, (state of the rows, their index or None for all))]``: the rows that read between 1
+    and ``CANDIDATES`` largest logits, then those that read more, each group with its largest
+    need (a state without per-row needs: one group of every row)."""
     if not state.row_candidates:
-        return state, None
-    rows = [i for i, n in enumerate(state.row_candidates) if n >= k]
-    if not rows:
-        return None
-    if len(rows) == state.batch_size:
-        return state, None
-    index = torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
-    return state.select(rows, index), index
+        return [(state.candidates, (state, None))]
+    groups = []
+    for low, high in ((1, CANDIDATES), (CANDIDATES + 1, None)):
+        rows = [i for i, n in enumerate(state.row_candidates) if n >= low and (high is None or n <= high)]
+        if not rows:
+            continue
+        k = max(state.row_candidates[i] for i in rows)
+        if len(rows) == state.batch_size:
+            groups.append((k, (state, None)))
+        else:
+            index = torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
+            groups.append((k, (state.select(rows, index), index)))
+    return groups
 
 
-def _rules_on_rows(rules, k, rows, logits, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
-    """``(tau, need, v_last)`` of :func:`_candidate_taus` for ``rows`` (from :func:`_rows_needing`),
-    written back into the whole batch: the row tensors are gathered, the logits are not copied."""
+def _rules_on_rows(k, rows, logits, cmax, tau, need, v_last, *row_tensors) -> tuple[torch.Tensor, ...]:
+    """``(tau, need, v_last)`` of :func:`_candidate_taus` for ``rows`` (from
+    :func:`_candidate_groups`), written into the whole batch's: the row tensors are gathered, the
+    logits are not copied. ``row_tensors``: ``temperature, shift, m, s, p_max``."""
     sub, index = rows
-    row_tensors = (cmax, tau, temperature, shift, m, s, p_max)
+    rules = tuple(r for r in VALUE_RULES if sub.uses(r.name))
     if index is None:
-        return _candidate_taus(rules, k, sub, logits, *row_tensors, None)
-    picked = [t.index_select(0, index) for t in row_tensors]
-    t_sub, need_sub, v_sub = _candidate_taus(rules, k, sub, logits, *picked, index)
-    need = torch.zeros_like(m, dtype=torch.bool).index_copy(0, index, need_sub)
-    return tau.index_copy(0, index, t_sub), need, m.index_copy(0, index, v_sub)
+        return _candidate_taus(rules, k, sub.params, logits, cmax, tau, *row_tensors, None)
+    picked = [t.index_select(0, index) for t in (cmax, tau, *row_tensors)]
+    t_sub, need_sub, v_sub = _candidate_taus(rules, k, sub.params, logits, *picked, index)
+    return tau.index_copy(0, index, t_sub), need.index_copy(0, index, need_sub), v_last.index_copy(0, index, v_sub)
 
 
-def _candidate_taus(rules, k, state, logits, cmax, tau, temperature, shift, m, s, p_max, rows):
-    """The ``rules`` of ``state`` that read the ``k`` largest logits, on ``rows`` of ``logits``
-    (None: all); every other argument holds those rows only."""
+def _candidate_taus(rules, k, params, logits, cmax, tau, temperature, shift, m, s, p_max, rows):
+    """The ``rules`` (with their row ``params``) that read the ``k`` largest logits, on ``rows`` of
+    ``logits`` (None: all); every other argument holds those rows only."""
     vocab = logits.shape[-1]
     values = _tempered(largest_values(logits, k, cmax, rows).to(temperature.dtype), temperature, shift)
     stats = Stats(None, m, None, p_max, None, None, s, values, None)
     t = torch.full_like(m, float("-inf"))
     need = torch.zeros_like(m, dtype=torch.bool)
     for rule in rules:
-        if not state.uses(rule.name):
-            continue
         if rule.name == "top_p":  # its first stage; the search runs after, for the rows in need
-            rule_tau, need = top_p.candidate_tau(values, m, s, state.params["top_p"], complete=k >= vocab)
+            rule_tau, need = top_p.candidate_tau(values, m, s, params["top_p"], complete=k >= vocab)
         else:
-            rule_tau = rule.tau(stats, state.params)
+            rule_tau = rule.tau(stats, params)
         t = torch.maximum(t, rule_tau)
     v_last = values[:, -1].contiguous()  # an input of the search program: contiguous, as prepared
     return torch.maximum(tau, torch.minimum(t, m)), need, v_last

@@ -79,7 +79,7 @@ def test_every_knob_matches_eager_and_the_textbook_after_prepare(prepared):
     cfgs = MIXED + [{"top_p": 0.9}, {"top_p": 0.5, "temperature": 0.7}, {"top_a": 0.1, "top_k": 300}]
     x = _batch(cfgs, 0)
     state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
-    assert state.candidates > plans.CANDIDATES and plans.prepared(x, False)  # top_k 300: the eager finish too
+    assert state.candidates > plans.CANDIDATES and plans.prepared(x, False)  # top_k 300: a second selection
     before = _graphs()
     got = process_core(x.clone(), state)
     assert _graphs() == before  # prepared: nothing compiles
@@ -90,7 +90,7 @@ def test_every_knob_matches_eager_and_the_textbook_after_prepare(prepared):
 
 def test_no_compile_after_prepare_for_a_stream_of_random_knob_combinations(prepared):
     """Requests choose their settings: whatever combination and batch size arrive, the prepared
-    programs serve them (a top_k above the programs' candidates adds an eager selection) and no
+    programs serve them (a top_k above CANDIDATES selects its rows apart) and no
     graph is ever compiled again."""
     rng = random.Random(1)
     before = _graphs()
@@ -104,7 +104,35 @@ def test_no_compile_after_prepare_for_a_stream_of_random_knob_combinations(prepa
         got = process_core(x.clone() if inplace else x, state, inplace=inplace)
         _same_as_eager(x, state, got)
     assert _graphs() == before, "a program compiled after prepare"
-    assert large_k >= 2  # the stream also took the eager finish of top_k > CANDIDATES
+    assert large_k >= 2  # the stream also took the second selection, of top_k > CANDIDATES
+
+
+def test_rows_asking_for_more_candidates_are_selected_once_with_their_own_k(prepared, monkeypatch):
+    """Candidates are selected per group of rows: those that read at most CANDIDATES (their largest
+    need) and those whose top_k asks for more (their largest k, also top-p's first stage on a row
+    that has both); no row is selected twice. Kept sets as eager, top-p's search included."""
+    cfgs = [{"top_k": 300, "top_p": 0.9}, {"top_k": 1024}, {"top_p": 0.95}, {"top_k": 20}, {"min_p": 0.1}]
+    x = _batch(cfgs, 7)
+    state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
+    selected = []
+    largest = plans.largest_values
+
+    def recorded(x, k, cmax, rows):
+        selected.append((k, rows.tolist()))
+        return largest(x, k, cmax, rows)
+
+    monkeypatch.setattr(plans, "largest_values", recorded)
+    searched = []
+    search = plans._search_rows
+    monkeypatch.setattr(
+        plans, "_search_rows", lambda sig, rows, *a: searched.append(rows[0].shape[0]) or search(sig, rows, *a)
+    )
+    got = process_core(x.clone(), state)
+    assert selected == [(plans.CANDIDATES, [2, 3]), (1024, [0, 1])]
+    assert searched, "the flat top-p rows' nuclei exceed their candidates: the search ran"
+    _same_as_eager(x, state, got)
+    for i, cfg in enumerate(cfgs):
+        check_against_reference(x[i : i + 1].double(), got[i : i + 1], DecodeConfig.from_dict(cfg).to_dict())
 
 
 @pytest.mark.parametrize("few", [True, False])
