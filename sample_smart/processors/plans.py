@@ -144,17 +144,22 @@ def thresholds(
 
 def sigma(
     logits: torch.Tensor,
+    index: torch.Tensor,
     params: dict,
     temperature: torch.Tensor,
     shift: torch.Tensor,
     m: torch.Tensor,
     tau: torch.Tensor,
 ) -> torch.Tensor:
-    """``tau`` with top-n-sigma's threshold: the std of the finite tempered logits is one more pass
-    (float64 sums), so it is a program of its own that runs only when some row asks for it."""
-    xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
-    stats = Stats(xt, m, None, None, None, None, None, None, finite_std(xt, m))
-    return torch.maximum(tau, torch.minimum(SIGMA_RULE.tau(stats, params), m))
+    """``tau`` with top-n-sigma's threshold on the rows ``index`` (int64 [R], R >= 2; duplicates
+    allowed): the std of the finite tempered logits is one more pass (float64 sums), so it is a
+    program of its own that runs only when some row asks for it. The rows are read through
+    ``index`` inside the program (the gather fuses into the pass: no copy of them)."""
+    rows = [t.index_select(0, index) for t in (temperature, shift, m)]
+    xt = _tempered(chain.in_work_dtype(logits.index_select(0, index)), rows[0], rows[1])
+    stats = Stats(xt, rows[2], None, None, None, None, None, None, finite_std(xt, rows[2]))
+    found = SIGMA_RULE.tau(stats, {k: v.index_select(0, index) for k, v in params.items()})
+    return tau.index_copy(0, index, torch.maximum(tau.index_select(0, index), torch.minimum(found, rows[2])))
 
 
 def search(
@@ -261,14 +266,18 @@ def _top_n_sigma(sig, logits, state, temperature, shift, m, tau) -> torch.Tensor
     """The sigma program on the rows that use top-n-sigma: on CPU those rows only when they are at
     most half the batch (:func:`_few_rows`), else and on a device the whole batch (choosing would
     be a host sync there)."""
-    params = {p.name: state.params[p.name] for p in SIGMA_RULE.params}
+    params = state.derived("sigma_params", lambda st: {p.name: st.params[p.name] for p in SIGMA_RULE.params})
+    index = state.derived("sigma_rows", _sigma_rows)
+    torch._dynamo.maybe_mark_dynamic(index, 0)  # its own size: a subset of the batch
+    return _call("sigma", sigma, sig, logits, index, params, temperature, shift, m, tau)
+
+
+def _sigma_rows(state: BatchState) -> torch.Tensor:
+    """The rows the sigma program reads (:func:`_few_rows`, at least two), or every row."""
     index = _few_rows(state, SIGMA_RULE.name)
     if index is None:
-        return _call("sigma", sigma, sig, logits, params, temperature, shift, m, tau)
-    pick = _two_rows_at_least(index)
-    sub = [t.index_select(0, pick) for t in (logits, temperature, shift, m, tau)]
-    found = _call("sigma", sigma, sig, sub[0], {k: v.index_select(0, pick) for k, v in params.items()}, *sub[1:])
-    return tau.index_copy(0, index, found[: index.numel()])
+        index = torch.arange(state.batch_size, device=state.device)
+    return _two_rows_at_least(index)
 
 
 def _two_rows_at_least(index: torch.Tensor) -> torch.Tensor:
