@@ -357,14 +357,18 @@ def _candidate_groups(state: BatchState) -> list[tuple[int, tuple[BatchState, to
 def _rules_on_rows(k, rows, logits, cmax, tau, need, v_last, *row_tensors) -> tuple[torch.Tensor, ...]:
     """``(tau, need, v_last)`` of :func:`_candidate_taus` for ``rows`` (from
     :func:`_candidate_groups`), written into the whole batch's: the row tensors are gathered, the
-    logits are not copied. ``row_tensors``: ``temperature, shift, m, s, p_max``."""
+    logits are not copied. ``row_tensors``: ``temperature, shift, m, s, p_max``. The rules are
+    those the rows use (their state's ``rules``: a group of top_k rows computes no top-p)."""
     sub, index = rows
     rules = tuple(r for r in VALUE_RULES if sub.uses(r.name))
     if index is None:
         return _candidate_taus(rules, k, sub.params, logits, cmax, tau, *row_tensors, None)
     picked = [t.index_select(0, index) for t in (cmax, tau, *row_tensors)]
     t_sub, need_sub, v_sub = _candidate_taus(rules, k, sub.params, logits, *picked, index)
-    return tau.index_copy(0, index, t_sub), need.index_copy(0, index, need_sub), v_last.index_copy(0, index, v_sub)
+    tau = tau.index_copy(0, index, t_sub)
+    if not sub.uses("top_p"):  # these rows need no search
+        return tau, need, v_last
+    return tau, need.index_copy(0, index, need_sub), v_last.index_copy(0, index, v_sub)
 
 
 def _candidate_taus(rules, k, params, logits, cmax, tau, temperature, shift, m, s, p_max, rows):

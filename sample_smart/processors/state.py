@@ -53,7 +53,8 @@ class BatchState:
     - ``any_temperature``, ``any_edt`` (host) and the ``[B]`` tensors ``temperature`` (1.0 when
       unset), ``edt`` (bool), ``edt_log_n``, ``edt_theta``, ``edt_log_t0`` (EDT in log form);
     - ``params``: every rule's per-row tensors by name (``[B]`` or ``[B, width]``; see ``rules``);
-    - ``row_candidates`` (host): how many largest logits each row's own rules need.
+    - ``row_candidates`` (host): how many largest logits each row's own rules need;
+    - ``row_rules`` (host): the names of the rules each row uses (a selected state's ``rules``).
     """
 
     batch_size: int
@@ -69,6 +70,7 @@ class BatchState:
     edt_log_t0: torch.Tensor
     params: Mapping[str, torch.Tensor]
     row_candidates: tuple[int, ...] = ()  # host: each row's own need of largest logits (0: none)
+    row_rules: tuple[frozenset[str], ...] = ()  # host: the rules each row uses
     _views: dict = field(default_factory=dict, compare=False, repr=False)  # derived states, see derived()
 
     @property
@@ -104,12 +106,12 @@ class BatchState:
             return self
         return self.derived(
             ("rows", start, stop),
-            lambda s: s._map_rows(lambda t: t[start:stop], stop - start, s.row_candidates[start:stop]),
+            lambda s: s._map_rows(lambda t: t[start:stop], stop - start, slice(start, stop)),
         )
 
     def select(self, rows: Sequence[int], index: torch.Tensor | None = None) -> "BatchState":
-        """The state of the rows at these indices (host values as they are, but ``candidates``,
-        which becomes what those rows need). ``index``: the same rows as an int64 tensor on the
+        """The state of the rows at these indices: ``rules`` and ``candidates`` become those of
+        these rows (the transform flags stay the batch's). ``index``: the same rows as an int64 tensor on the
         state's device, if the caller has it. The transform tensors are gathered at once, each
         rule's parameters when first read (:class:`_RowsOf`): an eager step on a few rows reads
         those of the rules it applies only, so a batch that changes every step (continuous
@@ -117,12 +119,16 @@ class BatchState:
         if index is None:
             index = torch.tensor(list(rows), dtype=torch.int64).to(self.device, non_blocking=True)
         need = tuple(self.row_candidates[i] for i in rows) if self.row_candidates else ()
+        own = tuple(self.row_rules[i] for i in rows) if self.row_rules else ()
+        rules = tuple(name for name in self.rules if any(name in r for r in own)) if own else self.rules
         gathered = {name: getattr(self, name).index_select(0, index) for name in _ROW_FIELDS}
         return replace(
             self,
             batch_size=len(rows),
+            rules=rules,
             params=_RowsOf(self.params, index),
             row_candidates=need,
+            row_rules=own,
             candidates=max(need, default=self.candidates),
             _views={},
             **gathered,
@@ -130,9 +136,7 @@ class BatchState:
 
     def tiled(self, n: int) -> "BatchState":
         """The state of a batch that repeats this one ``n`` times (row tensors copied)."""
-        return self._map_rows(
-            lambda t: t.repeat((n,) + (1,) * (t.dim() - 1)), n * self.batch_size, self.row_candidates * n
-        )
+        return self._map_rows(lambda t: t.repeat((n,) + (1,) * (t.dim() - 1)), n * self.batch_size, n)
 
     def with_host(self, **host_values) -> "BatchState":
         """The same row tensors with other host values (``rules``, ``candidates``, ``any_*``)."""
@@ -145,10 +149,15 @@ class BatchState:
             self._views[key] = build(self)
         return self._views[key]
 
-    def _map_rows(self, fn, batch_size: int, row_candidates: tuple[int, ...]) -> "BatchState":
+    def _map_rows(self, fn, batch_size: int, rows: slice | int) -> "BatchState":
+        """``fn`` on every row tensor; the per-row host values sliced by ``rows`` or tiled ``rows`` times."""
         tensors = {name: fn(getattr(self, name)) for name in _ROW_FIELDS}
         params = {name: fn(t) for name, t in self.params.items()}
-        return replace(self, batch_size=batch_size, params=params, row_candidates=row_candidates, _views={}, **tensors)
+        host = {
+            name: getattr(self, name)[rows] if isinstance(rows, slice) else getattr(self, name) * rows
+            for name in ("row_candidates", "row_rules")
+        }
+        return replace(self, batch_size=batch_size, params=params, _views={}, **host, **tensors)
 
     @classmethod
     def from_configs(
@@ -182,12 +191,16 @@ class BatchState:
         active: list[str] = []
         candidates = 0
         row_candidates = [0] * b
+        row_rules: list[set[str]] = [set() for _ in range(b)]
         params: dict[str, torch.Tensor] = {}
         for r, rule in enumerate(RULES):
             values = [row[1][r] for row in per_row]
             used = [v for v in values if v is not None]
             if used:
                 active.append(rule.name)
+                for i, v in enumerate(values):
+                    if v is not None:
+                        row_rules[i].add(rule.name)
                 if rule.candidates is not None:
                     candidates = max(candidates, rule.candidates(used))
                     for i, v in enumerate(values):
@@ -215,6 +228,7 @@ class BatchState:
             edt_log_t0=tensor(edt_log_t0),
             params=params,
             row_candidates=tuple(row_candidates),
+            row_rules=tuple(frozenset(r) for r in row_rules),
         )
 
 

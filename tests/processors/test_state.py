@@ -11,6 +11,7 @@ from support import MIXED
 from sample_smart import DecodeConfig
 from sample_smart.processors import BatchState
 from sample_smart.processors import state as state_mod
+from sample_smart.processors.rules import RULES
 
 CONFIGS = MIXED + [
     {"top_k": 300, "temperature": 0.7},
@@ -21,11 +22,12 @@ CONFIGS = MIXED + [
 
 
 def _same(a: BatchState, b: BatchState) -> None:
-    assert (a.batch_size, a.rules, a.candidates, a.row_candidates) == (
+    assert (a.batch_size, a.rules, a.candidates, a.row_candidates, a.row_rules) == (
         b.batch_size,
         b.rules,
         b.candidates,
         b.row_candidates,
+        b.row_rules,
     )
     assert (a.any_temperature, a.any_edt) == (b.any_temperature, b.any_edt)
     for name in state_mod._ROW_FIELDS:
@@ -41,8 +43,9 @@ def test_selected_rows_equal_the_state_of_their_configs(rows):
     full = BatchState.from_configs(cfgs, vocab_size=50000)
     sub = full.select(rows)
     want = BatchState.from_configs([cfgs[i] for i in rows], vocab_size=50000)
-    # host values of the rule set stay those of the whole batch (the code path); the rows' own agree
+    # the rows' own host values: their rules and candidates, as a state built from their configs
     assert sub.row_candidates == want.row_candidates and sub.candidates == want.candidates
+    assert sub.rules == want.rules and sub.row_rules == want.row_rules
     for name in state_mod._ROW_FIELDS:
         assert torch.equal(getattr(sub, name), getattr(want, name)), name
     for name in want.params:
@@ -60,6 +63,20 @@ def test_the_per_config_cache_changes_nothing():
     # the vocabulary is part of the key: top_k 300 of a 200-token vocabulary is off
     small = BatchState.from_configs(cfgs, vocab_size=200)
     assert small.candidates <= 200 and small.candidates != first.candidates
+
+
+def test_row_slices_and_tiles_keep_the_rows_host_values():
+    cfgs = [DecodeConfig.from_dict(c) for c in CONFIGS]
+    full = BatchState.from_configs(cfgs, vocab_size=50000)
+    part = full.rows(2, 5)
+    assert part.row_rules == full.row_rules[2:5] and part.row_candidates == full.row_candidates[2:5]
+    assert part.rules == full.rules  # a slice keeps the batch's code path
+    tiled = full.rows(0, 2).tiled(3)
+    assert tiled.row_rules == full.row_rules[:2] * 3 and tiled.batch_size == 6
+    # the last four configs: the rules whose row values are on (temperature 0.7 is no greedy row)
+    want = [frozenset(r.name for r in RULES if r.row(c, 50000) is not None) for c in cfgs[-4:]]
+    assert full.row_rules[-4:] == tuple(want) and [len(r) for r in want] == [1, 2, 2, 0]
+    assert {"top_k"} == want[0] and "top_n_sigma" in want[1] and "greedy_threshold" in want[2]
 
 
 def test_no_rows():
