@@ -160,10 +160,14 @@ def test_a_model_against_itself_gives_zeros(self_run):
     assert key == "SmolLM2-135M-Instruct-fp32|again"
     for rec in records:
         pair = rec["pairs"][key]
-        assert all(v == 0.0 for v in pair["kl"]) and all(v == 0.0 for v in pair["delta_p"]) and all(pair["same_top"])
+        # two loads of one model agree to rounding: CPU kernels under load (dynamic threading) need
+        # not be bitwise reproducible between two forward passes (a CI run saw such a difference)
+        # (the tolerances of batched vs plain passes above: float rounding only)
+        assert np.allclose(pair["kl"], 0.0, atol=2e-6) and np.allclose(pair["delta_p"], 0.0, atol=2e-5)
+        assert all(pair["same_top"])
     r = orjson.loads(open(result["files"]["summary_stats"], "rb").read())["pairs"][key]
-    assert r["mean_kl"] == 0.0 and r["mean_delta_p"] == 0.0 and r["rms_delta_p"] == 0.0
-    assert r["same_top_share"] == 1.0 and r["ln_ppl_ratio"] == 0.0
+    assert abs(r["mean_kl"]) <= 2e-6 and abs(r["mean_delta_p"]) <= 2e-5 and r["rms_delta_p"] <= 2e-5
+    assert r["same_top_share"] == 1.0 and abs(r["ln_ppl_ratio"]) <= 1e-5
 
 
 def test_the_file_set(bf16_run):
