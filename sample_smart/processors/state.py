@@ -106,7 +106,7 @@ class BatchState:
             return self
         return self.derived(
             ("rows", start, stop),
-            lambda s: s._map_rows(lambda t: t[start:stop], stop - start, slice(start, stop)),
+            lambda s: s._map_rows(lambda t: t[start:stop], stop - start, lambda host: host[start:stop]),
         )
 
     def select(self, rows: Sequence[int], index: torch.Tensor | None = None) -> "BatchState":
@@ -136,7 +136,9 @@ class BatchState:
 
     def tiled(self, n: int) -> "BatchState":
         """The state of a batch that repeats this one ``n`` times (row tensors copied)."""
-        return self._map_rows(lambda t: t.repeat((n,) + (1,) * (t.dim() - 1)), n * self.batch_size, n)
+        return self._map_rows(
+            lambda t: t.repeat((n,) + (1,) * (t.dim() - 1)), n * self.batch_size, lambda host: host * n
+        )
 
     def with_host(self, **host_values) -> "BatchState":
         """The same row tensors with other host values (``rules``, ``candidates``, ``any_*``)."""
@@ -149,14 +151,11 @@ class BatchState:
             self._views[key] = build(self)
         return self._views[key]
 
-    def _map_rows(self, fn, batch_size: int, rows: slice | int) -> "BatchState":
-        """``fn`` on every row tensor; the per-row host values sliced by ``rows`` or tiled ``rows`` times."""
+    def _map_rows(self, fn, batch_size: int, host_fn) -> "BatchState":
+        """``fn`` on every row tensor, ``host_fn`` on every per-row host tuple (the same rows)."""
         tensors = {name: fn(getattr(self, name)) for name in _ROW_FIELDS}
         params = {name: fn(t) for name, t in self.params.items()}
-        host = {
-            name: getattr(self, name)[rows] if isinstance(rows, slice) else getattr(self, name) * rows
-            for name in ("row_candidates", "row_rules")
-        }
+        host = {name: host_fn(getattr(self, name)) for name in ("row_candidates", "row_rules")}
         return replace(self, batch_size=batch_size, params=params, _views={}, **host, **tensors)
 
     @classmethod
@@ -198,13 +197,12 @@ class BatchState:
             used = [v for v in values if v is not None]
             if used:
                 active.append(rule.name)
+                if rule.candidates is not None:
+                    candidates = max(candidates, rule.candidates(used))
                 for i, v in enumerate(values):
                     if v is not None:
                         row_rules[i].add(rule.name)
-                if rule.candidates is not None:
-                    candidates = max(candidates, rule.candidates(used))
-                    for i, v in enumerate(values):
-                        if v is not None:
+                        if rule.candidates is not None:
                             row_candidates[i] = max(row_candidates[i], rule.candidates([v]))
             for j, param in enumerate(rule.params):
                 neutral = [param.neutral] * param.width if param.width else param.neutral
