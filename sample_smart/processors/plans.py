@@ -206,6 +206,10 @@ _regions: dict[tuple, Callable] = {}
 _prepared: set[Signature] = set()
 _warned: set[tuple] = set()
 _fallbacks = [0]  # calls that a program would have had to recompile for (they ran eager)
+# whether _call marks its inputs' dimensions (dynamic batch, static vocabulary): only while
+# prepare() compiles; the marks steer tracing only, and after it nothing traces (run() calls under
+# fail_on_recompile), so a serving step skips them (~50 us of Python per threshold call)
+_marking = [False]
 
 
 def _region(name: str, fn: Callable, key: tuple) -> Callable:
@@ -222,6 +226,12 @@ def _call(name: str, fn: Callable, key: tuple, *args):
     again, and static other dimensions: a process that prepares a second vocabulary gets programs
     specialised on it, not one generic (slower) program for both. The first argument holds a
     batch-sized tensor."""
+    if _marking[0]:
+        _mark_shapes(args)
+    return _region(name, fn, key)(*args)
+
+
+def _mark_shapes(args: tuple) -> None:
     first = args[0][0] if isinstance(args[0], tuple) else args[0]
     batch = first.shape[0]
     for a in args:
@@ -236,7 +246,6 @@ def _call(name: str, fn: Callable, key: tuple, *args):
                 torch._dynamo.maybe_mark_dynamic(t, 0)
                 for dim in range(1, t.dim()):  # the vocabulary: never made dynamic by a second one
                     torch._dynamo.mark_static(t, dim)
-    return _region(name, fn, key)(*args)
 
 
 def _universal(state: BatchState) -> BatchState:
@@ -268,7 +277,8 @@ def _top_n_sigma(sig, logits, state, temperature, shift, m, tau) -> torch.Tensor
     be a host sync there)."""
     params = state.derived("sigma_params", lambda st: {p.name: st.params[p.name] for p in SIGMA_RULE.params})
     index = state.derived("sigma_rows", _sigma_rows)
-    torch._dynamo.maybe_mark_dynamic(index, 0)  # its own size: a subset of the batch
+    if _marking[0]:
+        torch._dynamo.maybe_mark_dynamic(index, 0)  # its own size: a subset of the batch
     return _call("sigma", sigma, sig, logits, index, params, temperature, shift, m, tau)
 
 
@@ -497,32 +507,41 @@ def prepare(
     the caller decides to fall back."""
     import time
 
-    from sample_smart.config import DecodeConfig
-
     started = time.perf_counter()
     device = torch.device(device)
     sig = Signature(int(vocab_size), dtype, device.type, bool(inplace), bool(inference))
     with _lock, torch.inference_mode() if sig.inference else torch.no_grad():
         if sig in _prepared:
             return 0.0
-        g = torch.Generator().manual_seed(0)
-        for edt, uses_top_p in itertools.product((False, True), repeat=2):
-            # flat rows whose nucleus exceeds the candidates, so the search program compiles too; EDT
-            # and top-p on more than half of the rows, so the plan has them also on CPU (Plan.of)
-            edt_var = (0.8, 1.0, 1.0) if edt else None
-            cfgs = [
-                DecodeConfig(top_k=50, top_p=0.5 if uses_top_p else None, edt_var=edt_var),
-                DecodeConfig(top_p=0.99 if uses_top_p else None, edt_var=edt_var),
-                DecodeConfig(top_n_sigma=1.0),
-            ]
-            state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
-            assert Plan.of(state) == (edt, uses_top_p)
-            x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
-            _run_compiled(x, state, sig.inplace)
-            if not sig.inplace:  # the one-row path writes its pair in place
-                _run_compiled(x, state, True)
+        _marking[0] = True
+        try:
+            _compile_plans(sig, vocab_size, dtype, device)
+        finally:
+            _marking[0] = False
         _prepared.add(sig)
     return time.perf_counter() - started
+
+
+def _compile_plans(sig: Signature, vocab_size: int, dtype: torch.dtype, device: torch.device) -> None:
+    """Run every plan once on random rows of ``sig``: each program compiles (or loads from disk)."""
+    from sample_smart.config import DecodeConfig
+
+    g = torch.Generator().manual_seed(0)
+    for edt, uses_top_p in itertools.product((False, True), repeat=2):
+        # flat rows whose nucleus exceeds the candidates, so the search program compiles too; EDT
+        # and top-p on more than half of the rows, so the plan has them also on CPU (Plan.of)
+        edt_var = (0.8, 1.0, 1.0) if edt else None
+        cfgs = [
+            DecodeConfig(top_k=50, top_p=0.5 if uses_top_p else None, edt_var=edt_var),
+            DecodeConfig(top_p=0.99 if uses_top_p else None, edt_var=edt_var),
+            DecodeConfig(top_n_sigma=1.0),
+        ]
+        state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
+        assert Plan.of(state) == (edt, uses_top_p)
+        x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
+        _run_compiled(x, state, sig.inplace)
+        if not sig.inplace:  # the one-row path writes its pair in place
+            _run_compiled(x, state, True)
 
 
 def missing_compiler(device: torch.device) -> str | None:
