@@ -461,6 +461,7 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     the eager chain). Never compiles: the programs run under ``fail_on_recompile``."""
     if not logits.is_contiguous() or not prepared(logits, inplace):
         return None
+    state = _in_grad_mode(state)
     try:
         with _grad_context(), torch.compiler.set_stance("fail_on_recompile"):
             if logits.shape[0] > 1:
@@ -477,6 +478,17 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     if inplace:
         return logits.copy_(pair[:1])
     return pair[:1].clone()
+
+
+def _in_grad_mode(state: BatchState) -> BatchState:
+    """``state`` with row tensors of the call's kind: inference tensors inside
+    ``torch.inference_mode``, ordinary ones outside it. Dynamo guards on the kind, so a state built
+    in the other mode (e.g. once at set-up, then used inside ``inference_mode``) would miss every
+    prepared program; its copy in this mode is made once and kept with the state."""
+    inference = torch.is_inference_mode_enabled()
+    if state.temperature.is_inference() == inference:
+        return state
+    return state.derived(("grad_mode", inference), lambda s: s._map_rows(torch.clone, s.batch_size, lambda host: host))
 
 
 def _grad_context():

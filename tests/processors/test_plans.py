@@ -204,6 +204,22 @@ def test_signatures_not_prepared_run_eager_and_compile_nothing(prepared):
     assert _graphs() == before
 
 
+def test_a_state_built_in_the_other_grad_mode_still_takes_the_programs(prepared, monkeypatch):
+    """A state made inside ``inference_mode`` (inference tensors) used outside it: dynamo guards on
+    the tensors' kind, so without a copy in the call's mode every program would miss (eager)."""
+    with torch.inference_mode():
+        state = BatchState.from_configs([DecodeConfig(min_p=0.1, edt_var=(0.8, 1.0, 1.0))] * 3, vocab_size=VOCAB)
+    assert state.temperature.is_inference()
+    x = _batch([{}] * 3, 11)
+    calls, before, fell = [], _graphs(), plans.fallbacks()
+    run = plans._run_compiled
+    monkeypatch.setattr(plans, "_run_compiled", lambda *a: calls.append(a[1]) or run(*a))
+    for _ in range(2):
+        _same_as_eager(x, state, process_core(x, state))
+    assert plans.fallbacks() == fell and _graphs() == before and len(calls) == 2
+    assert calls[0] is calls[1] and not calls[0].temperature.is_inference()  # one copy, kept
+
+
 def test_without_a_cxx_compiler_the_library_falls_back_with_one_warning():
     """The compiler made unavailable to the process: prepare says so once and the eager chain runs."""
     code = (
