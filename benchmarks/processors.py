@@ -2,7 +2,9 @@
 
 Run ``python -m benchmarks.processors`` (or ``sample-smart bench processors``) from the repository;
 ``--help`` lists the options. For every shape x dtype x logits kind, all cases run on the **same
-tensor**, in one process, with the same thread count:
+tensors** (``INPUTS`` of them, seeds 0, 1, 2, taken in turn run by run: code whose speed depends on
+the data, such as ``topk`` and ``sort``, would learn a single tensor's branches and look faster
+than on the fresh logits of every decoding step), in one process, with the same thread count:
 
 - floors: one read (``amax(-1)``), one read+write (``clone``), ``softmax``, a full ``sort``;
 - ours (``process_core`` with a prepared ``BatchState``, as an engine calls it): each knob alone,
@@ -18,8 +20,8 @@ tensor**, in one process, with the same thread count:
 - alternatives with the same semantics: transformers' warpers, vLLM's built-in min-p processor and
   top-k/top-p op, and the sort-based "naive" chain (``benchmarks.naive``).
 
-Before any timing, every alternative's kept set (finite outputs) is compared with ours on that
-tensor; the number of tokens decided differently is reported (float32 boundary cases: a handful;
+Before any timing, every alternative's kept set (finite outputs) is compared with ours on the
+first tensor; the number of tokens decided differently is reported (float32 boundary cases: a handful;
 a semantic difference: thousands) and a run fails if it exceeds ``--max-mismatch`` (fraction).
 
 Timing: warm-up calls excluded, then rounds in which every case runs once (interleaved, so a
@@ -46,7 +48,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -59,6 +61,7 @@ DEFAULT_SHAPES = ((64, 49152), (256, 151936))
 BACKENDS = ("auto", "eager", "compiled")
 DEFAULT_BACKENDS = ("auto", "eager")
 QUICK_SHAPES = ((4, 3000), (6, 20000))
+INPUTS = 3  # logits tensors of one shape and kind (seeds 0..2) that the timed runs take in turn
 
 # Calibrated-TopK: K per p_max decile, index 0 = [0.9, 1] (the reference scripts' order); 0 = greedy.
 CAL_TOPK = [2, 3, 4, 4, 3, 2, 1, 0, 0, 0]
@@ -298,13 +301,23 @@ def check_agreement(cases: list[Case], x: torch.Tensor) -> None:
 
 
 def time_cases(
-    cases: list[Case], x: torch.Tensor, device: str, repeats: int, budget: float, warmup: int = 2, min_runs: int = 5
+    cases: list[Case],
+    inputs: Sequence[torch.Tensor],
+    device: str,
+    repeats: int,
+    budget: float,
+    warmup: int = 2,
+    min_runs: int = 5,
 ) -> None:
-    """Interleaved rounds; each case runs until ``repeats`` runs or ``budget`` seconds (>= ``min_runs``)."""
+    """Interleaved rounds; each case runs until ``repeats`` runs or ``budget`` seconds (>= ``min_runs``),
+    run ``i`` of a case on ``inputs[i % len(inputs)]``: data-dependent code (``topk``, ``sort``)
+    timed on one tensor over and over runs faster than on the new logits of every step, since the
+    branch predictor learns that tensor (``topk`` of [32, 768], k = 50: ~70 us on one tensor, ~240
+    us on fresh ones, measured in benchmarks/README.md)."""
     want = {}
     for case in cases:
-        for _ in range(warmup):
-            arg = case.setup(x)
+        for i in range(warmup):
+            arg = case.setup(inputs[i % len(inputs)])
             _sync(device)
             t0 = time.perf_counter()
             case.fn(arg)
@@ -317,7 +330,7 @@ def time_cases(
         for case in cases:
             if len(case.times) >= want[case.name]:
                 continue
-            arg = case.setup(x)
+            arg = case.setup(inputs[len(case.times) % len(inputs)])
             _sync(device)
             t0 = time.perf_counter()
             out = case.fn(arg)
@@ -360,8 +373,8 @@ def run(
             "allocator": allocator_setting() if device == "cpu" else "n/a",
             "backends": list(backends),
         },
-        "method": "median and min of interleaved runs after warm-up (compiles included in the warm-up); "
-        "x_read = median / median(one read)",
+        "method": "median and min of interleaved runs after warm-up (compiles included in the warm-up), "
+        f"each run on the next of {INPUTS} logits tensors (seeds 0..{INPUTS - 1}); x_read = median / median(one read)",
         "runs": [],
     }
     previous = get_backend()
@@ -418,7 +431,8 @@ def _run_shapes(
                 prepare_s = prepare(vocab, getattr(torch, dtype), device, inplace=False)
                 log(f"[{batch}, {vocab}] {dtype}: auto backend programs prepared in {prepare_s} s")
             for kind in kinds:
-                x = make_logits(batch, vocab, kind, getattr(torch, dtype), device)
+                inputs = [make_logits(batch, vocab, kind, getattr(torch, dtype), device, s) for s in range(INPUTS)]
+                x = inputs[0]
                 cases = build_cases(batch, device, with_transformers, with_vllm, backends)
                 if only:  # the one-read floor always stays (the ratios' reference)
                     cases = [c for i, c in enumerate(cases) if i == 0 or any(o in c.name for o in only)]
@@ -439,7 +453,7 @@ def _run_shapes(
                     )
                 time_cases(
                     cases,
-                    x,
+                    inputs,
                     device,
                     repeats=1 if quick else repeats,
                     budget=budget,

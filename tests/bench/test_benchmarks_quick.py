@@ -68,6 +68,17 @@ def test_agreement_check_catches_a_semantic_difference():
     assert wrong.mismatch > 100
 
 
+def test_timed_runs_take_the_inputs_in_turn():
+    """Every case's runs (warm-up and timed) cycle through the inputs, so no data-dependent op is
+    timed on one tensor only."""
+    inputs = [torch.full((2, 8), float(i)) for i in range(bench.INPUTS)]
+    seen: list[float] = []
+    case = bench.Case("probe", "floor", lambda x: seen.append(float(x[0, 0])))
+    bench.time_cases([case], inputs, "cpu", repeats=7, budget=10.0, warmup=2, min_runs=7)
+    assert len(case.times) == 7
+    assert seen == [0.0, 1.0] + [float(i % bench.INPUTS) for i in range(7)]
+
+
 def test_per_row_chain_really_differs_per_row():
     rows = bench.per_row_chain(20)
     assert len({c.to_dict().__repr__() for c in rows}) >= 17
