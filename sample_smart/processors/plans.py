@@ -14,7 +14,8 @@ bit for bit). Only what is expensive *and* data-dependent is switched:
   again;
 - the candidates: the threshold program also returns the rows' chunk maxima; a batch whose rules
   read the largest logits (top-k, dynamic top-k, top-p) selects them from those maxima after the
-  program, on the rows that read them only (two small ``topk``: aten calls, compiled or not), and
+  program, on the rows that read them only (on CPU a float32 batch in one native call,
+  :mod:`~sample_smart.processors.native_select`; else two small ``topk``, aten calls), and
   applies just those rules: once for the rows that read at most ``CANDIDATES`` of them, once for
   the rows whose ``top_k`` or ``dynamic_top_k`` asks for more (their exact thresholds);
 - top-n-sigma's std (one more pass, in float64): a program of its own (:func:`sigma`), run only
@@ -51,7 +52,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from sample_smart.processors import chain, top_p
+from sample_smart.processors import chain, native_select, top_p
 from sample_smart.processors.rules import RULES, RULES_BY_NAME, Stats
 from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
 from sample_smart.processors.state import BatchState
@@ -330,7 +331,7 @@ def _edt_on_rows(logits: torch.Tensor, state: BatchState, no_shift: torch.Tensor
 
 def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
     """Eager, after the threshold program: select the largest logits of the rows whose rules read
-    them (host data), from the program's chunk maxima (small ``topk``: aten calls, compiled or not),
+    them (host data), from the program's chunk maxima (:func:`~sample_smart.processors.select.largest_values`),
     temper them, and apply the rules the batch uses that read them (top-k, dynamic top-k, top-p's
     first stage). Two groups of rows, each selected once: those that read at most ``CANDIDATES``
     (their largest need), and those whose ``top_k`` or ``dynamic_top_k`` asks for more (their
@@ -525,6 +526,8 @@ def prepare(
     with _lock, torch.inference_mode() if sig.inference else torch.no_grad():
         if sig in _prepared:
             return 0.0
+        if device.type == "cpu":
+            native_select.load()  # the candidates' selection without aten's topk (or topk, with a warning)
         _marking[0] = True
         try:
             _compile_plans(sig, vocab_size, dtype, device)

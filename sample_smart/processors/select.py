@@ -9,13 +9,17 @@ always included). ``topk`` then runs on ``k * CHUNK`` values instead of V. Ties 
 the values are returned, and tied values are interchangeable.
 
 On CPU ``torch.topk`` over [256, 151936] costs about 5-7 reads of the tensor even for small k;
-the chunk maxima cost about one. Fixed shapes and no host reads, so it also runs under
+the chunk maxima cost about one. When they are known (the threshold programs return them), a
+float32 CPU batch is selected by :mod:`~sample_smart.processors.native_select` instead (the same
+two levels in one C++ loop per row, no aten ``topk``). Fixed shapes and no host reads, so it also runs under
 ``torch.compile(fullgraph=True)`` and on CUDA.
 """
 
 from __future__ import annotations
 
 import torch
+
+from sample_smart.processors import native_select
 
 __all__ = ["CHUNK", "chunk_maxima", "largest_values", "uses_chunks"]
 
@@ -58,6 +62,10 @@ def largest_values(
     vocab = x.shape[-1]
     k = max(1, min(k, vocab))
     known = cmax is not None and cmax.shape[-1] == -(-vocab // CHUNK)
+    if known and x.device.type == "cpu" and not torch.compiler.is_compiling():
+        out = native_select.largest_values(x, k, cmax, CHUNK, rows)  # None: not loaded, not float32
+        if out is not None:
+            return out
     if not uses_chunks(vocab, k, known):
         return torch.topk(x if rows is None else x.index_select(0, rows), k, dim=-1, sorted=True).values
     n_full = vocab // CHUNK

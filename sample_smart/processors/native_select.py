@@ -1,0 +1,212 @@
+"""The k largest logits of CPU rows from their chunk maxima, in a small C++ loop (no aten ``topk``).
+
+Why: on CPU, aten's ``topk`` branches on the data and sorts (value, index) pairs; on the fresh
+logits of every decoding step its calls cost 2-4x what they cost on one tensor timed over and over
+(measured in benchmarks/README.md), and the candidate selection of
+:func:`~sample_smart.processors.select.largest_values` takes two of them plus a gather.
+
+The selection, per row, from the chunk maxima ``cmax`` (``C = ceil(V / W)`` chunks of ``W``
+logits, the last one partial) that the threshold program already computed:
+
+1. ``t`` = the k-th largest chunk max (``nth_element`` over the C maxima; ``k >= C``: ``t = -inf``);
+2. every logit ``>= t`` of the chunks whose max is ``>= t``: at least ``k`` of them, since each of
+   the ``k`` chunks with the largest maxima holds its max; and every one of the row's k largest
+   values is ``>= t`` (there are ``k`` values ``>= t``), so they are all among them;
+3. ``nth_element`` and a sort of those: the k largest, descending (the same values as
+   ``torch.topk(x, k).values``; only the values are returned, so ties are interchangeable).
+
+A row whose maxima hold a NaN is selected exactly as ``topk`` does (NaN above every number).
+Rows run in parallel (OpenMP, the caller's torch thread count). The library is compiled once per
+source (``$SAMPLE_SMART_CACHE/native/<hash>/``, the compiler inductor uses: ``$CXX`` or g++) when
+:func:`load` is first called (``plans.prepare``, at start-up); without a compiler :func:`load`
+returns False and callers keep aten's ``topk``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+__all__ = ["available", "largest_values", "load"]
+
+logger = logging.getLogger(__name__)
+
+SOURCE = r"""
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace {
+// topk's order: NaN above every number
+inline bool nan_first_greater(float a, float b) {
+  if (std::isnan(a)) return !std::isnan(b);
+  if (std::isnan(b)) return false;
+  return a > b;
+}
+
+void select_row(const float* x, int64_t V, const float* cm, int64_t C, int64_t W, int64_t k,
+                float* out, std::vector<float>& buf) {
+  bool has_nan = false;
+  for (int64_t c = 0; c < C; ++c) has_nan |= std::isnan(cm[c]);
+  if (has_nan) {  // exact, as topk orders NaN
+    buf.assign(x, x + V);
+    std::partial_sort(buf.begin(), buf.begin() + k, buf.end(), nan_first_greater);
+    std::copy(buf.begin(), buf.begin() + k, out);
+    return;
+  }
+  float t = -INFINITY;
+  if (k < C) {
+    buf.assign(cm, cm + C);
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<float>());
+    t = buf[k - 1];
+  }
+  buf.clear();
+  for (int64_t c = 0; c < C; ++c) {
+    if (!(cm[c] >= t)) continue;
+    const int64_t end = std::min(V, (c + 1) * W);
+    for (int64_t j = c * W; j < end; ++j) {
+      if (x[j] >= t) buf.push_back(x[j]);
+    }
+  }
+  // buf holds at least k values (see the module's docstring)
+  std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<float>());
+  std::sort(buf.begin(), buf.begin() + k, std::greater<float>());
+  std::copy(buf.begin(), buf.begin() + k, out);
+}
+}  // namespace
+
+extern "C" int ss_largest_values_f32(const float* x, int64_t V, const float* cmax, int64_t C,
+                                     int64_t W, const int64_t* rows, int64_t R, int64_t k,
+                                     float* out, int threads) {
+  if (V <= 0 || C <= 0 || W <= 0 || R < 0 || k < 1 || k > V || (C - 1) * W >= V || C * W < V) return 1;
+  int failed = 0;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> buf;
+    buf.reserve(static_cast<size_t>(std::min<int64_t>(V, 64 * (k + 64))));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t r = 0; r < R; ++r) {
+      try {
+        select_row(x + rows[r] * V, V, cmax + r * C, C, W, k, out + r * k, buf);
+      } catch (...) {
+#pragma omp atomic write
+        failed = 1;
+      }
+    }
+  }
+  return failed ? 2 : 0;
+}
+"""
+
+_lock = threading.Lock()
+_lib: list = []  # [ctypes function] once loaded, [None] once it could not be
+
+
+def _library_path() -> Path:
+    from sample_smart.models import cache_dir
+
+    digest = hashlib.sha256((SOURCE + torch.__version__).encode()).hexdigest()[:16]
+    return cache_dir() / "native" / digest / "select.so"
+
+
+def _compiler() -> str:
+    from torch._inductor.cpp_builder import get_cpp_compiler  # inductor's own search ($CXX, g++)
+
+    return get_cpp_compiler()
+
+
+def _build(path: Path) -> None:
+    """Compile :data:`SOURCE` into ``path`` (written under another name, then renamed: a process
+    that loads it meanwhile never sees a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        src = Path(tmp) / "select.cpp"
+        src.write_text(SOURCE)
+        part = Path(tmp) / "select.so"
+        cmd = [_compiler(), "-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(part)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"compiling the native selection failed: {done.stderr.strip()[-500:]}")
+        os.replace(part, path)
+
+
+def load() -> bool:
+    """Build (once per source) and load the library; False (with one log line) when it cannot be."""
+    with _lock:
+        if not _lib:
+            try:
+                path = _library_path()
+                if not path.exists():
+                    _build(path)
+                fn = ctypes.CDLL(str(path)).ss_largest_values_f32
+                fn.restype = ctypes.c_int
+                i64, ptr = ctypes.c_int64, ctypes.c_void_p
+                fn.argtypes = [ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ctypes.c_int]
+                _lib.append(fn)
+            except Exception as exc:  # noqa: BLE001 - no compiler, a read-only cache, a failed build
+                logger.warning("sample_smart: the native candidate selection is unavailable (%s); using topk", exc)
+                _lib.append(None)
+        return _lib[0] is not None
+
+
+def available() -> bool:
+    """Whether :func:`load` succeeded in this process (never builds)."""
+    return bool(_lib) and _lib[0] is not None
+
+
+def largest_values(
+    x: torch.Tensor, k: int, cmax: torch.Tensor, width: int, rows: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """``[R, k]``: the k largest values of the rows ``rows`` of ``x`` (all rows: None), descending,
+    from their chunk maxima ``cmax`` ([R, ceil(V / width)]); None when this does not apply (the
+    library not loaded, not a contiguous float32 CPU tensor, ...): the caller selects otherwise."""
+    if not available() or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 2:
+        return None
+    batch, vocab = x.shape
+    if not (1 <= k <= vocab) or not x.is_contiguous():
+        return None
+    if rows is None:
+        rows = _all_rows(batch)
+    elif rows.dtype != torch.int64 or rows.device.type != "cpu" or rows.dim() != 1:
+        return None
+    elif rows.numel() and not 0 <= int(rows.min()) <= int(rows.max()) < batch:  # memory safety
+        return None
+    rows = rows.contiguous()
+    cmax = cmax.to(torch.float32).contiguous()
+    n = rows.shape[0]
+    if tuple(cmax.shape) != (n, -(-vocab // width)):
+        return None
+    out = torch.empty(n, k, dtype=torch.float32)
+    status = _lib[0](
+        x.data_ptr(),
+        vocab,
+        cmax.data_ptr(),
+        cmax.shape[1],
+        width,
+        rows.data_ptr(),
+        n,
+        k,
+        out.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return out if status == 0 else None
+
+
+_arange: dict[int, torch.Tensor] = {}
+
+
+def _all_rows(batch: int) -> torch.Tensor:
+    rows = _arange.get(batch)
+    if rows is None:
+        rows = _arange[batch] = torch.arange(batch, dtype=torch.int64)
+    return rows
