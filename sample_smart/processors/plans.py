@@ -35,8 +35,9 @@ every rule that needs nothing else, combined: one ``tau`` per row), the candidat
 ``-inf``; in place or not). The temperature is recomputed in each program with the same float
 operations, so the tempered row is stored only for the search.
 
-So four threshold programs (EDT off/on x top-p off/on), one sigma, one search and one write
-program per (vocabulary, dtype, device, in place, grad mode) exist, all compiled by
+So four threshold programs (EDT off/on x top-p off/on), one for the EDT temperatures of a few
+rows (:func:`edt_rows`, CPU), one sigma, one search and one write program per (vocabulary, dtype,
+device, in place, grad mode) exist, all compiled by
 :func:`prepare` before the first request; after that :func:`run` never compiles (a call whose
 signature was not prepared runs the eager chain). A batch of one row (also a one-row subset) is
 run as two identical rows (dynamo would specialise size 1 into another compile). The kept sets
@@ -84,9 +85,9 @@ class Plan(NamedTuple):
     def of(cls, state: BatchState) -> "Plan":
         """On a device: EDT on when some row uses it, top-p when some row does. On CPU a batch
         whose EDT rows (top-p rows) are at most half of it takes the plan without EDT (top-p):
-        those rows' temperatures (tempered rows) are computed eagerly on those rows alone
-        (:func:`_edt_on_rows`, :func:`_top_p_search`), which costs less than the extra pass (the
-        two extra writes) over the whole batch."""
+        those rows' temperatures (tempered rows) are computed on those rows alone (the program
+        :func:`edt_rows`; eagerly in :func:`_top_p_search`), which costs less than the extra pass
+        (the two extra writes) over the whole batch."""
         return state.derived(
             "plan_of",
             lambda s: cls(s.any_edt and _few_rows(s, "edt") is None, s.uses("top_p") and _few_rows(s, "top_p") is None),
@@ -141,6 +142,32 @@ def thresholds(
         tau = torch.maximum(tau, rule.tau(stats, state.params))
     tau = torch.minimum(tau, m)  # the argmax always survives
     return tau, temperature, shift, m, base.s, p_max, cmax, (xt, base.e) if plan.top_p else None
+
+
+class _EdtParams(NamedTuple):
+    """The EDT parameters of some rows, as :func:`~sample_smart.processors.temperature.edt_temperature` reads them."""
+
+    edt_theta: torch.Tensor
+    edt_log_n: torch.Tensor
+    edt_log_t0: torch.Tensor
+
+
+def edt_rows(
+    logits: torch.Tensor,
+    index: torch.Tensor,
+    edt: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    temperature: torch.Tensor,
+    shift: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(temperature, shift)`` [B] with the EDT temperature and the row max (the shift) of the rows
+    ``index`` (int64 [R], R >= 2; duplicates allowed): the untempered row's entropy is one exp pass
+    over those R rows instead of the whole batch. ``edt``: ``(edt_theta, edt_log_n, edt_log_t0)``
+    of the batch; the rows are read through ``index`` inside the program (no copy of them)."""
+    x = chain.in_work_dtype(logits.index_select(0, index))
+    m_raw = x.amax(dim=-1)
+    raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
+    own = _EdtParams(*(t.index_select(0, index) for t in edt))
+    return temperature.index_copy(0, index, edt_temperature(raw.entropy, own)), shift.index_copy(0, index, m_raw)
 
 
 def sigma(
@@ -259,7 +286,7 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
     plan = Plan.of(state)
     temperature, shift = state.temperature, state.derived("no_shift", lambda s: torch.zeros_like(s.temperature))
     if state.any_edt and not plan.edt:
-        temperature, shift = _edt_on_rows(logits, state, shift)
+        temperature, shift = _edt_on_rows(sig, logits, state, shift)
     tau, temperature, shift, m, s, p_max, cmax, rows = _call(
         "thresholds", thresholds, sig + plan, logits, _universal(state), plan, temperature, shift
     )
@@ -316,17 +343,16 @@ def _few_rows(state: BatchState, rule: str) -> torch.Tensor | None:
     return state.derived(("few_rows", rule), build)
 
 
-def _edt_on_rows(logits: torch.Tensor, state: BatchState, no_shift: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``(temperature, shift)`` [B] with the EDT rows' own, computed eagerly on those rows alone
-    (a CPU batch whose EDT rows are at most half of it, :meth:`Plan.of`): the untempered row's
-    entropy (one exp pass over R rows instead of B), its temperature and its max as the shift."""
-    index = _few_rows(state, "edt")
-    rows = state.derived(("rows_of", "edt"), lambda st: st.select(index.tolist(), index))
-    x = chain.in_work_dtype(logits.index_select(0, index))
-    m_raw = x.amax(dim=-1)
-    raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
-    temperature = state.temperature.index_copy(0, index, edt_temperature(raw.entropy, rows))
-    return temperature, no_shift.index_copy(0, index, m_raw)
+def _edt_on_rows(
+    sig: tuple, logits: torch.Tensor, state: BatchState, no_shift: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """``(temperature, shift)`` [B] with the EDT rows' own, from the program :func:`edt_rows` on
+    those rows alone (a CPU batch whose EDT rows are at most half of it, :meth:`Plan.of`)."""
+    index = state.derived("edt_rows", lambda st: _two_rows_at_least(_few_rows(st, "edt")))
+    if _marking[0]:
+        torch._dynamo.maybe_mark_dynamic(index, 0)  # its own size: a subset of the batch
+    edt = (state.edt_theta, state.edt_log_n, state.edt_log_t0)
+    return _call("edt_rows", edt_rows, sig, logits, index, edt, state.temperature, no_shift)
 
 
 def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
@@ -441,7 +467,7 @@ def compiled_programs() -> int:
     of their code): constant after :func:`prepare`, whatever requests bring."""
     from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    return sum(len(_debug_get_cache_entry_list(fn.__code__)) for fn in (thresholds, sigma, search, write))
+    return sum(len(_debug_get_cache_entry_list(fn.__code__)) for fn in (thresholds, edt_rows, sigma, search, write))
 
 
 def prepared(logits: torch.Tensor, inplace: bool) -> bool:
@@ -544,12 +570,13 @@ def _compile_plans(sig: Signature, vocab_size: int, dtype: torch.dtype, device: 
     g = torch.Generator().manual_seed(0)
     for edt, uses_top_p in itertools.product((False, True), repeat=2):
         # flat rows whose nucleus exceeds the candidates, so the search program compiles too; EDT
-        # and top-p on more than half of the rows, so the plan has them also on CPU (Plan.of)
+        # and top-p on more than half of the rows, so the plan has them also on CPU (Plan.of); the
+        # plans without EDT get one EDT row, so the program for a few EDT rows compiles too
         edt_var = (0.8, 1.0, 1.0) if edt else None
         cfgs = [
             DecodeConfig(top_k=50, top_p=0.5 if uses_top_p else None, edt_var=edt_var),
             DecodeConfig(top_p=0.99 if uses_top_p else None, edt_var=edt_var),
-            DecodeConfig(top_n_sigma=1.0),
+            DecodeConfig(top_n_sigma=1.0, edt_var=(0.8, 1.0, 1.0)),
         ]
         state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
         assert Plan.of(state) == (edt, uses_top_p)
