@@ -148,7 +148,9 @@ def load() -> bool:
                 path = _library_path()
                 if not path.exists():
                     _build(path)
-                fn = ctypes.CDLL(str(path)).ss_largest_values_f32
+                # PyDLL: the call keeps the GIL (it never calls Python), so returning never waits
+                # for another thread of the process (an engine's) to hand the GIL back
+                fn = ctypes.PyDLL(str(path)).ss_largest_values_f32
                 fn.restype = ctypes.c_int
                 i64, ptr = ctypes.c_int64, ctypes.c_void_p
                 fn.argtypes = [ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ctypes.c_int]
