@@ -54,14 +54,18 @@ inline bool nan_first_greater(float a, float b) {
   return a > b;
 }
 
+void exact_row(const float* x, int64_t V, int64_t k, float* out, std::vector<float>& buf) {
+  buf.assign(x, x + V);
+  std::partial_sort(buf.begin(), buf.begin() + k, buf.end(), nan_first_greater);
+  std::copy(buf.begin(), buf.begin() + k, out);
+}
+
 void select_row(const float* x, int64_t V, const float* cm, int64_t C, int64_t W, int64_t k,
                 float* out, std::vector<float>& buf) {
   bool has_nan = false;
   for (int64_t c = 0; c < C; ++c) has_nan |= std::isnan(cm[c]);
   if (has_nan) {  // exact, as topk orders NaN
-    buf.assign(x, x + V);
-    std::partial_sort(buf.begin(), buf.begin() + k, buf.end(), nan_first_greater);
-    std::copy(buf.begin(), buf.begin() + k, out);
+    exact_row(x, V, k, out, buf);
     return;
   }
   float t = -INFINITY;
@@ -78,7 +82,12 @@ void select_row(const float* x, int64_t V, const float* cm, int64_t C, int64_t W
       if (x[j] >= t) buf.push_back(x[j]);
     }
   }
-  // buf holds at least k values (see the module's docstring)
+  // buf holds at least k values (see the module's docstring) when cm holds the maxima of x; if
+  // it does not (maxima computed without NaN, or not of these rows), the exact way, never past buf
+  if (static_cast<int64_t>(buf.size()) < k) {
+    exact_row(x, V, k, out, buf);
+    return;
+  }
   std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<float>());
   std::sort(buf.begin(), buf.begin() + k, std::greater<float>());
   std::copy(buf.begin(), buf.begin() + k, out);

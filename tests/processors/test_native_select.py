@@ -104,3 +104,12 @@ def test_a_failed_build_keeps_topk_with_one_warning(monkeypatch, tmp_path, caplo
     assert native_select.largest_values(x, 5, chunk_maxima(x), CHUNK) is None
     assert torch.equal(select.largest_values(x, 5, chunk_maxima(x)), torch.topk(x, 5, dim=-1).values)
     assert not (tmp_path / "native" / "select.so").exists()  # nothing partial left behind
+
+
+def test_maxima_that_are_not_the_rows_maxima_still_give_the_k_largest(native):
+    """A caller's bug (maxima of other values) must not read past the collected values: the row is
+    then selected the exact way."""
+    x = torch.randn(3, 40 * CHUNK)
+    too_high = chunk_maxima(x) + 100.0  # no logit reaches them: nothing would be collected
+    got = native.largest_values(x, 20, too_high, CHUNK)
+    assert torch.equal(got, torch.topk(x, 20, dim=-1).values)
