@@ -106,7 +106,7 @@ extern "C" int ss_largest_values_f32(const float* x, int64_t V, const float* cma
 #pragma omp for schedule(dynamic, 1)
     for (int64_t r = 0; r < R; ++r) {
       try {
-        select_row(x + rows[r] * V, V, cmax + r * C, C, W, k, out + r * k, buf);
+        select_row(x + (rows ? rows[r] : r) * V, V, cmax + r * C, C, W, k, out + r * k, buf);
       } catch (...) {
 #pragma omp atomic write
         failed = 1;
@@ -117,6 +117,8 @@ extern "C" int ss_largest_values_f32(const float* x, int64_t V, const float* cma
 }
 """
 
+FLAGS = ("-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC")  # part of the cached library's name, as SOURCE
+
 _lock = threading.Lock()
 _lib: list = []  # [ctypes function] once loaded, [None] once it could not be
 
@@ -124,7 +126,7 @@ _lib: list = []  # [ctypes function] once loaded, [None] once it could not be
 def _library_path() -> Path:
     from sample_smart.models import cache_dir
 
-    digest = hashlib.sha256((SOURCE + torch.__version__).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(" ".join((SOURCE, *FLAGS, torch.__version__)).encode()).hexdigest()[:16]
     return cache_dir() / "native" / digest / "select.so"
 
 
@@ -142,7 +144,7 @@ def _build(path: Path) -> None:
         src = Path(tmp) / "select.cpp"
         src.write_text(SOURCE)
         part = Path(tmp) / "select.so"
-        cmd = [_compiler(), "-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(part)]
+        cmd = [_compiler(), *FLAGS, str(src), "-o", str(part)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"compiling the native selection failed: {done.stderr.strip()[-500:]}")
@@ -186,15 +188,14 @@ def largest_values(
     batch, vocab = x.shape
     if not (1 <= k <= vocab) or not x.is_contiguous():
         return None
-    if rows is None:
-        rows = _all_rows(batch)
-    elif rows.dtype != torch.int64 or rows.device.type != "cpu" or rows.dim() != 1:
-        return None
-    elif rows.numel() and not 0 <= int(rows.min()) <= int(rows.max()) < batch:  # memory safety
-        return None
-    rows = rows.contiguous()
+    if rows is not None:
+        if rows.dtype != torch.int64 or rows.device.type != "cpu" or rows.dim() != 1:
+            return None
+        if rows.numel() and not 0 <= int(rows.min()) <= int(rows.max()) < batch:  # memory safety
+            return None
+        rows = rows.contiguous()
     cmax = cmax.to(torch.float32).contiguous()
-    n = rows.shape[0]
+    n = batch if rows is None else rows.shape[0]
     if tuple(cmax.shape) != (n, -(-vocab // width)):
         return None
     out = torch.empty(n, k, dtype=torch.float32)
@@ -204,20 +205,10 @@ def largest_values(
         cmax.data_ptr(),
         cmax.shape[1],
         width,
-        rows.data_ptr(),
+        None if rows is None else rows.data_ptr(),  # null: row r of x
         n,
         k,
         out.data_ptr(),
         torch.get_num_threads(),
     )
     return out if status == 0 else None
-
-
-_arange: dict[int, torch.Tensor] = {}
-
-
-def _all_rows(batch: int) -> torch.Tensor:
-    rows = _arange.get(batch)
-    if rows is None:
-        rows = _arange[batch] = torch.arange(batch, dtype=torch.int64)
-    return rows

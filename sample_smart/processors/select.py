@@ -62,8 +62,8 @@ def largest_values(
     vocab = x.shape[-1]
     k = max(1, min(k, vocab))
     known = cmax is not None and cmax.shape[-1] == -(-vocab // CHUNK)
-    if known and x.device.type == "cpu" and not torch.compiler.is_compiling():
-        out = native_select.largest_values(x, k, cmax, CHUNK, rows)  # None: not loaded, not float32
+    if known and not torch.compiler.is_compiling():
+        out = native_select.largest_values(x, k, cmax, CHUNK, rows)  # None: not loaded, not float32 CPU
         if out is not None:
             return out
     if not uses_chunks(vocab, k, known):
