@@ -130,7 +130,8 @@ def thresholds(
     m_raw = cmax.amax(dim=-1)
     if plan.edt:
         raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
-        temperature = torch.where(state.edt, edt_temperature(raw.entropy, state), temperature)
+        edt = edt_temperature(raw.entropy, state.edt_theta, state.edt_log_n, state.edt_log_t0)
+        temperature = torch.where(state.edt, edt, temperature)
         shift = torch.where(state.edt, m_raw, shift)
     xt = _tempered(x, temperature, shift)  # read by reductions only, so never stored
     m = _tempered(m_raw.unsqueeze(-1), temperature, shift).squeeze(-1)
@@ -142,14 +143,6 @@ def thresholds(
         tau = torch.maximum(tau, rule.tau(stats, state.params))
     tau = torch.minimum(tau, m)  # the argmax always survives
     return tau, temperature, shift, m, base.s, p_max, cmax, (xt, base.e) if plan.top_p else None
-
-
-class _EdtParams(NamedTuple):
-    """The EDT parameters of some rows, as :func:`~sample_smart.processors.temperature.edt_temperature` reads them."""
-
-    edt_theta: torch.Tensor
-    edt_log_n: torch.Tensor
-    edt_log_t0: torch.Tensor
 
 
 def edt_rows(
@@ -166,8 +159,8 @@ def edt_rows(
     x = chain.in_work_dtype(logits.index_select(0, index))
     m_raw = x.amax(dim=-1)
     raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
-    own = _EdtParams(*(t.index_select(0, index) for t in edt))
-    return temperature.index_copy(0, index, edt_temperature(raw.entropy, own)), shift.index_copy(0, index, m_raw)
+    own = edt_temperature(raw.entropy, *(t.index_select(0, index) for t in edt))
+    return temperature.index_copy(0, index, own), shift.index_copy(0, index, m_raw)
 
 
 def sigma(

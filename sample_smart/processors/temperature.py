@@ -41,11 +41,14 @@ class Tempered(NamedTuple):
         return v / self.temperature.unsqueeze(-1)
 
 
-def edt_temperature(entropy: torch.Tensor, state: BatchState) -> torch.Tensor:
-    """Per-row EDT temperature T = T0 * N^(theta / H) (finite and > 0 for every N > 0)."""
+def edt_temperature(
+    entropy: torch.Tensor, edt_theta: torch.Tensor, edt_log_n: torch.Tensor, edt_log_t0: torch.Tensor
+) -> torch.Tensor:
+    """Per-row EDT temperature T = T0 * N^(theta / H) (finite and > 0 for every N > 0), from the
+    rows' ``edt_theta``, ``edt_log_n``, ``edt_log_t0`` (a :class:`BatchState`'s, or some rows' of it)."""
     h = entropy.clamp(min=1e-12)
-    exponent = (state.edt_theta * state.edt_log_n / h).clamp(-EDT_MAX_LOG, EDT_MAX_LOG)
-    return (state.edt_log_t0 + exponent).exp()
+    exponent = (edt_theta * edt_log_n / h).clamp(-EDT_MAX_LOG, EDT_MAX_LOG)
+    return (edt_log_t0 + exponent).exp()
 
 
 def apply_temperature(x: torch.Tensor, state: BatchState, inplace: bool, m: torch.Tensor | None = None) -> Tempered:
@@ -60,7 +63,7 @@ def apply_temperature(x: torch.Tensor, state: BatchState, inplace: bool, m: torc
         x = x.div_(scale) if inplace else x / scale
         return Tempered(x, None if m is None else m / temperature, None, temperature)
     stats = row_stats(x, need_z=False, need_entropy=True, m=m)
-    t_edt = edt_temperature(stats.entropy, state)
+    t_edt = edt_temperature(stats.entropy, state.edt_theta, state.edt_log_n, state.edt_log_t0)
     temperature = torch.where(state.edt, t_edt, temperature)
     shift = torch.where(state.edt, stats.m, torch.zeros_like(stats.m))
     if inplace:
