@@ -151,6 +151,16 @@ def _build(path: Path) -> None:
         os.replace(part, path)
 
 
+def _open(path: Path):
+    # PyDLL: the call keeps the GIL (it never calls Python), so returning never waits for another
+    # thread of the process (an engine's) to hand the GIL back
+    fn = ctypes.PyDLL(str(path)).ss_largest_values_f32
+    fn.restype = ctypes.c_int
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn.argtypes = [ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ctypes.c_int]
+    return fn
+
+
 def load() -> bool:
     """Build (once per source) and load the library; False (with one log line) when it cannot be."""
     with _lock:
@@ -159,12 +169,11 @@ def load() -> bool:
                 path = _library_path()
                 if not path.exists():
                     _build(path)
-                # PyDLL: the call keeps the GIL (it never calls Python), so returning never waits
-                # for another thread of the process (an engine's) to hand the GIL back
-                fn = ctypes.PyDLL(str(path)).ss_largest_values_f32
-                fn.restype = ctypes.c_int
-                i64, ptr = ctypes.c_int64, ctypes.c_void_p
-                fn.argtypes = [ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ctypes.c_int]
+                try:
+                    fn = _open(path)
+                except OSError:  # a damaged file in the cache: built again, once
+                    _build(path)
+                    fn = _open(path)
                 _lib.append(fn)
             except Exception as exc:  # noqa: BLE001 - no compiler, a read-only cache, a failed build
                 logger.warning("sample_smart: the native candidate selection is unavailable (%s); using topk", exc)

@@ -113,3 +113,14 @@ def test_maxima_that_are_not_the_rows_maxima_still_give_the_k_largest(native):
     too_high = chunk_maxima(x) + 100.0  # no logit reaches them: nothing would be collected
     got = native.largest_values(x, 20, too_high, CHUNK)
     assert torch.equal(got, torch.topk(x, 20, dim=-1).values)
+
+
+def test_a_damaged_library_in_the_cache_is_built_again(monkeypatch, tmp_path):
+    path = tmp_path / "native" / "select.so"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a shared library")
+    monkeypatch.setattr(native_select, "_lib", [])
+    monkeypatch.setattr(native_select, "_library_path", lambda: path)
+    assert native_select.load()
+    x = torch.randn(3, 40 * CHUNK)
+    assert torch.equal(native_select.largest_values(x, 9, chunk_maxima(x), CHUNK), torch.topk(x, 9, dim=-1).values)
