@@ -22,6 +22,13 @@ Processor step times: the engines with the processor time every ``update_state``
 sample_smart's processor (one decode step's share of the processor) and report p50/p99/max per
 mode, warm-up excluded.
 
+Jitter floor (``reference`` rows, not a setting of the ratios): the ``auto`` engine also runs a round
+of plain requests in which every decode step times two fixed workloads in the processor's place,
+on the same batch shape: ``matmul`` (``[B, 576] @ [576, V/12]``, no sample_smart code) and
+``processor, fixed input`` (the full chain on the same logits every step, no batch change). Their
+max/p50 is what this machine does to a few milliseconds of work inside the engine; a processor
+step's max/p50 above theirs is the processor's own.
+
 Each engine lives in its own worker process (one engine per process), started once; the parent
 sends it "generate B prompts x T tokens" requests. Every request samples (vLLM temperature 1.0,
 seeded) and runs to exactly T tokens (``ignore_eos``). Per batch size, one warm-up generate per
@@ -40,6 +47,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 PROMPTS = [
     "The capital of France is",
@@ -62,6 +71,7 @@ PROMPTS = [
 BACKENDS = ("auto", "eager", "compiled")
 DEFAULT_BACKENDS = ("auto", "eager")
 BARE_MIXED = "bare (mixed lengths)"
+REFERENCE = "reference"  # plain requests; each step times the fixed workloads of ReferenceWork
 # requests of the mixed stream: every knob, in several combinations
 MIXED_SETTINGS = [
     {"min_p": 0.1, "top_k": 20},
@@ -120,11 +130,50 @@ def request_params(mode: str, batch: int, tokens: int, round_: int = 0) -> list[
     return out
 
 
+class ReferenceWork:
+    """Fixed workloads of about a processor step's size, timed once per decode step (jitter floor)."""
+
+    NAMES = ("matmul", "processor, fixed input")
+
+    def __init__(self) -> None:
+        self._inputs: dict[tuple[int, int], tuple] = {}
+
+    def _for(self, rows: int, vocab: int) -> tuple:
+        """The inputs for ``rows`` x ``vocab``, made on first use inside the engine's step (so in its
+        grad mode: inference tensors, as the processor's prepared programs expect)."""
+        if (rows, vocab) not in self._inputs:
+            from benchmarks.processors import FULL_CHAIN
+            from sample_smart import DecodeConfig
+            from sample_smart.processors import BatchState
+
+            g = torch.Generator().manual_seed(0)
+            state = BatchState.from_configs([DecodeConfig(**FULL_CHAIN)] * rows, vocab_size=vocab)
+            logits = torch.randn(rows, vocab, generator=g) * 3.0
+            h, w = torch.randn(rows, 576, generator=g), torch.randn(576, max(1, vocab // 12), generator=g)
+            self._inputs[(rows, vocab)] = (state, logits, torch.empty_like(logits), h, w)
+        return self._inputs[(rows, vocab)]
+
+    def run(self, rows: int, vocab: int) -> list[float]:
+        """Seconds of each workload on ``rows`` x ``vocab``, in ``NAMES`` order."""
+        from sample_smart.processors import process_core
+
+        state, logits, buf, h, w = self._for(rows, vocab)
+        t0 = time.perf_counter()
+        torch.mm(h, w)
+        t1 = time.perf_counter()
+        process_core(buf.copy_(logits), state, inplace=True)
+        return [t1 - t0, time.perf_counter() - t1]
+
+
 class StepTimer:
-    """Times every ``update_state`` + ``apply`` of sample_smart's processor in this (engine) process."""
+    """Times every ``update_state`` + ``apply`` of sample_smart's processor in this (engine) process;
+    with ``with_reference`` set, every ``apply`` is followed by the timed :class:`ReferenceWork`."""
 
     def __init__(self, processor: Any) -> None:
         self.times: list[float] = []
+        self.with_reference = False
+        self.reference = ReferenceWork()
+        self.reference_times: list[list[float]] = []
         self._pending = 0.0
         for name in ("update_state", "apply"):
             setattr(processor, name, self._timed(getattr(processor, name), name == "apply"))
@@ -139,6 +188,8 @@ class StepTimer:
                 if ends_step:
                     self.times.append(self._pending)
                     self._pending = 0.0
+                    if self.with_reference and args:
+                        self.reference_times.append(self.reference.run(*args[0].shape))
 
         return call
 
@@ -146,18 +197,29 @@ class StepTimer:
         times, self.times = self.times, []
         return times
 
+    def take_reference(self) -> dict[str, list[float]]:
+        """Milliseconds per reference workload since the last call."""
+        times, self.reference_times = self.reference_times, []
+        return {name: [1e3 * t[i] for t in times] for i, name in enumerate(ReferenceWork.NAMES)}
+
 
 def measure(llm: Any, mode: str, batch: int, tokens: int, round_: int = 0, timer: StepTimer | None = None) -> dict:
     """Generate ``batch`` prompts once; return tokens, seconds and the processor's step times (ms)."""
     params = request_params(mode, batch, tokens, round_)
     if timer is not None:
         timer.take()
+        timer.take_reference()
+        timer.with_reference = mode == REFERENCE
     t0 = time.perf_counter()
     outs = llm.generate(prompts(batch), params, use_tqdm=False)
     seconds = time.perf_counter() - t0
     n = sum(len(o.outputs[0].token_ids) for o in outs)
     steps = [1e3 * t for t in timer.take()] if timer is not None else []
-    return {"tokens": n, "seconds": seconds, "tokens_per_s": n / seconds, "step_ms": steps}
+    out = {"tokens": n, "seconds": seconds, "tokens_per_s": n / seconds, "step_ms": steps}
+    if timer is not None and timer.with_reference:
+        out["reference_ms"] = timer.take_reference()
+        timer.with_reference = False
+    return out
 
 
 # ----------------------------------------------------------------------------------- worker
@@ -255,7 +317,7 @@ def run(
     modes = modes_for(backends)
     bare = Worker(False)
     engines = {b: Worker(True, b) for b in backends}  # one engine per backend; "installed" runs on the first
-    workers = {"bare": bare, BARE_MIXED: bare, "installed": engines[backends[0]]}
+    workers = {"bare": bare, BARE_MIXED: bare, "installed": engines[backends[0]], REFERENCE: engines[backends[0]]}
     workers.update({m: engines[backend_of(m)] for m in modes if m not in workers})
     results: dict = {
         "tokens": tokens,
@@ -273,7 +335,8 @@ def run(
         for batch in batches:
             runs = {mode: [] for mode in modes}
             steps = {mode: [] for mode in modes}
-            for mode in modes:  # warm-up, excluded (the compiled backend compiles here)
+            reference: dict[str, list[float]] = {name: [] for name in ReferenceWork.NAMES}
+            for mode in (*modes, REFERENCE):  # warm-up, excluded (the compiled backend compiles here)
                 workers[mode].run(mode, batch, tokens)
             for round_ in range(repeats):
                 for mode in modes:
@@ -281,6 +344,8 @@ def run(
                     assert r["tokens"] == sum(lengths(batch, tokens, mode)), r
                     runs[mode].append(r["tokens_per_s"])
                     steps[mode] += r["step_ms"]
+                for name, ms in workers[REFERENCE].run(REFERENCE, batch, tokens, round_ + 1)["reference_ms"].items():
+                    reference[name] += ms
             med = {mode: statistics.median(v) for mode, v in runs.items()}
 
             def base(mode: str) -> float:
@@ -292,6 +357,7 @@ def run(
                 "ratio": {mode: med[mode] / base(mode) for mode in modes if not mode.startswith("bare")},
                 "ratio_installed": med["installed"] / med["bare"],
                 "processor_step": {mode: _percentiles(v) for mode, v in steps.items() if v},
+                "reference_step": {name: _percentiles(v) for name, v in reference.items()},
             }
             if "full chain" in med:
                 entry["ratio_full_chain"] = med["full chain"] / med["bare"]
@@ -302,9 +368,10 @@ def run(
                     f"{mode} {med[mode]:.1f} ({entry['ratio'][mode]:.3f}x)" for mode in modes if mode in entry["ratio"]
                 )
             )
-            for mode, p in entry["processor_step"].items():
+            for mode, p in [*entry["processor_step"].items(), *entry["reference_step"].items()]:
+                what = "processor step" if mode in entry["processor_step"] else "jitter floor"
                 log(
-                    f"    processor step [{mode}]: p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms, "
+                    f"    {what} [{mode}]: p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms, "
                     f"max {p['max_ms']:.2f} ms ({p['max_over_p50']:.1f}x p50) over {p['steps']} steps"
                 )
     finally:

@@ -15,7 +15,7 @@ from benchmarks import engine as engine_bench  # noqa: E402 (after the path/envi
 from benchmarks import processors as bench  # noqa: E402 (after the path/environment set-up above)
 from benchmarks.naive import naive_process  # noqa: E402 (after the path/environment set-up above)
 from sample_smart import DecodeConfig  # noqa: E402 (after the path/environment set-up above)
-from sample_smart.processors import BatchState  # noqa: E402 (after the path/environment set-up above)
+from sample_smart.processors import BatchState, plans  # noqa: E402 (after the path/environment set-up above)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,15 @@ def test_engine_bench_smoke(llm, llm_processor):
             r = engine_bench.measure(llm, mode, batch=3, tokens=4, timer=timer)
             assert r["tokens"] == sum(engine_bench.lengths(3, 4, mode)) and r["tokens_per_s"] > 0
             assert len(r["step_ms"]) >= max(engine_bench.lengths(3, 4, mode)) - 1  # one per decode step
+            assert "reference_ms" not in r
         assert engine_bench.lengths(3, 4, "mixed") == [2, 2, 3]
+        fallbacks = plans.fallbacks()
+        r = engine_bench.measure(llm, engine_bench.REFERENCE, batch=3, tokens=4, timer=timer)
+        ref = r["reference_ms"]  # the jitter floor: each fixed workload once per timed step
+        assert list(ref) == list(engine_bench.ReferenceWork.NAMES)
+        assert all(len(ms) == len(r["step_ms"]) >= 3 and min(ms) > 0 for ms in ref.values())
+        assert plans.fallbacks() == fallbacks  # the fixed-input processor ran its prepared programs
+        assert not timer.with_reference and not timer.take_reference()["matmul"]
     finally:
         for name in ("update_state", "apply"):  # the shared engine's processor as it was
             del llm_processor.__dict__[name]
