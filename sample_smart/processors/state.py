@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 
@@ -175,9 +175,7 @@ class BatchState:
             if not isinstance(c, DecodeConfig):
                 raise TypeError(f"configs[{i}] is a {type(c).__name__}, expected DecodeConfig")
         per_row = [_row_values(c, vocab_size) for c in rows]
-        columns = list(zip(*(r[0] for r in per_row))) or [()] * 5  # the transforms, column by column
-        temperature, edt, edt_log_n, edt_theta, edt_log_t0 = (list(col) for col in columns)
-
+        b = len(rows)
         pin = device.type == "cuda"
 
         def tensor(values, dtype=torch.float32):
@@ -186,37 +184,20 @@ class BatchState:
                 t = t.pin_memory()
             return t.to(device, non_blocking=pin)
 
-        b = len(rows)
-        active: list[str] = []
-        candidates = 0
-        row_candidates = [0] * b
-        row_rules: list[set[str]] = [set() for _ in range(b)]
+        temperature, edt, edt_log_n, edt_theta, edt_log_t0 = (
+            list(col) for col in (list(zip(*(r.transforms for r in per_row))) or [()] * 5)
+        )
         params: dict[str, torch.Tensor] = {}
-        for r, rule in enumerate(RULES):
-            values = [row[1][r] for row in per_row]
-            used = [v for v in values if v is not None]
-            if used:
-                active.append(rule.name)
-                if rule.candidates is not None:
-                    candidates = max(candidates, rule.candidates(used))
-                for i, v in enumerate(values):
-                    if v is not None:
-                        row_rules[i].add(rule.name)
-                        if rule.candidates is not None:
-                            row_candidates[i] = max(row_candidates[i], rule.candidates([v]))
-            for j, param in enumerate(rule.params):
-                neutral = [param.neutral] * param.width if param.width else param.neutral
-                column = [neutral if v is None else v[j] for v in values]
-                t = tensor(column, param.dtype)
-                params[param.name] = t.reshape(b, param.width) if param.width else t
-        if vocab_size is not None:
-            candidates = min(candidates, vocab_size)
-            row_candidates = [min(k, vocab_size) for k in row_candidates]
+        for param, column in zip(_COLUMNS, list(zip(*(r.columns for r in per_row))) or [()] * len(_COLUMNS)):
+            t = tensor(list(column), param.dtype)
+            params[param.name] = t.reshape(b, param.width) if param.width else t
+        used = frozenset().union(*(r.rules for r in per_row))
+        row_candidates = tuple(r.candidates for r in per_row)
         return cls(
             batch_size=b,
             device=device,
-            rules=tuple(active),
-            candidates=candidates,
+            rules=tuple(rule.name for rule in RULES if rule.name in used),
+            candidates=max(row_candidates, default=0),
             any_temperature=any(t != 1.0 for t in temperature),
             any_edt=any(edt),
             temperature=tensor(temperature),
@@ -225,8 +206,8 @@ class BatchState:
             edt_theta=tensor(edt_theta),
             edt_log_t0=tensor(edt_log_t0),
             params=params,
-            row_candidates=tuple(row_candidates),
-            row_rules=tuple(frozenset(r) for r in row_rules),
+            row_candidates=row_candidates,
+            row_rules=tuple(r.rules for r in per_row),
         )
 
 
@@ -234,10 +215,22 @@ class BatchState:
 _ROW_FIELDS = tuple(f.name for f in fields(BatchState) if f.type == "torch.Tensor")
 
 
-def _row_values(config: DecodeConfig, vocab_size: int | None) -> tuple:
-    """One row's host values: ``((temperature, edt, log N, theta, log T0), (rule.row(...) per
-    rule))``, computed once per distinct config (an engine rebuilds its state whenever a request
-    joins or leaves, from mostly the same configs)."""
+class _Row(NamedTuple):
+    """One config's host values, as :meth:`BatchState.from_configs` lays them out."""
+
+    transforms: tuple  # (temperature, edt, log N, theta, log T0)
+    columns: tuple  # one value per rule parameter (_COLUMNS order): the rule's, or the neutral one
+    rules: frozenset[str]  # the rules the row uses
+    candidates: int  # how many largest logits its rules need (0: none), at most the vocabulary
+
+
+# every rule's parameters in table order: the params of a state, one column each
+_COLUMNS = tuple(param for rule in RULES for param in rule.params)
+
+
+def _row_values(config: DecodeConfig, vocab_size: int | None) -> _Row:
+    """One row's host values, computed once per distinct config (an engine rebuilds its state
+    whenever a request joins or leaves, from mostly the same configs)."""
     try:
         return _cached_row_values(config, vocab_size)
     except TypeError:  # a config holding an unhashable value: computed each time
@@ -245,8 +238,22 @@ def _row_values(config: DecodeConfig, vocab_size: int | None) -> tuple:
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached_row_values(config: DecodeConfig, vocab_size: int | None) -> tuple:
+def _cached_row_values(config: DecodeConfig, vocab_size: int | None) -> _Row:
     n, theta, t0 = config.edt_var if config.edt_var is not None else (1.0, 0.0, 1.0)
     temperature = config.temperature if (config.temperature and config.edt_var is None) else 1.0
     transforms = (temperature, config.edt_var is not None, math.log(n), theta, math.log(t0))
-    return transforms, tuple(rule.row(config, vocab_size) for rule in RULES)
+    columns: list = []
+    used: list[str] = []
+    need = 0
+    for rule in RULES:
+        values = rule.row(config, vocab_size)
+        if values is not None:
+            used.append(rule.name)
+            if rule.candidates is not None:
+                need = max(need, rule.candidates([values]))
+        for j, param in enumerate(rule.params):
+            neutral = [param.neutral] * param.width if param.width else param.neutral
+            columns.append(neutral if values is None else values[j])
+    if vocab_size is not None:
+        need = min(need, vocab_size)
+    return _Row(transforms, tuple(columns), frozenset(used), need)

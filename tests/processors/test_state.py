@@ -82,3 +82,23 @@ def test_row_slices_and_tiles_keep_the_rows_host_values():
 def test_no_rows():
     empty = BatchState.from_configs([])
     assert empty.batch_size == 0 and empty.temperature.shape == (0,) and not empty.rules
+
+
+def test_every_row_holds_its_rules_values_or_the_neutral_ones():
+    """The layout from the rule table: row i of a rule's parameter is ``rule.row(config_i)[j]``, or the
+    parameter's neutral value when the rule is off for that row; the batch's rules are the union of
+    the rows' in table order and its candidates the largest row's need."""
+    cfgs = [DecodeConfig.from_dict(c) for c in CONFIGS]
+    state = BatchState.from_configs(cfgs, vocab_size=50000)
+    for rule in RULES:
+        for i, cfg in enumerate(cfgs):
+            values = rule.row(cfg, 50000)
+            for j, param in enumerate(rule.params):
+                want = param.neutral if values is None else values[j]
+                got = state.params[param.name][i]
+                want_t = torch.tensor(want if not param.width or values is not None else [want] * param.width)
+                assert torch.equal(got, want_t.to(param.dtype)), (rule.name, param.name, i)
+    used = [r.name for r in RULES if any(r.row(c, 50000) is not None for c in cfgs)]
+    assert state.rules == tuple(used) and state.candidates == max(state.row_candidates) > 0
+    want_t = [c.temperature if c.temperature and c.edt_var is None else 1.0 for c in cfgs]
+    assert torch.equal(state.temperature, torch.tensor(want_t)) and state.any_temperature
