@@ -20,14 +20,17 @@ The ``auto`` engine compiles its programs when it starts (reported as ``prepare_
 
 Processor step times: the engines with the processor time every ``update_state`` + ``apply`` of
 sample_smart's processor (one decode step's share of the processor) and report p50/p99/max per
-mode, warm-up excluded.
+mode, warm-up excluded, and the mean step as a share of the bare engine's mean decode step on the
+same lengths with the tokens/s ratio it predicts (``step_share``): measured on every step, it does
+not move with the drift of machine speed between rounds that makes the measured ratios noisy.
 
 Jitter floor (``reference`` rows, not a setting of the ratios): the ``auto`` engine also runs a round
 of plain requests in which every decode step times two fixed workloads in the processor's place,
 on the same batch shape: ``matmul`` (``[B, 576] @ [576, V/12]``, no sample_smart code) and
-``processor, fixed input`` (the full chain on the same logits every step, no batch change). Their
-max/p50 is what this machine does to a few milliseconds of work inside the engine; a processor
-step's max/p50 above theirs is the processor's own.
+``processor, fixed input`` (the full chain on three fixed logits tensors in turn, no batch change;
+one tensor over and over would let ``topk``-like branches learn it, see benchmarks/README.md). Their
+max/p50 is what this machine does to a few milliseconds of fixed work inside the engine: the floor
+against which a processor step's max/p50 is read (over as many steps: spikes are rare events).
 
 Each engine lives in its own worker process (one engine per process), started once; the parent
 sends it "generate B prompts x T tokens" requests. Every request samples (vLLM temperature 1.0,
@@ -134,9 +137,11 @@ class ReferenceWork:
     """Fixed workloads of about a processor step's size, timed once per decode step (jitter floor)."""
 
     NAMES = ("matmul", "processor, fixed input")
+    INPUTS = 3  # logits tensors the processor takes in turn
 
     def __init__(self) -> None:
         self._inputs: dict[tuple[int, int], tuple] = {}
+        self._calls = 0
 
     def _for(self, rows: int, vocab: int) -> tuple:
         """The inputs for ``rows`` x ``vocab``, made on first use inside the engine's step (so in its
@@ -148,9 +153,9 @@ class ReferenceWork:
 
             g = torch.Generator().manual_seed(0)
             state = BatchState.from_configs([DecodeConfig(**FULL_CHAIN)] * rows, vocab_size=vocab)
-            logits = torch.randn(rows, vocab, generator=g) * 3.0
+            logits = [torch.randn(rows, vocab, generator=g) * 3.0 for _ in range(self.INPUTS)]
             h, w = torch.randn(rows, 576, generator=g), torch.randn(576, max(1, vocab // 12), generator=g)
-            self._inputs[(rows, vocab)] = (state, logits, torch.empty_like(logits), h, w)
+            self._inputs[(rows, vocab)] = (state, logits, torch.empty_like(logits[0]), h, w)
         return self._inputs[(rows, vocab)]
 
     def run(self, rows: int, vocab: int) -> list[float]:
@@ -161,7 +166,8 @@ class ReferenceWork:
         t0 = time.perf_counter()
         torch.mm(h, w)
         t1 = time.perf_counter()
-        process_core(buf.copy_(logits), state, inplace=True)
+        self._calls += 1
+        process_core(buf.copy_(logits[self._calls % self.INPUTS]), state, inplace=True)
         return [t1 - t0, time.perf_counter() - t1]
 
 
@@ -305,7 +311,24 @@ def _percentiles(ms: list[float]) -> dict | None:
     def at(f: float) -> float:
         return q[min(len(q) - 1, int(round(f * (len(q) - 1))))]
 
-    return {"steps": len(q), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": q[-1], "max_over_p50": q[-1] / at(0.5)}
+    return {
+        "steps": len(q),
+        "mean_ms": statistics.fmean(q),
+        "p50_ms": at(0.5),
+        "p99_ms": at(0.99),
+        "max_ms": q[-1],
+        "max_over_p50": q[-1] / at(0.5),
+    }
+
+
+def step_share(mode: str, batch: int, tokens: int, mean_ms: float, bare_tokens_per_s: float) -> dict:
+    """The processor's mean step as a share of the bare engine's mean decode step on the same
+    lengths (wall time / steps at its median tokens/s), and the tokens/s ratio that share predicts,
+    1 / (1 + share): the ratio's estimate that the rounds' drift of machine speed does not move."""
+    n = lengths(batch, tokens, mode)
+    bare_step_ms = 1e3 * sum(n) / bare_tokens_per_s / max(n)
+    share = mean_ms / bare_step_ms
+    return {"bare_step_ms": bare_step_ms, "share": share, "predicted_ratio": 1.0 / (1.0 + share)}
 
 
 def run(
@@ -359,6 +382,11 @@ def run(
                 "processor_step": {mode: _percentiles(v) for mode, v in steps.items() if v},
                 "reference_step": {name: _percentiles(v) for name, v in reference.items()},
             }
+            entry["processor_share"] = {
+                mode: step_share(mode, batch, tokens, p["mean_ms"], base(mode))
+                for mode, p in entry["processor_step"].items()
+                if mode != "installed"
+            }
             if "full chain" in med:
                 entry["ratio_full_chain"] = med["full chain"] / med["bare"]
             results["batches"][str(batch)] = entry
@@ -370,9 +398,17 @@ def run(
             )
             for mode, p in [*entry["processor_step"].items(), *entry["reference_step"].items()]:
                 what = "processor step" if mode in entry["processor_step"] else "jitter floor"
+                share = entry["processor_share"].get(mode)
                 log(
-                    f"    {what} [{mode}]: p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms, "
-                    f"max {p['max_ms']:.2f} ms ({p['max_over_p50']:.1f}x p50) over {p['steps']} steps"
+                    f"    {what} [{mode}]: mean {p['mean_ms']:.2f} ms, p50 {p['p50_ms']:.2f} ms, "
+                    f"p99 {p['p99_ms']:.2f} ms, max {p['max_ms']:.2f} ms ({p['max_over_p50']:.1f}x p50) "
+                    f"over {p['steps']} steps"
+                    + (
+                        f"; {100 * share['share']:.1f}% of the bare step ({share['bare_step_ms']:.1f} ms), "
+                        f"predicted ratio {share['predicted_ratio']:.3f}"
+                        if share
+                        else ""
+                    )
                 )
     finally:
         for w in {id(w): w for w in workers.values()}.values():

@@ -139,3 +139,14 @@ def test_engine_bench_smoke(llm, llm_processor):
             del llm_processor.__dict__[name]
     p = engine_bench._percentiles([1.0, 2.0, 3.0, 10.0])
     assert p["p50_ms"] in (2.0, 3.0) and p["max_ms"] == 10.0 and p["steps"] == 4
+
+
+def test_step_share_is_the_processor_mean_over_the_bare_mean_step():
+    """Full lengths: 4 requests x 10 tokens at 20 tok/s is 2 s for 10 steps, a 200 ms bare step; the
+    mixed stream's staggered lengths (5, 6, 7, 8 tokens: 26 tokens, 8 steps) at 13 tok/s too."""
+    full = engine_bench.step_share("full chain", 4, 10, mean_ms=10.0, bare_tokens_per_s=20.0)
+    assert full["bare_step_ms"] == pytest.approx(200.0) and full["share"] == pytest.approx(0.05)
+    assert full["predicted_ratio"] == pytest.approx(1 / 1.05)
+    assert engine_bench.lengths(4, 10, "mixed") == [5, 6, 7, 8]
+    mixed = engine_bench.step_share("mixed", 4, 10, mean_ms=20.0, bare_tokens_per_s=13.0)
+    assert mixed["bare_step_ms"] == pytest.approx(250.0) and mixed["share"] == pytest.approx(0.08)
