@@ -232,10 +232,13 @@ class _Rows:
         self.BatchState, self.process_core = _core()
 
     def state_for(self, key: Any, configs: Sequence[DecodeConfig], vocab_size: int):
-        """BatchState for ``configs``, rebuilt only when ``key`` changed."""
+        """BatchState for ``configs``, made again only when ``key`` changed: the previous state's
+        rows gathered when no request joined (``BatchState.rearranged``), else built."""
         if key != self._state_key:
-            self._state = self.BatchState.from_configs(list(configs), device=self.device, vocab_size=vocab_size)
-            self._state_key = key
+            state = self._state.rearranged(configs, vocab_size) if self._state is not None else None
+            if state is None:
+                state = self.BatchState.from_configs(list(configs), device=self.device, vocab_size=vocab_size)
+            self._state, self._state_key = state, key
         return self._state
 
     def process(self, logits: torch.Tensor, state: Any) -> torch.Tensor:

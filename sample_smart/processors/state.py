@@ -54,7 +54,9 @@ class BatchState:
       unset), ``edt`` (bool), ``edt_log_n``, ``edt_theta``, ``edt_log_t0`` (EDT in log form);
     - ``params``: every rule's per-row tensors by name (``[B]`` or ``[B, width]``; see ``rules``);
     - ``row_candidates`` (host): how many largest logits each row's own rules need;
-    - ``row_rules`` (host): the names of the rules each row uses (a selected state's ``rules``).
+    - ``row_rules`` (host): the names of the rules each row uses (a selected state's ``rules``);
+    - ``row_configs`` (host, a state from :meth:`from_configs` and :meth:`rearranged` only): each
+      row's config, by which :meth:`rearranged` finds the rows of a later batch.
     """
 
     batch_size: int
@@ -71,6 +73,10 @@ class BatchState:
     params: Mapping[str, torch.Tensor]
     row_candidates: tuple[int, ...] = ()  # host: each row's own need of largest logits (0: none)
     row_rules: tuple[frozenset[str], ...] = ()  # host: the rules each row uses
+    # host, from_configs only: each row's config and its record (see rearranged)
+    row_configs: tuple[DecodeConfig, ...] = field(default=(), compare=False, repr=False)
+    _records: tuple = field(default=(), compare=False, repr=False)
+    _vocab_size: int | None = field(default=None, compare=False, repr=False)
     _views: dict = field(default_factory=dict, compare=False, repr=False)  # derived states, see derived()
 
     @property
@@ -131,6 +137,8 @@ class BatchState:
             row_rules=own,
             candidates=max(need, default=self.candidates),
             _views={},
+            row_configs=(),
+            _records=(),
             **gathered,
         )
 
@@ -142,7 +150,7 @@ class BatchState:
 
     def with_host(self, **host_values) -> "BatchState":
         """The same row tensors with other host values (``rules``, ``candidates``, ``any_*``)."""
-        return replace(self, _views={}, **host_values)
+        return replace(self, _views={}, row_configs=(), _records=(), **host_values)
 
     def derived(self, key, build) -> "BatchState":
         """``build(self)``, made once per key and kept with this state (an engine reuses one state
@@ -156,7 +164,9 @@ class BatchState:
         tensors = {name: fn(getattr(self, name)) for name in _ROW_FIELDS}
         params = {name: fn(t) for name, t in self.params.items()}
         host = {name: host_fn(getattr(self, name)) for name in ("row_candidates", "row_rules")}
-        return replace(self, batch_size=batch_size, params=params, _views={}, **host, **tensors)
+        return replace(
+            self, batch_size=batch_size, params=params, _views={}, row_configs=(), _records=(), **host, **tensors
+        )
 
     @classmethod
     def from_configs(
@@ -176,39 +186,70 @@ class BatchState:
                 raise TypeError(f"configs[{i}] is a {type(c).__name__}, expected DecodeConfig")
         per_row = [_row_values(c, vocab_size) for c in rows]
         b = len(rows)
-        pin = device.type == "cuda"
-
-        def tensor(values, dtype=torch.float32):
-            t = torch.tensor(values, dtype=dtype)
-            if pin:
-                t = t.pin_memory()
-            return t.to(device, non_blocking=pin)
-
         temperature, edt, edt_log_n, edt_theta, edt_log_t0 = (
             list(col) for col in (list(zip(*(r.transforms for r in per_row))) or [()] * 5)
         )
         params: dict[str, torch.Tensor] = {}
         for param, column in zip(_COLUMNS, list(zip(*(r.columns for r in per_row))) or [()] * len(_COLUMNS)):
-            t = tensor(list(column), param.dtype)
+            t = _on_device(list(column), param.dtype, device)
             params[param.name] = t.reshape(b, param.width) if param.width else t
-        used = frozenset().union(*(r.rules for r in per_row))
-        row_candidates = tuple(r.candidates for r in per_row)
         return cls(
             batch_size=b,
             device=device,
-            rules=tuple(rule.name for rule in RULES if rule.name in used),
-            candidates=max(row_candidates, default=0),
-            any_temperature=any(t != 1.0 for t in temperature),
-            any_edt=any(edt),
-            temperature=tensor(temperature),
-            edt=tensor(edt, torch.bool),
-            edt_log_n=tensor(edt_log_n),
-            edt_theta=tensor(edt_theta),
-            edt_log_t0=tensor(edt_log_t0),
+            temperature=_on_device(temperature, torch.float32, device),
+            edt=_on_device(edt, torch.bool, device),
+            edt_log_n=_on_device(edt_log_n, torch.float32, device),
+            edt_theta=_on_device(edt_theta, torch.float32, device),
+            edt_log_t0=_on_device(edt_log_t0, torch.float32, device),
             params=params,
-            row_candidates=row_candidates,
-            row_rules=tuple(r.rules for r in per_row),
+            row_configs=tuple(rows),
+            _vocab_size=vocab_size,
+            **_host_values(per_row),
         )
+
+    def rearranged(self, configs: Sequence[DecodeConfig], vocab_size: int | None = None) -> "BatchState | None":
+        """The state :meth:`from_configs` would build for ``configs`` (same vocabulary), when every
+        one of them is (the same object as) the config of one of this state's rows: requests left or
+        moved, none joined, as at most steps of continuous batching. Those rows are gathered, one
+        ``index_select`` per tensor, instead of rebuilt from the configs. None when a config is new
+        (or this state was not built by :meth:`from_configs`): the caller builds it."""
+        if not configs or not self._records or vocab_size != self._vocab_size:
+            return None
+        where = {id(c): i for i, c in enumerate(self.row_configs)}
+        rows = [where.get(id(c)) for c in configs]
+        if None in rows:
+            return None
+        index = _on_device(rows, torch.int64, self.device)
+        records = [self._records[i] for i in rows]
+        return replace(
+            self._map_rows(lambda t: t.index_select(0, index), len(rows), lambda host: host),
+            row_configs=tuple(self.row_configs[i] for i in rows),
+            **_host_values(records),
+        )
+
+
+def _on_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A host list as a tensor on ``device``, copied once (pinned and ``non_blocking`` on CUDA)."""
+    t = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _host_values(records: Sequence["_Row"]) -> dict:
+    """The host values of a state of rows with these records: the rules some row uses (table
+    order), the largest row's need of candidates, the transform flags, the per-row tuples."""
+    used = frozenset().union(*(r.rules for r in records))
+    row_candidates = tuple(r.candidates for r in records)
+    return {
+        "rules": tuple(rule.name for rule in RULES if rule.name in used),
+        "candidates": max(row_candidates, default=0),
+        "any_temperature": any(r.transforms[0] != 1.0 for r in records),
+        "any_edt": any(r.transforms[1] for r in records),
+        "row_candidates": row_candidates,
+        "row_rules": tuple(r.rules for r in records),
+        "_records": tuple(records),
+    }
 
 
 # the per-row transform tensors of a state (besides the rules' parameters)

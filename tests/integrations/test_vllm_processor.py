@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -105,13 +106,23 @@ def _emulate_batch(rng: random.Random, n_steps: int):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_v1_rows_follow_removed_added_moved_swapped(vllm_config, seed):
+def test_v1_rows_follow_removed_added_moved_swapped(vllm_config, seed, monkeypatch):
+    """Every step's output equals ``process`` on the rows' configs; a step where no request joined
+    gathers the previous state's rows instead of building one (``BatchState.rearranged``)."""
     rng = random.Random(seed)
     proc = SampleSmartLogitsProcessor(VllmConfig(), torch.device("cpu"), False)
     assert proc.runner == "v1" and not proc.duplicate
+    builds = []
+    build = proc._rows.BatchState.from_configs
+    monkeypatch.setattr(
+        proc._rows, "BatchState", SimpleNamespace(from_configs=lambda *a, **k: builds.append(1) or build(*a, **k))
+    )
     settings_of: dict[int, object] = {}
     saw_swap = saw_move = False
+    gathered = 0
     for removed, added, moved, batch in _emulate_batch(rng, 40):
+        built_before = len(builds)
+        had_state = proc._rows._state is not None
         adds = []
         for index, req in added:
             settings_of[req] = rng.choice(SETTINGS)
@@ -126,9 +137,12 @@ def test_v1_rows_follow_removed_added_moved_swapped(vllm_config, seed):
             want = process(logits.clone(), expected)
             got = proc.apply(logits.clone())
             torch.testing.assert_close(got, want, rtol=0, atol=0)
+            if had_state and not added and proc._n_active:
+                assert len(builds) == built_before  # rows gathered, nothing built
+                gathered += 1
         proc.update_state(None)  # no change: state kept
         assert proc._rows.configs == expected
-    assert saw_swap and saw_move
+    assert saw_swap and saw_move and gathered
 
 
 def test_v1_noop_batch_returns_logits_untouched():

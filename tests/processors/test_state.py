@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import MIXED
 
 from sample_smart import DecodeConfig
@@ -102,3 +104,32 @@ def test_every_row_holds_its_rules_values_or_the_neutral_ones():
     assert state.rules == tuple(used) and state.candidates == max(state.row_candidates) > 0
     want_t = [c.temperature if c.temperature and c.edt_var is None else 1.0 for c in cfgs]
     assert torch.equal(state.temperature, torch.tensor(want_t)) and state.any_temperature
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, len(CONFIGS) - 1), min_size=1, max_size=12), st.data())
+def test_a_rearranged_state_equals_the_state_built_from_its_configs(rows, data):
+    """Requests leave or move (every config one of the previous rows'): the gathered state is the
+    one from_configs builds, host values included, and it can be rearranged again."""
+    cfgs = [DecodeConfig.from_dict(CONFIGS[i]) for i in rows]
+    old = BatchState.from_configs(cfgs, vocab_size=50000)
+    picked = data.draw(st.lists(st.integers(0, len(cfgs) - 1), min_size=1, max_size=len(cfgs)))
+    new = [cfgs[i] for i in picked]
+    got = old.rearranged(new, vocab_size=50000)
+    assert got is not None
+    _same(got, BatchState.from_configs(new, vocab_size=50000))
+    assert got.row_configs == tuple(new)
+    again = got.rearranged(new[::-1], vocab_size=50000)
+    _same(again, BatchState.from_configs(new[::-1], vocab_size=50000))
+
+
+def test_a_state_is_not_rearranged_for_a_new_config_or_another_vocabulary():
+    cfgs = [DecodeConfig.from_dict(c) for c in CONFIGS]
+    old = BatchState.from_configs(cfgs, vocab_size=50000)
+    equal_but_new = DecodeConfig.from_dict(CONFIGS[0])  # a request that joined: its own config object
+    assert old.rearranged([cfgs[1], equal_but_new], vocab_size=50000) is None
+    assert old.rearranged(cfgs[:2], vocab_size=200) is None  # top_k 300 would be off there
+    assert old.rearranged([], vocab_size=50000) is None
+    # derived states do not know their rows' configs: their own rows would be misread
+    assert old.rows(1, 3).rearranged(cfgs[1:3], vocab_size=50000) is None
+    assert old.select([2, 0]).rearranged([cfgs[0]], vocab_size=50000) is None
