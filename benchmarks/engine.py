@@ -24,13 +24,14 @@ mode, warm-up excluded, and the mean step as a share of the bare engine's mean d
 same lengths with the tokens/s ratio it predicts (``step_share``): measured on every step, it does
 not move with the drift of machine speed between rounds that makes the measured ratios noisy.
 
-Jitter floor (``reference`` rows, not a setting of the ratios): the ``auto`` engine also runs a round
-of plain requests in which every decode step times two fixed workloads in the processor's place,
-on the same batch shape: ``matmul`` (``[B, 576] @ [576, V/12]``, no sample_smart code) and
-``processor, fixed input`` (the full chain on three fixed logits tensors in turn, no batch change;
-one tensor over and over would let ``topk``-like branches learn it, see benchmarks/README.md). Their
-max/p50 is what this machine does to a few milliseconds of fixed work inside the engine: the floor
-against which a processor step's max/p50 is read (over as many steps: spikes are rare events).
+Jitter floor (``reference`` rows, not a setting of the ratios): the engine of the first backend
+(``auto`` by default) also runs a round of plain requests in which every decode step times two
+fixed workloads in the processor's place, on the same batch shape: ``matmul`` (``[B, 576] @
+[576, V/12]``, no sample_smart code) and ``processor, fixed input`` (the full chain on three fixed
+logits tensors in turn, no batch change; one tensor over and over would let ``topk``-like branches
+learn it, see benchmarks/README.md). Their max/p50 is what this machine does to a few milliseconds
+of fixed work inside the engine: the floor against which a processor step's max/p50 is read (over
+as many steps: spikes are rare events).
 
 Each engine lives in its own worker process (one engine per process), started once; the parent
 sends it "generate B prompts x T tokens" requests. Every request samples (vLLM temperature 1.0,

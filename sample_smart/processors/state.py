@@ -137,8 +137,7 @@ class BatchState:
             row_rules=own,
             candidates=max(need, default=self.candidates),
             _views={},
-            row_configs=(),
-            _records=(),
+            **_ROWS_UNKNOWN,
             **gathered,
         )
 
@@ -150,7 +149,7 @@ class BatchState:
 
     def with_host(self, **host_values) -> "BatchState":
         """The same row tensors with other host values (``rules``, ``candidates``, ``any_*``)."""
-        return replace(self, _views={}, row_configs=(), _records=(), **host_values)
+        return replace(self, _views={}, **_ROWS_UNKNOWN, **host_values)
 
     def derived(self, key, build) -> "BatchState":
         """``build(self)``, made once per key and kept with this state (an engine reuses one state
@@ -164,9 +163,7 @@ class BatchState:
         tensors = {name: fn(getattr(self, name)) for name in _ROW_FIELDS}
         params = {name: fn(t) for name, t in self.params.items()}
         host = {name: host_fn(getattr(self, name)) for name in ("row_candidates", "row_rules")}
-        return replace(
-            self, batch_size=batch_size, params=params, _views={}, row_configs=(), _records=(), **host, **tensors
-        )
+        return replace(self, batch_size=batch_size, params=params, _views={}, **_ROWS_UNKNOWN, **host, **tensors)
 
     @classmethod
     def from_configs(
@@ -251,6 +248,9 @@ def _host_values(records: Sequence["_Row"]) -> dict:
         "_records": tuple(records),
     }
 
+
+# a derived state (other rows, other host values) does not know its rows' configs: rearranged() would misread them
+_ROWS_UNKNOWN = {"row_configs": (), "_records": ()}
 
 # the per-row transform tensors of a state (besides the rules' parameters)
 _ROW_FIELDS = tuple(f.name for f in fields(BatchState) if f.type == "torch.Tensor")
