@@ -39,7 +39,9 @@ So four threshold programs (EDT off/on x top-p off/on), one for the EDT temperat
 rows (:func:`edt_rows`, CPU), one sigma, one search and one write program per (vocabulary, dtype,
 device, in place, grad mode) exist, all compiled by
 :func:`prepare` before the first request; after that :func:`run` never compiles (a call whose
-signature was not prepared runs the eager chain). A batch of one row (also a one-row subset) is
+signature was not prepared runs the eager chain) and calls the programs without evaluating dynamo's
+guards: what they would check is fixed by the signature and the state's layout, checked once per
+state (:func:`run`). A batch of one row (also a one-row subset) is
 run as two identical rows (dynamo would specialise size 1 into another compile). The kept sets
 equal the eager chain's (tests/processors/test_plans.py).
 """
@@ -49,14 +51,14 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import Callable, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import torch
 
 from sample_smart.processors import chain, native_select, top_p
 from sample_smart.processors.rules import RULES, RULES_BY_NAME, Stats
 from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
-from sample_smart.processors.state import BatchState
+from sample_smart.processors.state import BatchState, rows_of
 from sample_smart.processors.stats import finite_std, row_stats
 from sample_smart.processors.temperature import edt_temperature
 
@@ -101,7 +103,7 @@ class Signature(NamedTuple):
 
     vocab: int
     dtype: torch.dtype
-    device: str
+    device: str  # with its index ("cuda:0"): a program is compiled for one device
     inplace: bool
     inference: bool
 
@@ -319,21 +321,38 @@ def _two_rows_at_least(index: torch.Tensor) -> torch.Tensor:
 
 def _few_rows(state: BatchState, rule: str) -> torch.Tensor | None:
     """On CPU, the rows of ``state`` that use ``rule`` (``"edt"`` or a rule's name) when they are at
-    most half of the batch (int64 [R], read once per state from its CPU tensors); else, and on a
-    device (reading would be a host sync), None: the whole batch runs that step."""
+    most half of the batch (int64 [R], once per state: from its host values where it has them,
+    else read from its CPU tensors); else, and on a device (reading would be a host sync), None:
+    the whole batch runs that step."""
 
     def build(st: BatchState) -> torch.Tensor | None:
         if st.device.type != "cpu":
             return None
-        if rule == "edt":
-            on = st.edt
+        rows = _rows_using(st, rule)
+        if rows is not None:
+            index = torch.tensor(rows, dtype=torch.int64)
         else:
-            first = RULES_BY_NAME[rule].params[0]
-            on = st.params[first.name] != first.neutral
-        index = on.nonzero().squeeze(1)
+            if rule == "edt":
+                on = st.edt
+            else:
+                first = RULES_BY_NAME[rule].params[0]
+                on = st.params[first.name] != first.neutral
+            index = on.nonzero().squeeze(1)
         return index if 2 * index.numel() <= st.batch_size else None
 
     return state.derived(("few_rows", rule), build)
+
+
+def _rows_using(state: BatchState, rule: str) -> list[int] | None:
+    """The rows whose config uses ``rule`` (``"edt"`` or a rule's name), from the state's host
+    values, or None when it does not have them (a hand-built or derived state). A row that names
+    a rule at its neutral value (``top_p=1``) counts: the programs then run it on that row, a no-op."""
+    if rule == "edt":
+        records = state._records
+        return [i for i, r in enumerate(records) if r.transforms[1]] if len(records) == state.batch_size else None
+    if len(state.row_rules) != state.batch_size:
+        return None
+    return [i for i, own in enumerate(state.row_rules) if rule in own]
 
 
 def _edt_on_rows(
@@ -359,44 +378,58 @@ def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) 
     ``v_last`` their smallest candidate (both for the search; ``v_last`` is only read where
     ``need``)."""
     need, v_last = state.derived("no_need", lambda st: torch.zeros_like(st.temperature, dtype=torch.bool)), m
-    for k, rows in state.derived("candidate_groups", _candidate_groups):
-        tau, need, v_last = _rules_on_rows(k, rows, logits, cmax, tau, need, v_last, temperature, shift, m, s, p_max)
+    for group in state.derived("candidate_groups", _candidate_groups):
+        tau, need, v_last = _rules_on_rows(group, logits, cmax, tau, need, v_last, temperature, shift, m, s, p_max)
     return tau, need, v_last
 
 
-def _candidate_groups(state: BatchState) -> list[tuple[int, tuple[BatchState, torch.Tensor | None]]]:
-    """``[(k, (state of the rows, their index or None for all))]``: the rows that read between 1
-    and ``CANDIDATES`` largest logits, then those that read more, each group with its largest
-    need (a state without per-row needs: one group of every row)."""
+class _Group(NamedTuple):
+    """Rows whose rules read candidates, selected together: ``k`` their largest need, ``rules`` the
+    value rules some of them use, ``params`` their rows' parameters (gathered when read), ``index``
+    their rows (None: the whole batch)."""
+
+    k: int
+    rules: tuple
+    params: Mapping[str, torch.Tensor]
+    index: torch.Tensor | None
+
+
+def _candidate_groups(state: BatchState) -> list[_Group]:
+    """The rows that read between 1 and ``CANDIDATES`` largest logits, then those that read more,
+    each group with its largest need (a state without per-row needs: one group of every row). A
+    group's rules come from its rows' host values (all the batch's, where the state has none)."""
+    every = tuple(r for r in VALUE_RULES if state.uses(r.name))
     if not state.row_candidates:
-        return [(state.candidates, (state, None))]
+        return [_Group(state.candidates, every, state.params, None)]
     groups = []
     for low, high in ((1, CANDIDATES), (CANDIDATES + 1, None)):
         rows = [i for i, n in enumerate(state.row_candidates) if n >= low and (high is None or n <= high)]
         if not rows:
             continue
         k = max(state.row_candidates[i] for i in rows)
+        rules = every
+        if len(state.row_rules) == state.batch_size:
+            names = frozenset().union(*(state.row_rules[i] for i in rows))
+            rules = tuple(r for r in every if r.name in names)
         if len(rows) == state.batch_size:
-            groups.append((k, (state, None)))
+            groups.append(_Group(k, rules, state.params, None))
         else:
             index = torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
-            groups.append((k, (state.select(rows, index), index)))
+            groups.append(_Group(k, rules, rows_of(state.params, index), index))
     return groups
 
 
-def _rules_on_rows(k, rows, logits, cmax, tau, need, v_last, *row_tensors) -> tuple[torch.Tensor, ...]:
-    """``(tau, need, v_last)`` of :func:`_candidate_taus` for ``rows`` (from
+def _rules_on_rows(group: _Group, logits, cmax, tau, need, v_last, *row_tensors) -> tuple[torch.Tensor, ...]:
+    """``(tau, need, v_last)`` of :func:`_candidate_taus` for the rows of ``group`` (from
     :func:`_candidate_groups`), written into the whole batch's: the row tensors are gathered, the
-    logits are not copied. ``row_tensors``: ``temperature, shift, m, s, p_max``. The rules are
-    those the rows use (their state's ``rules``: a group of top_k rows computes no top-p)."""
-    sub, index = rows
-    rules = tuple(r for r in VALUE_RULES if sub.uses(r.name))
+    logits are not copied. ``row_tensors``: ``temperature, shift, m, s, p_max``."""
+    k, rules, params, index = group
     if index is None:
-        return _candidate_taus(rules, k, sub.params, logits, cmax, tau, *row_tensors, None)
+        return _candidate_taus(rules, k, params, logits, cmax, tau, *row_tensors, None)
     picked = [t.index_select(0, index) for t in (cmax, tau, *row_tensors)]
-    t_sub, need_sub, v_sub = _candidate_taus(rules, k, sub.params, logits, *picked, index)
+    t_sub, need_sub, v_sub = _candidate_taus(rules, k, params, logits, *picked, index)
     tau = tau.index_copy(0, index, t_sub)
-    if not sub.uses("top_p"):  # these rows need no search
+    if all(r.name != "top_p" for r in rules):  # these rows need no search
         return tau, need, v_last
     return tau, need.index_copy(0, index, need_sub), v_last.index_copy(0, index, v_sub)
 
@@ -466,7 +499,7 @@ def compiled_programs() -> int:
 def prepared(logits: torch.Tensor, inplace: bool) -> bool:
     """Whether :func:`prepare` compiled the programs for this vocabulary, dtype, device, write and
     grad mode (see :class:`Signature`)."""
-    sig = Signature(logits.shape[-1], logits.dtype, logits.device.type, inplace, torch.is_inference_mode_enabled())
+    sig = Signature(logits.shape[-1], logits.dtype, str(logits.device), inplace, torch.is_inference_mode_enabled())
     return sig in _prepared
 
 
@@ -477,13 +510,21 @@ def fallbacks() -> int:
 
 def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor | None:
     """The batch through its plan's compiled programs, or None when they were not prepared for this
-    signature, no plan covers the batch, or a program would have to compile (the caller then runs
-    the eager chain). Never compiles: the programs run under ``fail_on_recompile``."""
-    if not logits.is_contiguous() or not prepared(logits, inplace):
+    signature, the inputs are not laid out as prepared (:func:`_fits`), no plan covers the batch,
+    or a program would have to compile (the caller then runs the eager chain). Never compiles:
+    the programs run under ``fail_on_recompile``.
+
+    Without guard evaluation (``skip_guard_eval_unsafe``): each program has one compiled graph per
+    plan, and what dynamo's guards would check on every call (dtypes, devices, shapes, strides, grad
+    mode, the state's host values) is fixed by the signature, :func:`_fits` and the plan, so the
+    guards could only pass; skipping them saves their evaluation on every program call."""
+    if not _fits(logits, state, inplace):
         return None
     state = _in_grad_mode(state)
+    if not state.derived(("layout", logits.device), lambda s: s.has_layout(logits.device)):
+        return None
     try:
-        with _grad_context(), torch.compiler.set_stance("fail_on_recompile"):
+        with _grad_context(), torch.compiler.set_stance("fail_on_recompile", skip_guard_eval_unsafe=True):
             if logits.shape[0] > 1:
                 return _run_compiled(logits, state, inplace)
             # dynamo specialises size 1: run two identical rows (our own copy) instead
@@ -498,6 +539,18 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     if inplace:
         return logits.copy_(pair[:1])
     return pair[:1].clone()
+
+
+def _fits(logits: torch.Tensor, state: BatchState, inplace: bool) -> bool:
+    """Whether ``logits`` are what the programs were prepared for: a contiguous ``[B, V]`` tensor of
+    a prepared signature, of the call's grad mode (an inference tensor inside
+    ``torch.inference_mode``, an ordinary one that needs no grad outside it), with ``B`` the state's
+    rows. (The state's own tensors are checked by :meth:`BatchState.has_layout`, once per state.)"""
+    if logits.dim() != 2 or not logits.is_contiguous() or logits.requires_grad:
+        return False
+    if logits.is_inference() != torch.is_inference_mode_enabled() or logits.shape[0] != state.batch_size:
+        return False
+    return prepared(logits, inplace)
 
 
 def _in_grad_mode(state: BatchState) -> BatchState:
@@ -541,7 +594,9 @@ def prepare(
 
     started = time.perf_counter()
     device = torch.device(device)
-    sig = Signature(int(vocab_size), dtype, device.type, bool(inplace), bool(inference))
+    if device.type != "cpu" and device.index is None:  # "cuda": the current one, as tensors name it
+        device = torch.device(device.type, torch.get_device_module(device.type).current_device())
+    sig = Signature(int(vocab_size), dtype, str(device), bool(inplace), bool(inference))
     with _lock, torch.inference_mode() if sig.inference else torch.no_grad():
         if sig in _prepared:
             return 0.0

@@ -25,6 +25,11 @@ from sample_smart.processors.rules import RULES, RULES_BY_NAME, Rule
 __all__ = ["BatchState"]
 
 
+def rows_of(source: Mapping[str, torch.Tensor], index: torch.Tensor) -> Mapping[str, torch.Tensor]:
+    """The rows ``index`` of a mapping of row tensors, each gathered when first read (eager use only)."""
+    return _RowsOf(source, index)
+
+
 class _RowsOf(Mapping):
     """The rows ``index`` of a mapping of row tensors, each gathered when first read (eager use
     only: a compiled program is never handed a selected state)."""
@@ -77,7 +82,9 @@ class BatchState:
     row_configs: tuple[DecodeConfig, ...] = field(default=(), compare=False, repr=False)
     _records: tuple = field(default=(), compare=False, repr=False)
     _vocab_size: int | None = field(default=None, compare=False, repr=False)
-    _views: dict = field(default_factory=dict, compare=False, repr=False)  # derived states, see derived()
+    # derived states, see derived(); not an init field, so every new state (also one made by
+    # dataclasses.replace) starts without the cache of the state it was made from
+    _views: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def is_noop(self) -> bool:
@@ -104,6 +111,25 @@ class BatchState:
     def tensors(self) -> list[torch.Tensor]:
         """Every row tensor (all have the batch as dim 0)."""
         return [getattr(self, name) for name in _ROW_FIELDS] + list(self.params.values())
+
+    def has_layout(self, device: torch.device) -> bool:
+        """Whether every row tensor is what :meth:`from_configs` builds: on ``device``, contiguous,
+        ``[batch_size]`` (or ``[batch_size, width]``) of its dtype (:data:`ROW_DTYPES`, the rules'
+        :class:`~sample_smart.processors.rules.Param`), and the parameters are exactly the rules'.
+        Every state this module makes has it; a hand-built one may not (the compiled programs,
+        which run without dynamo's guards, check it once per state)."""
+        if set(self.params) != set(_PARAMS_BY_NAME):
+            return False
+        expected = [(ROW_DTYPES[name], 0) for name in _ROW_FIELDS]
+        expected += [(_PARAMS_BY_NAME[name].dtype, _PARAMS_BY_NAME[name].width) for name in self.params]
+        return all(
+            isinstance(t, torch.Tensor)
+            and t.dtype == dtype
+            and t.device == device
+            and tuple(t.shape) == ((self.batch_size, width) if width else (self.batch_size,))
+            and t.is_contiguous()
+            for t, (dtype, width) in zip(self.tensors(), expected)
+        )
 
     def rows(self, start: int, stop: int) -> "BatchState":
         """The state of rows ``start:stop`` (tensor views, same host values, so the same code path);
@@ -136,7 +162,6 @@ class BatchState:
             row_candidates=need,
             row_rules=own,
             candidates=max(need, default=self.candidates),
-            _views={},
             **_ROWS_UNKNOWN,
             **gathered,
         )
@@ -149,7 +174,7 @@ class BatchState:
 
     def with_host(self, **host_values) -> "BatchState":
         """The same row tensors with other host values (``rules``, ``candidates``, ``any_*``)."""
-        return replace(self, _views={}, **_ROWS_UNKNOWN, **host_values)
+        return replace(self, **_ROWS_UNKNOWN, **host_values)
 
     def derived(self, key, build) -> "BatchState":
         """``build(self)``, made once per key and kept with this state (an engine reuses one state
@@ -163,7 +188,7 @@ class BatchState:
         tensors = {name: fn(getattr(self, name)) for name in _ROW_FIELDS}
         params = {name: fn(t) for name, t in self.params.items()}
         host = {name: host_fn(getattr(self, name)) for name in ("row_candidates", "row_rules")}
-        return replace(self, batch_size=batch_size, params=params, _views={}, **_ROWS_UNKNOWN, **host, **tensors)
+        return replace(self, batch_size=batch_size, params=params, **_ROWS_UNKNOWN, **host, **tensors)
 
     @classmethod
     def from_configs(
@@ -190,14 +215,11 @@ class BatchState:
         for param, column in zip(_COLUMNS, list(zip(*(r.columns for r in per_row))) or [()] * len(_COLUMNS)):
             t = _on_device(list(column), param.dtype, device)
             params[param.name] = t.reshape(b, param.width) if param.width else t
+        transforms = dict(zip(_ROW_FIELDS, (temperature, edt, edt_log_n, edt_theta, edt_log_t0)))
         return cls(
             batch_size=b,
             device=device,
-            temperature=_on_device(temperature, torch.float32, device),
-            edt=_on_device(edt, torch.bool, device),
-            edt_log_n=_on_device(edt_log_n, torch.float32, device),
-            edt_theta=_on_device(edt_theta, torch.float32, device),
-            edt_log_t0=_on_device(edt_log_t0, torch.float32, device),
+            **{name: _on_device(column, ROW_DTYPES[name], device) for name, column in transforms.items()},
             params=params,
             row_configs=tuple(rows),
             _vocab_size=vocab_size,
@@ -254,6 +276,8 @@ _ROWS_UNKNOWN = {"row_configs": (), "_records": ()}
 
 # the per-row transform tensors of a state (besides the rules' parameters)
 _ROW_FIELDS = tuple(f.name for f in fields(BatchState) if f.type == "torch.Tensor")
+# their dtypes (the rules' parameters have theirs in rules.Param)
+ROW_DTYPES = {name: torch.bool if name == "edt" else torch.float32 for name in _ROW_FIELDS}
 
 
 class _Row(NamedTuple):
@@ -267,6 +291,7 @@ class _Row(NamedTuple):
 
 # every rule's parameters in table order: the params of a state, one column each
 _COLUMNS = tuple(param for rule in RULES for param in rule.params)
+_PARAMS_BY_NAME = {param.name: param for param in _COLUMNS}
 
 
 def _row_values(config: DecodeConfig, vocab_size: int | None) -> _Row:

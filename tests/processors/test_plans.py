@@ -5,6 +5,7 @@ to eager with one warning. One prepare (tens of seconds cold) serves the module.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -204,6 +205,36 @@ def test_signatures_not_prepared_run_eager_and_compile_nothing(prepared):
     assert _graphs() == before
 
 
+def test_inputs_not_laid_out_as_prepared_never_reach_the_programs(prepared):
+    """The programs run without dynamo's guards, so what the guards would have refused must be
+    refused before: a state of other rows, a hand-built state whose tensors have another dtype,
+    shape or stride, logits that need grad or are inference tensors outside ``inference_mode``. Each runs eager (the
+    same kept sets), nothing compiles, and nothing counts as a fallback."""
+    cfgs = [DecodeConfig(min_p=0.1, top_k=50), DecodeConfig(top_p=0.9), DecodeConfig(top_n_sigma=1.0)]
+    state = BatchState.from_configs(cfgs, vocab_size=VOCAB)
+    x = _batch([{}] * 3, 12)
+    assert state.has_layout(x.device) and plans.run(x.clone(), state, False) is not None
+    dyn_k = torch.empty(10, 3, dtype=torch.int64).t()  # [3, 10], not contiguous
+    dyn_k.copy_(state.params["dyn_k"])
+    odd_states = [
+        dataclasses.replace(state, temperature=state.temperature.double()),
+        dataclasses.replace(state, params={**state.params, "top_k": state.params["top_k"].int()}),
+        dataclasses.replace(state, params={**state.params, "dyn_k": dyn_k}),
+        dataclasses.replace(state, params={k: v for k, v in state.params.items() if k != "log_top_a"}),
+        dataclasses.replace(state, params={**state.params, "n_sigma": state.params["n_sigma"][:2]}),
+    ]
+    before, fell = _graphs(), plans.fallbacks()
+    for odd in odd_states:
+        assert not odd.has_layout(x.device) and plans.run(x.clone(), odd, False) is None
+    assert plans.run(x[:2].clone(), state, False) is None  # two rows, a state of three
+    assert plans.run(x.clone().requires_grad_(), state, False) is None
+    with torch.inference_mode():
+        inference_x = x.clone()
+    assert plans.run(inference_x, state, False) is None  # an inference tensor outside inference_mode
+    _same_as_eager(x, state, process_core(x.clone().requires_grad_(), state).detach())
+    assert _graphs() == before and plans.fallbacks() == fell
+
+
 def test_a_state_built_in_the_other_grad_mode_still_takes_the_programs(prepared, monkeypatch):
     """A state made inside ``inference_mode`` (inference tensors) used outside it: dynamo guards on
     the tensors' kind, so without a copy in the call's mode every program would miss (eager)."""
@@ -269,3 +300,28 @@ def test_half_precision_and_a_vocabulary_off_the_chunk_grid():
         assert torch.equal(got[torch.isfinite(want)], want[torch.isfinite(want)])
     finally:
         plans.forget(vocab)
+
+
+def test_the_rows_using_a_rule_come_from_host_values_as_the_tensors_say():
+    """The subsets of rows the programs run (EDT, top-p, top-n-sigma rows) are read from a state's
+    host values, not its tensors: the same rows, but for a row that names a rule at its neutral
+    value (a no-op there), for states from the configs and rearranged ones; a state without host
+    values reads its tensors."""
+    rng = random.Random(3)
+    for _ in range(30):
+        cfgs = [DecodeConfig.from_dict(_random_config(rng)) for _ in range(rng.randint(1, 8))]
+        cfgs += [DecodeConfig(top_p=1.0)]
+        state = BatchState.from_configs(cfgs, vocab_size=VOCAB)
+        moved = state.rearranged(cfgs[::-1], VOCAB)
+        for st in (state, moved):
+            for rule in ("edt", "top_p", "top_n_sigma"):
+                if rule == "edt":
+                    on = st.edt
+                else:
+                    first = plans.RULES_BY_NAME[rule].params[0]
+                    on = st.params[first.name] != first.neutral
+                host = plans._rows_using(st, rule)
+                assert set(on.nonzero().squeeze(1).tolist()) <= set(host)
+                for i in set(host) - set(on.nonzero().squeeze(1).tolist()):
+                    assert rule in {"top_p"} and st.row_configs[i].top_p == 1.0
+        assert plans._rows_using(state.tiled(2), "edt") is None  # no records: its tensors are read
