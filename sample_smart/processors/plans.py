@@ -594,8 +594,8 @@ def prepare(
 
     started = time.perf_counter()
     device = torch.device(device)
-    if device.type != "cpu" and device.index is None:  # "cuda": the current one, as tensors name it
-        device = torch.device(device.type, torch.get_device_module(device.type).current_device())
+    if device.index is None:  # "cuda": the current one, named as its tensors name it ("cuda:0")
+        device = torch.empty(0, device=device).device
     sig = Signature(int(vocab_size), dtype, str(device), bool(inplace), bool(inference))
     with _lock, torch.inference_mode() if sig.inference else torch.no_grad():
         if sig in _prepared:

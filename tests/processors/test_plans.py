@@ -208,8 +208,8 @@ def test_signatures_not_prepared_run_eager_and_compile_nothing(prepared):
 def test_inputs_not_laid_out_as_prepared_never_reach_the_programs(prepared):
     """The programs run without dynamo's guards, so what the guards would have refused must be
     refused before: a state of other rows, a hand-built state whose tensors have another dtype,
-    shape or stride, logits that need grad or are inference tensors outside ``inference_mode``. Each runs eager (the
-    same kept sets), nothing compiles, and nothing counts as a fallback."""
+    shape or stride, logits that need grad or are inference tensors outside ``inference_mode``.
+    Each runs eager (the same kept sets), nothing compiles, and nothing counts as a fallback."""
     cfgs = [DecodeConfig(min_p=0.1, top_k=50), DecodeConfig(top_p=0.9), DecodeConfig(top_n_sigma=1.0)]
     state = BatchState.from_configs(cfgs, vocab_size=VOCAB)
     x = _batch([{}] * 3, 12)
@@ -323,5 +323,5 @@ def test_the_rows_using_a_rule_come_from_host_values_as_the_tensors_say():
                 host = plans._rows_using(st, rule)
                 assert set(on.nonzero().squeeze(1).tolist()) <= set(host)
                 for i in set(host) - set(on.nonzero().squeeze(1).tolist()):
-                    assert rule in {"top_p"} and st.row_configs[i].top_p == 1.0
+                    assert rule == "top_p" and st.row_configs[i].top_p == 1.0
         assert plans._rows_using(state.tiled(2), "edt") is None  # no records: its tensors are read
