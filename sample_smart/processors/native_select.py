@@ -16,8 +16,11 @@ logits, the last one partial) that the threshold program already computed:
    ``torch.topk(x, k).values``; only the values are returned, so ties are interchangeable).
 
 A row whose maxima hold a NaN is selected exactly as ``topk`` does (NaN above every number).
-Rows run in parallel (OpenMP, the caller's torch thread count). The library is compiled once per
-source (``$SAMPLE_SMART_CACHE/native/<hash>/``, the compiler inductor uses: ``$CXX`` or g++) when
+Each row may have its own k (``ks``, at most the call's k; the rest of its output row is ``-inf``),
+so rows that need 20, 50 and 300 values are selected in one call, each as far as it needs. Rows
+and ks are checked against the tensors' bounds before anything is read. Rows run in parallel
+(OpenMP, the caller's torch thread count). The library is compiled once per source
+(``$SAMPLE_SMART_CACHE/native/<hash>/``, the compiler inductor uses: ``$CXX`` or g++) when
 :func:`load` is first called (``plans.prepare``, at start-up); without a compiler :func:`load`
 returns False and callers keep aten's ``topk``.
 """
@@ -94,10 +97,15 @@ void select_row(const float* x, int64_t V, const float* cm, int64_t C, int64_t W
 }
 }  // namespace
 
-extern "C" int ss_largest_values_f32(const float* x, int64_t V, const float* cmax, int64_t C,
+extern "C" int ss_largest_values_f32(const float* x, int64_t B, int64_t V, const float* cmax, int64_t C,
                                      int64_t W, const int64_t* rows, int64_t R, int64_t k,
-                                     float* out, int threads) {
-  if (V <= 0 || C <= 0 || W <= 0 || R < 0 || k < 1 || k > V || (C - 1) * W >= V || C * W < V) return 1;
+                                     const int64_t* ks, float* out, int threads) {
+  if (B < 0 || V <= 0 || C <= 0 || W <= 0 || R < 0 || k < 1 || k > V || (C - 1) * W >= V || C * W < V) return 1;
+  if (!rows && R > B) return 1;
+  for (int64_t r = 0; r < R; ++r) {  // memory safety: every row of x, every own k, checked first
+    if (rows && (rows[r] < 0 || rows[r] >= B)) return 1;
+    if (ks && (ks[r] < 1 || ks[r] > k)) return 1;
+  }
   int failed = 0;
 #pragma omp parallel num_threads(threads)
   {
@@ -105,8 +113,11 @@ extern "C" int ss_largest_values_f32(const float* x, int64_t V, const float* cma
     buf.reserve(static_cast<size_t>(std::min<int64_t>(V, 64 * (k + 64))));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t r = 0; r < R; ++r) {
+      const int64_t own = ks ? ks[r] : k;
+      float* row_out = out + r * k;
       try {
-        select_row(x + (rows ? rows[r] : r) * V, V, cmax + r * C, C, W, k, out + r * k, buf);
+        select_row(x + (rows ? rows[r] : r) * V, V, cmax + r * C, C, W, own, row_out, buf);
+        std::fill(row_out + own, row_out + k, -INFINITY);  // past the row's own k: nothing
       } catch (...) {
 #pragma omp atomic write
         failed = 1;
@@ -157,7 +168,7 @@ def _open(path: Path):
     fn = ctypes.PyDLL(str(path)).ss_largest_values_f32
     fn.restype = ctypes.c_int
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes = [ptr, i64, ptr, i64, i64, ptr, i64, i64, ptr, ctypes.c_int]
+    fn.argtypes = [ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr, ctypes.c_int]
     return fn
 
 
@@ -187,29 +198,36 @@ def available() -> bool:
 
 
 def largest_values(
-    x: torch.Tensor, k: int, cmax: torch.Tensor, width: int, rows: torch.Tensor | None = None
+    x: torch.Tensor,
+    k: int,
+    cmax: torch.Tensor,
+    width: int,
+    rows: torch.Tensor | None = None,
+    ks: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """``[R, k]``: the k largest values of the rows ``rows`` of ``x`` (all rows: None), descending,
     from their chunk maxima ``cmax`` ([R, ceil(V / width)]); None when this does not apply (the
-    library not loaded, not a contiguous float32 CPU tensor, ...): the caller selects otherwise."""
+    library not loaded, not a contiguous float32 CPU tensor, a row or a k out of range, ...): the
+    caller selects otherwise. ``ks`` (int64 [R], each in ``[1, k]``): row r's own k; its values
+    past ``ks[r]`` are ``-inf`` (a batch whose rows need different k is selected in one call, each
+    row only as far as it needs)."""
     if not available() or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 2:
         return None
     batch, vocab = x.shape
     if not (1 <= k <= vocab) or not x.is_contiguous():
         return None
-    if rows is not None:
-        if rows.dtype != torch.int64 or rows.device.type != "cpu" or rows.dim() != 1:
-            return None
-        if rows.numel() and not 0 <= int(rows.min()) <= int(rows.max()) < batch:  # memory safety
-            return None
-        rows = rows.contiguous()
-    cmax = cmax.to(torch.float32).contiguous()
     n = batch if rows is None else rows.shape[0]
+    host = [t for t in (rows, ks) if t is not None]
+    if any(t.dtype != torch.int64 or t.device.type != "cpu" or t.dim() != 1 or t.shape[0] != n for t in host):
+        return None
+    rows, ks = (None if t is None else t.contiguous() for t in (rows, ks))
+    cmax = cmax.to(torch.float32).contiguous()
     if tuple(cmax.shape) != (n, -(-vocab // width)):
         return None
     out = torch.empty(n, k, dtype=torch.float32)
     status = _lib[0](
         x.data_ptr(),
+        batch,
         vocab,
         cmax.data_ptr(),
         cmax.shape[1],
@@ -217,7 +235,8 @@ def largest_values(
         None if rows is None else rows.data_ptr(),  # null: row r of x
         n,
         k,
+        None if ks is None else ks.data_ptr(),  # null: k for every row
         out.data_ptr(),
         torch.get_num_threads(),
     )
-    return out if status == 0 else None
+    return out if status == 0 else None  # 1: a row or a k out of range (checked before any read)

@@ -8,18 +8,21 @@ the rule's neutral parameter (:attr:`~sample_smart.processors.rules.Param.neutra
 threshold is ``-inf`` (or ``<= m``): a no-op. Temperature is always applied (``T = 1`` leaves a row
 bit for bit). Only what is expensive *and* data-dependent is switched:
 
-- ``edt``: entropy-dependent temperature needs the untempered row's entropy, one more pass;
+- ``edt``: entropy-dependent temperature needs the untempered row's entropy, one more pass: over
+  the whole batch, or (on CPU, a batch whose EDT rows are at most half of it) over those rows
+  alone (:func:`edt_rows`, inside the threshold program);
 - ``top_p``: a batch with a top-p row takes a threshold program that also returns the tempered
   rows and their ``exp(x - m)`` (two writes), which top-p's search reads instead of computing them
   again;
 - the candidates: the threshold program also returns the rows' chunk maxima; a batch whose rules
   read the largest logits (top-k, dynamic top-k, top-p) selects them from those maxima after the
-  program, on the rows that read them only (on CPU a float32 batch in one native call,
-  :mod:`~sample_smart.processors.native_select`; else two small ``topk``, aten calls), and
-  applies just those rules: once for the rows that read at most ``CANDIDATES`` of them, once for
-  the rows whose ``top_k`` or ``dynamic_top_k`` asks for more (their exact thresholds);
-- top-n-sigma's std (one more pass, in float64): a program of its own (:func:`sigma`), run only
-  when some row asks for it;
+  program, on the rows that read them only, each row as many as its own rules need, in one call
+  (on CPU a float32 batch in the native selection, :mod:`~sample_smart.processors.native_select`;
+  else two small ``topk``, aten calls), and the program :func:`candidates` applies those rules
+  (every one on every such row: neutral parameters are no-ops), so one program serves every
+  number of candidates;
+- top-n-sigma's std (one more pass, in float64, on the rows that use it): part of the write
+  program of a batch where some row asks for it (:func:`sigma`);
 - top-p's search for rows whose nucleus is larger than its candidates: a program of its own
   (:func:`search`). So no program holds a ``torch.cond``, and every program is cacheable on disk
   by inductor. The exact bisection that finishes adversarial rows (never seen on language-model
@@ -28,20 +31,21 @@ bit for bit). Only what is expensive *and* data-dependent is switched:
 Which of these a batch needs is host data of its :class:`BatchState` (the rules it uses, how many
 candidates each row reads), so choosing never reads the device. On CPU, where reading a tensor
 waits for nothing, the search runs only on the rows whose nucleus exceeds the candidates and the
-sigma program only on the rows that use top-n-sigma; on a device they run on the whole batch and
+EDT and sigma passes only on the rows that use them; on a device they run on the whole batch and
 ``where`` selects (no host sync). A call is: :func:`thresholds` (temperature, the one exp pass,
-every rule that needs nothing else, combined: one ``tau`` per row), the candidate rules,
-:func:`search`, :func:`sigma` (each only when needed), :func:`write` (``x >= tau`` kept, the rest
-``-inf``; in place or not). The temperature is recomputed in each program with the same float
-operations, so the tempered row is stored only for the search.
+every rule that needs nothing else, combined: one ``tau`` per row), :func:`candidates`,
+:func:`search` (each only when needed), :func:`write` (top-n-sigma's rows when needed, then
+``x >= tau`` kept, the rest ``-inf``; in place or not). The temperature is recomputed in each
+program with the same float operations, so the tempered row is stored only for the search.
 
-So four threshold programs (EDT off/on x top-p off/on), one for the EDT temperatures of a few
-rows (:func:`edt_rows`, CPU), one sigma, one search and one write program per (vocabulary, dtype,
-device, in place, grad mode) exist, all compiled by
-:func:`prepare` before the first request; after that :func:`run` never compiles (a call whose
-signature was not prepared runs the eager chain) and calls the programs without evaluating dynamo's
-guards: what they would check is fixed by the signature and the state's layout, checked once per
-state (:func:`run`). A batch of one row (also a one-row subset) is
+So six threshold programs (EDT none/rows/all x top-p off/on; four on a device, without "rows"),
+one candidates, one search and two write programs (with and without top-n-sigma) per
+(vocabulary, dtype, device, in place, grad mode) exist, all compiled by :func:`prepare` before the
+first request, which then checks with dynamo's guards that batches of other sizes take them
+without a new graph; after that :func:`run` never compiles (a call whose signature was not
+prepared runs the eager chain) and calls the programs without evaluating dynamo's guards: what
+they would check is fixed by the signature and the state's layout, checked once per state
+(:func:`run`). A batch of one row (also a one-row subset) is
 run as two identical rows (dynamo would specialise size 1 into another compile). The kept sets
 equal the eager chain's (tests/processors/test_plans.py).
 """
@@ -58,7 +62,7 @@ import torch
 from sample_smart.processors import chain, native_select, top_p
 from sample_smart.processors.rules import RULES, RULES_BY_NAME, Stats
 from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
-from sample_smart.processors.state import BatchState, rows_of
+from sample_smart.processors.state import BatchState
 from sample_smart.processors.stats import finite_std, row_stats
 from sample_smart.processors.temperature import edt_temperature
 
@@ -67,33 +71,37 @@ __all__ = ["CANDIDATES", "Plan", "prepare", "prepared", "reset", "run"]
 CANDIDATES = top_p.CANDIDATES  # largest logits selected per row inside the programs
 ALL_RULES = tuple(r.name for r in RULES)
 # where each rule's threshold is computed: the threshold program (the statistics of one exp pass),
-# after it from the selected candidates (eager, only the rules a batch uses), or top-n-sigma's
-# own program (its std is one more pass, paid only by batches that ask for it)
+# the candidates program (from the selected largest logits), or the write program's top-n-sigma
+# stage (its std is one more pass, paid only by batches that ask for it)
 SIGMA_RULE = RULES_BY_NAME["top_n_sigma"]
 VALUE_RULES = tuple(r for r in RULES if "values" in r.needs)
+VALUE_PARAMS = tuple(p for r in VALUE_RULES for p in r.params)
 IN_PROGRAM = tuple(r for r in RULES if r not in VALUE_RULES and r is not SIGMA_RULE)
 logger = logging.getLogger(__name__)
 
 
 class Plan(NamedTuple):
-    """Which fixed threshold program a batch takes: EDT on or off, and whether some row uses top-p
+    """Which fixed threshold program a batch takes: ``edt`` ``"none"`` (no EDT row), ``"rows"``
+    (the EDT rows' temperatures from their own entropy pass, on those rows alone, inside the
+    program) or ``"all"`` (one more pass over the whole batch), and whether some row uses top-p
     (the program then also returns the tempered rows and their ``exp(x - m)`` for the search: its
     passes read them instead of computing them again)."""
 
-    edt: bool
+    edt: str
     top_p: bool
 
     @classmethod
     def of(cls, state: BatchState) -> "Plan":
-        """On a device: EDT on when some row uses it, top-p when some row does. On CPU a batch
-        whose EDT rows (top-p rows) are at most half of it takes the plan without EDT (top-p):
-        those rows' temperatures (tempered rows) are computed on those rows alone (the program
-        :func:`edt_rows`; eagerly in :func:`_top_p_search`), which costs less than the extra pass
-        (the two extra writes) over the whole batch."""
-        return state.derived(
-            "plan_of",
-            lambda s: cls(s.any_edt and _few_rows(s, "edt") is None, s.uses("top_p") and _few_rows(s, "top_p") is None),
-        )
+        """On a device: EDT on every row when some row uses it, top-p when some row does. On CPU a
+        batch whose EDT rows (top-p rows) are at most half of it computes those rows' temperatures
+        (tempered rows) on those rows alone (``edt="rows"``; eagerly in :func:`_top_p_search`),
+        which costs less than the extra pass (the two extra writes) over the whole batch."""
+
+        def build(s: BatchState) -> "Plan":
+            edt = "none" if not s.any_edt else "all" if _few_rows(s, "edt") is None else "rows"
+            return cls(edt, s.uses("top_p") and _few_rows(s, "top_p") is None)
+
+        return state.derived("plan_of", build)
 
 
 class Signature(NamedTuple):
@@ -116,21 +124,30 @@ def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor) -
 
 
 def thresholds(
-    logits: torch.Tensor, state: BatchState, plan: Plan, temperature: torch.Tensor, shift: torch.Tensor
+    logits: torch.Tensor,
+    state: BatchState,
+    plan: Plan,
+    temperature: torch.Tensor,
+    shift: torch.Tensor,
+    edt_index: torch.Tensor | None,
 ) -> tuple[torch.Tensor, ...]:
     """Every threshold that needs no candidates and no std, combined:
     ``(tau, temperature, shift, m, s, p_max, cmax, rows)``, ``rows = (x, exp(x - m))`` for a
-    ``plan.top_p`` (else None). ``temperature``, ``shift`` [B]: the rows' own (with a ``plan.edt``
-    the EDT rows' are computed here instead).
+    ``plan.top_p`` (else None). ``temperature``, ``shift`` [B]: the rows' own; the EDT rows' are
+    computed here: on the rows ``edt_index`` alone (:func:`edt_rows`) for ``plan.edt == "rows"``,
+    on every row for ``"all"``.
 
     ``tau`` [B] keeps ``x >= tau`` of the tempered row ``x = (logits - shift) / temperature``;
     ``m``, ``s``: the tempered max and ``sum exp(x - m)``; ``cmax``: the chunk maxima of the raw
     row (or its max, ``[B, 1]``, for a vocabulary too small for chunks), from which the
     candidates are selected after the program (:func:`_candidate_rules`)."""
     x = chain.in_work_dtype(logits)
+    if plan.edt == "rows":
+        edt = (state.edt_theta, state.edt_log_n, state.edt_log_t0)
+        temperature, shift = edt_rows(logits, edt_index, edt, temperature, shift)
     cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], 1) else x.amax(dim=-1, keepdim=True)
     m_raw = cmax.amax(dim=-1)
-    if plan.edt:
+    if plan.edt == "all":
         raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
         edt = edt_temperature(raw.entropy, state.edt_theta, state.edt_log_n, state.edt_log_t0)
         temperature = torch.where(state.edt, edt, temperature)
@@ -156,7 +173,8 @@ def edt_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(temperature, shift)`` [B] with the EDT temperature and the row max (the shift) of the rows
     ``index`` (int64 [R], R >= 2; duplicates allowed): the untempered row's entropy is one exp pass
-    over those R rows instead of the whole batch. ``edt``: ``(edt_theta, edt_log_n, edt_log_t0)``
+    over those R rows instead of the whole batch (part of the threshold program of a
+    ``Plan.edt == "rows"``). ``edt``: ``(edt_theta, edt_log_n, edt_log_t0)``
     of the batch; the rows are read through ``index`` inside the program (no copy of them)."""
     x = chain.in_work_dtype(logits.index_select(0, index))
     m_raw = x.amax(dim=-1)
@@ -175,8 +193,8 @@ def sigma(
     tau: torch.Tensor,
 ) -> torch.Tensor:
     """``tau`` with top-n-sigma's threshold on the rows ``index`` (int64 [R], R >= 2; duplicates
-    allowed): the std of the finite tempered logits is one more pass (float64 sums), so it is a
-    program of its own that runs only when some row asks for it. The rows are read through
+    allowed): the std of the finite tempered logits is one more pass (float64 sums) over those rows,
+    part of the write program of a batch where some row asks for it. The rows are read through
     ``index`` inside the program (the gather fuses into the pass: no copy of them)."""
     rows = [t.index_select(0, index) for t in (temperature, shift, m)]
     xt = _tempered(chain.in_work_dtype(logits.index_select(0, index)), rows[0], rows[1])
@@ -205,9 +223,21 @@ def search(
     return torch.maximum(tau, torch.minimum(rule_tau, m)), bad, lo, hi
 
 
-def write(logits: torch.Tensor, tau: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor, inplace: bool):
+def write(
+    logits: torch.Tensor,
+    tau: torch.Tensor,
+    temperature: torch.Tensor,
+    shift: torch.Tensor,
+    inplace: bool,
+    top_n_sigma: tuple | None = None,
+):
     """The kept set of every row: ``x = (logits - shift) / T`` where ``x >= tau``, else ``-inf``,
-    in the input dtype (half precision: see :func:`~sample_smart.processors.chain.tempered_half_output`)."""
+    in the input dtype (half precision: see :func:`~sample_smart.processors.chain.tempered_half_output`).
+    ``top_n_sigma``: ``(index, params, m)`` of the rows that use it, whose ``tau`` first takes its
+    threshold (:func:`sigma`, in the same program)."""
+    if top_n_sigma is not None:
+        index, params, m = top_n_sigma
+        tau = sigma(logits, index, params, temperature, shift, m, tau)
     dtype = logits.dtype
     xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
     t = tau.unsqueeze(-1)
@@ -257,18 +287,21 @@ def _call(name: str, fn: Callable, key: tuple, *args):
 def _mark_shapes(args: tuple) -> None:
     first = args[0][0] if isinstance(args[0], tuple) else args[0]
     batch = first.shape[0]
-    for a in args:
-        if isinstance(a, BatchState):
-            tensors = a.tensors()
-        elif isinstance(a, dict):
-            tensors = a.values()
-        else:
-            tensors = a if isinstance(a, tuple) else (a,)
-        for t in tensors:
-            if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == batch:
-                torch._dynamo.maybe_mark_dynamic(t, 0)
-                for dim in range(1, t.dim()):  # the vocabulary: never made dynamic by a second one
-                    torch._dynamo.mark_static(t, dim)
+    for t in _tensors_in(args):
+        if t.dim() and t.shape[0] == batch:
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+            for dim in range(1, t.dim()):  # the vocabulary: never made dynamic by a second one
+                torch._dynamo.mark_static(t, dim)
+
+
+def _tensors_in(value) -> list[torch.Tensor]:
+    """Every tensor in ``value``: a tensor, a state, or a tuple or dict of them (nested)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, BatchState):
+        return value.tensors()
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
+    return [t for item in items for t in _tensors_in(item)]
 
 
 def _universal(state: BatchState) -> BatchState:
@@ -280,29 +313,27 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
     sig = (logits.shape[-1], logits.dtype, logits.device.type)
     plan = Plan.of(state)
     temperature, shift = state.temperature, state.derived("no_shift", lambda s: torch.zeros_like(s.temperature))
-    if state.any_edt and not plan.edt:
-        temperature, shift = _edt_on_rows(sig, logits, state, shift)
+    edt_index = None
+    if plan.edt == "rows":
+        edt_index = state.derived("edt_rows", lambda st: _two_rows_at_least(_few_rows(st, "edt")))
+    if _marking[0] and edt_index is not None:
+        torch._dynamo.maybe_mark_dynamic(edt_index, 0)  # its own size: a subset of the batch
     tau, temperature, shift, m, s, p_max, cmax, rows = _call(
-        "thresholds", thresholds, sig + plan, logits, _universal(state), plan, temperature, shift
+        "thresholds", thresholds, sig + plan, logits, _universal(state), plan, temperature, shift, edt_index
     )
     if state.candidates:
-        tau, need, v_last = _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max)
+        tau, need, v_last = _candidate_rules(sig, logits, state, cmax, tau, temperature, shift, m, s, p_max)
         if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
             tau = _top_p_search(sig, rows, (logits, temperature, shift), state, m, s, v_last, need, tau)
+    top_n_sigma = None
     if state.uses(SIGMA_RULE.name):
-        tau = _top_n_sigma(sig, logits, state, temperature, shift, m, tau)
-    return _call("write", write, sig + (inplace,), logits, tau, temperature, shift, inplace)
-
-
-def _top_n_sigma(sig, logits, state, temperature, shift, m, tau) -> torch.Tensor:
-    """The sigma program on the rows that use top-n-sigma: on CPU those rows only when they are at
-    most half the batch (:func:`_few_rows`), else and on a device the whole batch (choosing would
-    be a host sync there)."""
-    params = state.derived("sigma_params", lambda st: {p.name: st.params[p.name] for p in SIGMA_RULE.params})
-    index = state.derived("sigma_rows", _sigma_rows)
-    if _marking[0]:
-        torch._dynamo.maybe_mark_dynamic(index, 0)  # its own size: a subset of the batch
-    return _call("sigma", sigma, sig, logits, index, params, temperature, shift, m, tau)
+        index = state.derived("sigma_rows", _sigma_rows)
+        if _marking[0]:
+            torch._dynamo.maybe_mark_dynamic(index, 0)  # its own size: a subset of the batch
+        params = state.derived("sigma_params", lambda st: {p.name: st.params[p.name] for p in SIGMA_RULE.params})
+        top_n_sigma = (index, params, m)
+    key = sig + (inplace, top_n_sigma is not None)
+    return _call("write", write, key, logits, tau, temperature, shift, inplace, top_n_sigma)
 
 
 def _sigma_rows(state: BatchState) -> torch.Tensor:
@@ -355,101 +386,67 @@ def _rows_using(state: BatchState, rule: str) -> list[int] | None:
     return [i for i, own in enumerate(state.row_rules) if rule in own]
 
 
-def _edt_on_rows(
-    sig: tuple, logits: torch.Tensor, state: BatchState, no_shift: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
-    """``(temperature, shift)`` [B] with the EDT rows' own, from the program :func:`edt_rows` on
-    those rows alone (a CPU batch whose EDT rows are at most half of it, :meth:`Plan.of`)."""
-    index = state.derived("edt_rows", lambda st: _two_rows_at_least(_few_rows(st, "edt")))
+def _candidate_rules(sig, logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
+    """After the threshold program: select the largest logits of the rows whose rules read them
+    (host data), each row as many as it needs, in one call from the program's chunk maxima
+    (:func:`~sample_smart.processors.select.largest_values`; on CPU the native selection), then
+    the program :func:`candidates` applies top-k, dynamic top-k and top-p's first stage on those
+    rows. ``(tau, need, v_last)``: ``need`` marks the top-p rows whose nucleus is larger than their
+    candidates, ``v_last`` their smallest candidate (both for the search; ``v_last`` is only read
+    where ``need``)."""
+    index, ks, width, k = state.derived("candidate_rows", _candidate_rows)
+    values = largest_values(logits, k, cmax.index_select(0, index), index, ks)
+    params = state.derived("value_params", lambda st: {p.name: st.params[p.name] for p in VALUE_PARAMS})
+    args = (tau, temperature, shift, m, s, p_max, params, index, width, values, sig[0])
     if _marking[0]:
-        torch._dynamo.maybe_mark_dynamic(index, 0)  # its own size: a subset of the batch
-    edt = (state.edt_theta, state.edt_log_n, state.edt_log_t0)
-    return _call("edt_rows", edt_rows, sig, logits, index, edt, state.temperature, no_shift)
+        _mark_shapes(args[:7])
+        for t in (index, width, values):
+            torch._dynamo.maybe_mark_dynamic(t, 0)  # their own rows: a subset of the batch
+        torch._dynamo.maybe_mark_dynamic(values, 1)  # and the largest need of those rows
+    return _region("candidates", candidates, sig)(*args)
 
 
-def _candidate_rules(logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
-    """Eager, after the threshold program: select the largest logits of the rows whose rules read
-    them (host data), from the program's chunk maxima (:func:`~sample_smart.processors.select.largest_values`),
-    temper them, and apply the rules the batch uses that read them (top-k, dynamic top-k, top-p's
-    first stage). Two groups of rows, each selected once: those that read at most ``CANDIDATES``
-    (their largest need), and those whose ``top_k`` or ``dynamic_top_k`` asks for more (their
-    largest k: exact thresholds, and top-p's first stage from those many candidates). ``(tau,
-    need, v_last)``: ``need`` marks the top-p rows whose nucleus is larger than their candidates,
-    ``v_last`` their smallest candidate (both for the search; ``v_last`` is only read where
-    ``need``)."""
-    need, v_last = state.derived("no_need", lambda st: torch.zeros_like(st.temperature, dtype=torch.bool)), m
-    for group in state.derived("candidate_groups", _candidate_groups):
-        tau, need, v_last = _rules_on_rows(group, logits, cmax, tau, need, v_last, temperature, shift, m, s, p_max)
-    return tau, need, v_last
+def _candidate_rows(state: BatchState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """``(index, ks, width, k)``: the rows that read candidates (int64 [R], R >= 2: a single row
+    twice), how many each reads (int64 [R], on the CPU for the selection, and ``width`` the same on
+    the state's device for the program) and their largest need (at least 2: a dimension of 1 would
+    be specialised by dynamo). From the state's host values; a state without them: every row, the
+    batch's need."""
+    if state.row_candidates:
+        rows = [i for i, n in enumerate(state.row_candidates) if n > 0]
+        need = [state.row_candidates[i] for i in rows]
+    else:
+        rows, need = list(range(state.batch_size)), [state.candidates] * state.batch_size
+    if len(rows) == 1:
+        rows, need = rows * 2, need * 2
+    ks = torch.tensor(need, dtype=torch.int64)
+    index = torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
+    return index, ks, ks.to(state.device, non_blocking=True), max(2, *need)
 
 
-class _Group(NamedTuple):
-    """Rows whose rules read candidates, selected together: ``k`` their largest need, ``rules`` the
-    value rules some of them use, ``params`` their rows' parameters (gathered when read), ``index``
-    their rows (None: the whole batch)."""
-
-    k: int
-    rules: tuple
-    params: Mapping[str, torch.Tensor]
-    index: torch.Tensor | None
-
-
-def _candidate_groups(state: BatchState) -> list[_Group]:
-    """The rows that read between 1 and ``CANDIDATES`` largest logits, then those that read more,
-    each group with its largest need (a state without per-row needs: one group of every row). A
-    group's rules come from its rows' host values (all the batch's, where the state has none)."""
-    every = tuple(r for r in VALUE_RULES if state.uses(r.name))
-    if not state.row_candidates:
-        return [_Group(state.candidates, every, state.params, None)]
-    groups = []
-    for low, high in ((1, CANDIDATES), (CANDIDATES + 1, None)):
-        rows = [i for i, n in enumerate(state.row_candidates) if n >= low and (high is None or n <= high)]
-        if not rows:
-            continue
-        k = max(state.row_candidates[i] for i in rows)
-        rules = every
-        if len(state.row_rules) == state.batch_size:
-            names = frozenset().union(*(state.row_rules[i] for i in rows))
-            rules = tuple(r for r in every if r.name in names)
-        if len(rows) == state.batch_size:
-            groups.append(_Group(k, rules, state.params, None))
-        else:
-            index = torch.tensor(rows, dtype=torch.int64).to(state.device, non_blocking=True)
-            groups.append(_Group(k, rules, rows_of(state.params, index), index))
-    return groups
-
-
-def _rules_on_rows(group: _Group, logits, cmax, tau, need, v_last, *row_tensors) -> tuple[torch.Tensor, ...]:
-    """``(tau, need, v_last)`` of :func:`_candidate_taus` for the rows of ``group`` (from
-    :func:`_candidate_groups`), written into the whole batch's: the row tensors are gathered, the
-    logits are not copied. ``row_tensors``: ``temperature, shift, m, s, p_max``."""
-    k, rules, params, index = group
-    if index is None:
-        return _candidate_taus(rules, k, params, logits, cmax, tau, *row_tensors, None)
-    picked = [t.index_select(0, index) for t in (cmax, tau, *row_tensors)]
-    t_sub, need_sub, v_sub = _candidate_taus(rules, k, params, logits, *picked, index)
-    tau = tau.index_copy(0, index, t_sub)
-    if all(r.name != "top_p" for r in rules):  # these rows need no search
-        return tau, need, v_last
-    return tau, need.index_copy(0, index, need_sub), v_last.index_copy(0, index, v_sub)
-
-
-def _candidate_taus(rules, k, params, logits, cmax, tau, temperature, shift, m, s, p_max, rows):
-    """The ``rules`` (with their row ``params``) that read the ``k`` largest logits, on ``rows`` of
-    ``logits`` (None: all); every other argument holds those rows only."""
-    vocab = logits.shape[-1]
-    values = _tempered(largest_values(logits, k, cmax, rows).to(temperature.dtype), temperature, shift)
-    stats = Stats(None, m, None, p_max, None, None, s, values, None)
-    t = torch.full_like(m, float("-inf"))
-    need = torch.zeros_like(m, dtype=torch.bool)
-    for rule in rules:
+def candidates(tau, temperature, shift, m, s, p_max, params, index, width, values, vocab: int):
+    """The rules that read the largest logits (top-k, dynamic top-k, top-p's first stage), each on
+    every row of ``index`` (int64 [R], R >= 2; duplicates allowed) with those rows' parameters
+    (``params``: the batch's; a rule a row does not use holds its neutral value, a no-op):
+    ``values`` [R, K] are the rows' largest raw logits, descending, row r's first ``width[r]`` its
+    own candidates (the rest is never read). ``(tau, need, v_last)`` [B]: ``tau`` with those
+    thresholds, the top-p rows whose nucleus is larger than their candidates, their smallest
+    candidate (False and ``m`` on the other rows)."""
+    tau_r, temperature_r, shift_r, m_r, s_r, p_max_r = (
+        t.index_select(0, index) for t in (tau, temperature, shift, m, s, p_max)
+    )
+    own = {name: t.index_select(0, index) for name, t in params.items()}
+    xt = _tempered(values.to(temperature_r.dtype), temperature_r, shift_r)
+    stats = Stats(None, m_r, None, p_max_r, None, None, s_r, xt, None)
+    t = torch.full_like(m_r, float("-inf"))
+    for rule in VALUE_RULES:
         if rule.name == "top_p":  # its first stage; the search runs after, for the rows in need
-            rule_tau, need = top_p.candidate_tau(values, m, s, params["top_p"], complete=k >= vocab)
+            rule_tau, need_r, v_last_r = top_p.candidate_tau(xt, m_r, s_r, own["top_p"], width, vocab)
         else:
-            rule_tau = rule.tau(stats, params)
+            rule_tau = rule.tau(stats, own)
         t = torch.maximum(t, rule_tau)
-    v_last = values[:, -1].contiguous()  # an input of the search program: contiguous, as prepared
-    return torch.maximum(tau, torch.minimum(t, m)), need, v_last
+    need = torch.zeros_like(m, dtype=torch.bool).index_copy(0, index, need_r)
+    return tau.index_copy(0, index, torch.maximum(tau_r, torch.minimum(t, m_r))), need, m.index_copy(0, index, v_last_r)
 
 
 def _top_p_search(sig, rows, raw, state, m, s, v_last, need, tau) -> torch.Tensor:
@@ -493,7 +490,8 @@ def compiled_programs() -> int:
     of their code): constant after :func:`prepare`, whatever requests bring."""
     from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    return sum(len(_debug_get_cache_entry_list(fn.__code__)) for fn in (thresholds, edt_rows, sigma, search, write))
+    programs = (thresholds, candidates, search, write)
+    return sum(len(_debug_get_cache_entry_list(fn.__code__)) for fn in programs)
 
 
 def prepared(logits: torch.Tensor, inplace: bool) -> bool:
@@ -612,26 +610,50 @@ def prepare(
 
 
 def _compile_plans(sig: Signature, vocab_size: int, dtype: torch.dtype, device: torch.device) -> None:
-    """Run every plan once on random rows of ``sig``: each program compiles (or loads from disk)."""
-    from sample_smart.config import DecodeConfig
-
+    """Run every plan once on random rows of ``sig``: each program compiles (or loads from disk);
+    then check, with dynamo's guards evaluated, that a batch of other sizes (rows, subsets, number
+    of candidates) runs through them without a new graph (a program specialised on a size it was
+    meant to take dynamically would fail here, not serve a call it does not fit, see :func:`run`)."""
     g = torch.Generator().manual_seed(0)
-    for edt, uses_top_p in itertools.product((False, True), repeat=2):
-        # flat rows whose nucleus exceeds the candidates, so the search program compiles too; EDT
-        # and top-p on more than half of the rows, so the plan has them also on CPU (Plan.of); the
-        # plans without EDT get one EDT row, so the program for a few EDT rows compiles too
-        edt_var = (0.8, 1.0, 1.0) if edt else None
-        cfgs = [
-            DecodeConfig(top_k=50, top_p=0.5 if uses_top_p else None, edt_var=edt_var),
-            DecodeConfig(top_p=0.99 if uses_top_p else None, edt_var=edt_var),
-            DecodeConfig(top_n_sigma=1.0, edt_var=(0.8, 1.0, 1.0)),
-        ]
+    edt_plans = ("none", "all") if device.type != "cpu" else ("none", "rows", "all")  # "rows": CPU only
+    for edt, uses_top_p in itertools.product(edt_plans, (False, True)):
+        cfgs = _prepare_configs(edt, uses_top_p, sigma=edt != "none")  # both write programs
         state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
         assert Plan.of(state) == (edt, uses_top_p)
         x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
         _run_compiled(x, state, sig.inplace)
         if not sig.inplace:  # the one-row path writes its pair in place
             _run_compiled(x, state, True)
+    _marking[0] = False
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for edt, uses_top_p in itertools.product(edt_plans, (False, True)):
+            cfgs = _prepare_configs(edt, uses_top_p, sigma=True, extra=3)
+            state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
+            x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
+            _run_compiled(x, state, sig.inplace)
+
+
+def _prepare_configs(edt: str, uses_top_p: bool, sigma: bool, extra: int = 1) -> list:
+    """Configs of a batch that takes ``Plan(edt, uses_top_p)``: two rows (``extra`` = 3: four) that
+    read candidates (top-k; with top-p, then more than half of the batch), with EDT for ``"all"``,
+    and ``extra`` rows with EDT for ``"rows"`` and ``"all"`` and, with ``sigma``, top-n-sigma (so
+    the rows ``edt="rows"`` and the sigma program read are a subset). Flat rows (the caller's) have
+    nuclei beyond the candidates, so the search program compiles too. ``extra`` = 3: the same with
+    other sizes (batch, subsets, largest k)."""
+    from sample_smart.config import DecodeConfig
+
+    edt_var = (0.8, 1.0, 1.0)
+    many = 2 if extra == 1 else 4
+    cfgs = [
+        DecodeConfig(
+            top_k=50 + 37 * i * (extra > 1),
+            top_p=(0.5 if i == 0 else 0.99) if uses_top_p else None,
+            edt_var=edt_var if edt == "all" else None,
+        )
+        for i in range(many)
+    ]
+    own = {"top_n_sigma": 1.0 if sigma else None, "edt_var": edt_var if edt != "none" else None, "min_p": 0.1}
+    return cfgs + [DecodeConfig(**own) for _ in range(extra)]
 
 
 def missing_compiler(device: torch.device) -> str | None:

@@ -52,18 +52,25 @@ def chunk_maxima(x: torch.Tensor) -> torch.Tensor:
 
 
 def largest_values(
-    x: torch.Tensor, k: int, cmax: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    x: torch.Tensor,
+    k: int,
+    cmax: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
+    ks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The ``k`` largest values of each row of ``x`` [B, V], sorted descending ([B, k]).
 
     ``cmax``: :func:`chunk_maxima` of ``x``, when already known. ``rows``: select from these rows
     of ``x`` only (int64 [R]; the result is [R, k] and ``cmax``, if given, holds those R rows), so
-    a batch where few rows read candidates gathers from those rows and never copies them."""
+    a batch where few rows read candidates gathers from those rows and never copies them. ``ks``
+    (int64 [R] on the CPU, each in ``[1, k]``): how many values each row needs; a caller reads row
+    r's first ``ks[r]`` values only (past them: ``-inf`` from the native selection, which selects
+    each row only that far, or the row's next values)."""
     vocab = x.shape[-1]
     k = max(1, min(k, vocab))
     known = cmax is not None and cmax.shape[-1] == -(-vocab // CHUNK)
     if known and not torch.compiler.is_compiling():
-        out = native_select.largest_values(x, k, cmax, CHUNK, rows)  # None: not loaded, not float32 CPU
+        out = native_select.largest_values(x, k, cmax, CHUNK, rows, ks)  # None: not loaded, not float32 CPU
         if out is not None:
             return out
     if not uses_chunks(vocab, k, known):

@@ -237,20 +237,25 @@ def _run_if(flag: torch.Tensor, fn, operands: tuple, otherwise: torch.Tensor) ->
 
 
 def candidate_tau(
-    values: torch.Tensor, m: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor, complete: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step 1 alone: ``(tau, need)`` from the row's largest logits ``values`` (descending) with
-    ``m`` the row max and ``s = sum exp(x - m)``. ``need`` marks the rows whose nucleus is larger
-    than the candidates (only when ``values`` is not the ``complete`` row): their tau is ``-inf``
-    here and comes from the search. ``-inf`` where ``top_p >= 1`` (off)."""
+    values: torch.Tensor, m: torch.Tensor, s: torch.Tensor, top_p: torch.Tensor, width: torch.Tensor, vocab: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 1 alone: ``(tau, need, v_last)`` from the row's largest logits ``values`` (descending; row
+    r's first ``width[r]`` are its candidates, the rest is not read) with ``m`` the row max and
+    ``s = sum exp(x - m)``. ``need`` marks the rows whose nucleus is larger than their candidates
+    (never a row whose candidates are all ``vocab`` logits): their tau is ``-inf`` here and comes
+    from the search, which starts from ``v_last``, the smallest candidate. ``-inf`` where
+    ``top_p >= 1`` (off)."""
     on = top_p < 1.0
     p = torch.where(on, top_p, torch.zeros_like(top_p))  # off rows: found at j = 0
+    last = (width - 1).unsqueeze(-1)
     cum = (values - m.unsqueeze(-1)).exp().cumsum(dim=-1)
-    kv = values.shape[-1]
-    j = (cum < (p * s).unsqueeze(-1)).sum(dim=-1)
-    tau = values.gather(1, j.clamp(max=kv - 1).unsqueeze(-1)).squeeze(-1)
-    need = torch.zeros_like(on) if complete else (j >= kv) & torch.isfinite(values[:, -1])
-    return torch.where(on & ~need, tau, torch.full_like(tau, float("-inf"))), need
+    # cum is non-decreasing, so the count below the target within the row's own candidates is
+    # min(count, width), whatever lies past them
+    j = torch.minimum((cum < (p * s).unsqueeze(-1)).sum(dim=-1), width)
+    tau = values.gather(1, torch.minimum(j.unsqueeze(-1), last)).squeeze(-1)
+    v_last = values.gather(1, last).squeeze(-1)
+    need = (j >= width) & torch.isfinite(v_last) & (width < vocab)
+    return torch.where(on & ~need, tau, torch.full_like(tau, float("-inf"))), need, v_last
 
 
 def top_p_tau(

@@ -57,6 +57,31 @@ def test_equals_topk(native, batch, vocab, k_frac, kind, subset, seed):
     assert got.shape == want.shape and _same(got, want)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 5),
+    vocab=st.integers(2, 6 * CHUNK + 9),
+    seed=st.integers(0, 2**16),
+    subset=st.booleans(),
+)
+def test_each_row_selects_its_own_k_and_the_rest_is_minus_inf(native, batch, vocab, seed, subset):
+    """One call, a k per row: row r's first ks[r] values are topk's, the rest of its row -inf."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(batch, vocab, generator=g) * 2).round() / 2  # ties too
+    rows = torch.randint(0, batch, (batch + 1,), generator=g) if subset else None
+    n = batch if rows is None else rows.numel()
+    ks = torch.randint(1, vocab + 1, (n,), generator=g)
+    k = int(ks.max())
+    cmax = chunk_maxima(x)
+    got = native.largest_values(x, k, cmax if rows is None else cmax[rows], CHUNK, rows, ks)
+    picked = x if rows is None else x[rows]
+    assert got.shape == (n, k)
+    for r in range(n):
+        own = int(ks[r])
+        assert torch.equal(got[r, :own], torch.topk(picked[r], own).values)
+        assert torch.all(got[r, own:] == float("-inf"))
+
+
 def test_refuses_what_it_does_not_handle(native):
     x = torch.randn(4, 3 * CHUNK + 5)
     cmax = chunk_maxima(x)
@@ -71,6 +96,10 @@ def test_refuses_what_it_does_not_handle(native):
         "a row out of range": (x, 7, cmax[:1], CHUNK, torch.tensor([4])),
         "a negative row": (x, 7, cmax[:1], CHUNK, torch.tensor([-1])),
         "int32 rows": (x, 7, cmax[:1], CHUNK, torch.tensor([1], dtype=torch.int32)),
+        "a row's k of 0": (x, 7, cmax, CHUNK, None, torch.tensor([1, 0, 7, 7])),
+        "a row's k above k": (x, 7, cmax, CHUNK, None, torch.tensor([1, 8, 7, 7])),
+        "a k for each of fewer rows": (x, 7, cmax, CHUNK, None, torch.tensor([1, 2])),
+        "int32 ks": (x, 7, cmax, CHUNK, None, torch.tensor([1, 2, 3, 4], dtype=torch.int32)),
     }
     for name, args in refused.items():
         assert native.largest_values(*args) is None, name

@@ -109,18 +109,19 @@ def test_no_compile_after_prepare_for_a_stream_of_random_knob_combinations(prepa
 
 
 def test_rows_asking_for_more_candidates_are_selected_once_with_their_own_k(prepared, monkeypatch):
-    """Candidates are selected per group of rows: those that read at most CANDIDATES (their largest
-    need) and those whose top_k asks for more (their largest k, also top-p's first stage on a row
-    that has both); no row is selected twice. Kept sets as eager, top-p's search included."""
+    """The rows whose rules read candidates are selected in one call, each row as far as its own
+    need (top-p's CANDIDATES, a top_k or dynamic top-k; a row with top-p and a larger top_k reads
+    its top_k's, also for top-p's first stage); a row that reads none is not selected. Kept sets
+    as eager, top-p's search included."""
     cfgs = [{"top_k": 300, "top_p": 0.9}, {"top_k": 1024}, {"top_p": 0.95}, {"top_k": 20}, {"min_p": 0.1}]
     x = _batch(cfgs, 7)
     state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
     selected = []
     largest = plans.largest_values
 
-    def recorded(x, k, cmax, rows):
-        selected.append((k, rows.tolist()))
-        return largest(x, k, cmax, rows)
+    def recorded(x, k, cmax, rows, ks):
+        selected.append((k, rows.tolist(), ks.tolist()))
+        return largest(x, k, cmax, rows, ks)
 
     monkeypatch.setattr(plans, "largest_values", recorded)
     searched = []
@@ -129,7 +130,7 @@ def test_rows_asking_for_more_candidates_are_selected_once_with_their_own_k(prep
         plans, "_search_rows", lambda sig, rows, *a: searched.append(rows[0].shape[0]) or search(sig, rows, *a)
     )
     got = process_core(x.clone(), state)
-    assert selected == [(plans.CANDIDATES, [2, 3]), (1024, [0, 1])]
+    assert selected == [(1024, [0, 1, 2, 3], [300, 1024, plans.CANDIDATES, 20])]
     assert searched, "the flat top-p rows' nuclei exceed their candidates: the search ran"
     _same_as_eager(x, state, got)
     for i, cfg in enumerate(cfgs):
@@ -146,7 +147,7 @@ def test_few_edt_and_top_p_rows_are_computed_on_those_rows_alone(prepared, monke
     cfgs = few_cfgs if few else [{**edt, **top_p}, {**edt, "top_p": 0.95}, edt, top_p, {}]
     x = _batch(cfgs, 5)
     state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
-    assert plans.Plan.of(state) == (not few, not few)
+    assert plans.Plan.of(state) == ("rows" if few else "all", not few)
     searched = []
     search = plans._search_rows
     monkeypatch.setattr(
@@ -325,3 +326,52 @@ def test_the_rows_using_a_rule_come_from_host_values_as_the_tensors_say():
                 for i in set(host) - set(on.nonzero().squeeze(1).tolist()):
                     assert rule == "top_p" and st.row_configs[i].top_p == 1.0
         assert plans._rows_using(state.tiled(2), "edt") is None  # no records: its tensors are read
+
+
+def test_top_p_first_stage_reads_each_row_only_as_far_as_its_own_candidates():
+    """The candidates program's top-p stage on a row with ``width`` candidates gives the same tau,
+    need and smallest candidate whatever lies past them (-inf from the native selection, the
+    row's next values from topk, anything else)."""
+    from sample_smart.processors import top_p
+
+    g = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        x = torch.randn(6, 300, generator=g) * (0.5 + trial % 4)
+        values = torch.topk(x, 300).values
+        width = torch.tensor([1, 5, 40, 128, 300, 77])
+        m = values[:, 0]
+        s = (x - m.unsqueeze(-1)).exp().sum(-1)
+        p = torch.tensor([0.9, 0.5, 0.99, 0.3, 1.0, 0.95])
+        want = [
+            top_p.candidate_tau(values[r : r + 1, : int(w)], m[r : r + 1], s[r : r + 1], p[r : r + 1], w.view(1), 300)
+            for r, w in enumerate(width)
+        ]
+        past = torch.arange(300).unsqueeze(0) >= width.unsqueeze(-1)
+        for filler in (float("-inf"), 1e9, float("nan")):
+            got = top_p.candidate_tau(values.masked_fill(past, filler), m, s, p, width, 300)
+            for r in range(6):
+                assert [t[r].item() for t in got] == [t[0].item() for t in want[r]], (trial, filler, r)
+
+
+@pytest.mark.parametrize("edt", ["none", "rows", "all"])
+@pytest.mark.parametrize("uses_top_p", [False, True])
+def test_prepare_checks_every_dynamic_size_with_other_values(edt, uses_top_p):
+    """prepare() runs each plan again, guards evaluated, on a batch whose every dynamic size differs
+    from the one it compiled with (batch, candidate rows, largest k, EDT rows, sigma rows): a
+    program that specialised one of them fails there instead of serving calls it does not fit."""
+
+    def sizes(extra: int) -> dict:
+        cfgs = plans._prepare_configs(edt, uses_top_p, sigma=True, extra=extra)
+        state = BatchState.from_configs(cfgs, vocab_size=VOCAB)
+        assert plans.Plan.of(state) == (edt, uses_top_p)
+        index, _, _, k = plans._candidate_rows(state)
+        out = {"batch": state.batch_size, "candidate rows": index.numel(), "k": k}
+        out["sigma rows"] = plans._sigma_rows(state).numel()
+        if edt == "rows":
+            out["edt rows"] = plans._two_rows_at_least(plans._few_rows(state, "edt")).numel()
+        return out
+
+    compiled, checked = sizes(1), sizes(3)
+    assert compiled.keys() == checked.keys()
+    assert all(compiled[name] != checked[name] for name in compiled), (compiled, checked)
+    assert all(size >= 2 for size in (*compiled.values(), *checked.values()))  # no 0/1 specialisation
