@@ -35,12 +35,16 @@ EDT and sigma passes only on the rows that use them; on a device they run on the
 ``where`` selects (no host sync). A call is: :func:`thresholds` (temperature, the one exp pass,
 every rule that needs nothing else, combined: one ``tau`` per row), :func:`candidates`,
 :func:`search` (each only when needed), :func:`write` (top-n-sigma's rows when needed, then
-``x >= tau`` kept, the rest ``-inf``; in place or not). The temperature is recomputed in each
-program with the same float operations, so the tempered row is stored only for the search.
+``x >= tau`` kept, the rest ``-inf``; in place or not). On CPU a batch with candidates takes
+:func:`finish` instead: candidates, sigma and write in one program, which leaves the rows that
+need the search as they are; when there are any (reading ``need`` waits for nothing), they are
+searched and written after it. The temperature is recomputed in each program with the same float
+operations, so the tempered row is stored only for the search.
 
 So six threshold programs (EDT none/rows/all x top-p off/on; four on a device, without "rows"),
-one candidates, one search and two write programs (with and without top-n-sigma) per
-(vocabulary, dtype, device, in place, grad mode) exist, all compiled by :func:`prepare` before the
+one search, two write programs (with and without top-n-sigma) and two finish programs (CPU; on a
+device one candidates program instead) per (vocabulary, dtype, device, in place, grad mode) exist,
+all compiled by :func:`prepare` before the
 first request, which then checks with dynamo's guards that batches of other sizes take them
 without a new graph; after that :func:`run` never compiles (a call whose signature was not
 prepared runs the eager chain) and calls the programs without evaluating dynamo's guards: what
@@ -140,7 +144,7 @@ def thresholds(
     ``tau`` [B] keeps ``x >= tau`` of the tempered row ``x = (logits - shift) / temperature``;
     ``m``, ``s``: the tempered max and ``sum exp(x - m)``; ``cmax``: the chunk maxima of the raw
     row (or its max, ``[B, 1]``, for a vocabulary too small for chunks), from which the
-    candidates are selected after the program (:func:`_candidate_rules`)."""
+    candidates are selected after the program (:func:`_candidate_inputs`)."""
     x = chain.in_work_dtype(logits)
     if plan.edt == "rows":
         edt = (state.edt_theta, state.edt_log_n, state.edt_log_t0)
@@ -230,11 +234,12 @@ def write(
     shift: torch.Tensor,
     inplace: bool,
     top_n_sigma: tuple | None = None,
+    keep: torch.Tensor | None = None,
 ):
     """The kept set of every row: ``x = (logits - shift) / T`` where ``x >= tau``, else ``-inf``,
     in the input dtype (half precision: see :func:`~sample_smart.processors.chain.tempered_half_output`).
     ``top_n_sigma``: ``(index, params, m)`` of the rows that use it, whose ``tau`` first takes its
-    threshold (:func:`sigma`, in the same program)."""
+    threshold (:func:`sigma`, in the same program). ``keep`` (bool [B]): rows left as they are."""
     if top_n_sigma is not None:
         index, params, m = top_n_sigma
         tau = sigma(logits, index, params, temperature, shift, m, tau)
@@ -247,10 +252,22 @@ def write(
         out = (xt - lift).clamp(min=torch.finfo(dtype).min).masked_fill(drop, float("-inf")).to(dtype)
     else:
         out = torch.where(xt >= t, xt, float("-inf"))
+    if keep is not None:
+        out = torch.where(keep.unsqueeze(-1), logits, out)
     if inplace:
         logits.copy_(out)
         return logits
     return out
+
+
+def finish(logits, tau, temperature, shift, m, s, p_max, inplace: bool, cand: tuple, top_n_sigma: tuple | None):
+    """:func:`candidates`, top-n-sigma's rows (:func:`sigma`) and :func:`write` in one program (CPU):
+    ``(out, tau, need, v_last)``. The top-p rows whose nucleus is larger than their candidates
+    (``need``) are left as they are (``keep``): the caller searches and writes them."""
+    tau, need, v_last = candidates(tau, temperature, shift, m, s, p_max, cand)
+    if top_n_sigma is not None:
+        tau = sigma(logits, *top_n_sigma[:2], temperature, shift, top_n_sigma[2], tau)
+    return write(logits, tau, temperature, shift, inplace, keep=need), tau, need, v_last
 
 
 # ------------------------------------------------------------------ compiled regions
@@ -321,19 +338,44 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
     tau, temperature, shift, m, s, p_max, cmax, rows = _call(
         "thresholds", thresholds, sig + plan, logits, _universal(state), plan, temperature, shift, edt_index
     )
-    if state.candidates:
-        tau, need, v_last = _candidate_rules(sig, logits, state, cmax, tau, temperature, shift, m, s, p_max)
-        if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
-            tau = _top_p_search(sig, rows, (logits, temperature, shift), state, m, s, v_last, need, tau)
-    top_n_sigma = None
-    if state.uses(SIGMA_RULE.name):
-        index = state.derived("sigma_rows", _sigma_rows)
-        if _marking[0]:
-            torch._dynamo.maybe_mark_dynamic(index, 0)  # its own size: a subset of the batch
-        params = state.derived("sigma_params", lambda st: {p.name: st.params[p.name] for p in SIGMA_RULE.params})
-        top_n_sigma = (index, params, m)
+    top_n_sigma = _top_n_sigma(state, m)
     key = sig + (inplace, top_n_sigma is not None)
-    return _call("write", write, key, logits, tau, temperature, shift, inplace, top_n_sigma)
+    if not state.candidates:
+        return _call("write", write, key, logits, tau, temperature, shift, inplace, top_n_sigma)
+    cand = _candidate_inputs(logits, state, cmax)
+    if logits.device.type != "cpu":  # the search (on every row: choosing would be a host sync), then the write
+        tau, need, v_last = _call("candidates", candidates, sig, tau, temperature, shift, m, s, p_max, cand)
+        if state.uses("top_p"):
+            tau = _top_p_search(sig, rows, (logits, temperature, shift), state, m, s, v_last, need, tau)
+        return _call("write", write, key, logits, tau, temperature, shift, inplace, top_n_sigma)
+    out, tau, need, v_last = _call(
+        "finish", finish, key, logits, tau, temperature, shift, m, s, p_max, inplace, cand, top_n_sigma
+    )
+    if state.uses("top_p") and bool(need.any()):  # CPU: reading need waits for nothing
+        out = _write_searched_rows(sig, out, rows, state, temperature, shift, m, s, v_last, need, tau)
+    return out
+
+
+def _write_searched_rows(sig, out, rows, state, temperature, shift, m, s, v_last, need, tau) -> torch.Tensor:
+    """After :func:`finish` (CPU): the top-p rows whose nucleus is larger than their candidates
+    (``need``), which it left as they were, get their tau from the search and are written (the
+    write's own code, eager: a few rows, rarely)."""
+    tau = _top_p_search(sig, rows, (out, temperature, shift), state, m, s, v_last, need, tau)
+    index = need.nonzero().squeeze(1)
+    picked = [t.index_select(0, index) for t in (out, tau, temperature, shift)]
+    return out.index_copy_(0, index, write(*picked, False))
+
+
+def _top_n_sigma(state: BatchState, m: torch.Tensor) -> tuple | None:
+    """``(index, params, m)`` of the rows the write's top-n-sigma stage reads (:func:`_sigma_rows`),
+    or None when no row uses it."""
+    if not state.uses(SIGMA_RULE.name):
+        return None
+    index = state.derived("sigma_rows", _sigma_rows)
+    if _marking[0]:
+        torch._dynamo.maybe_mark_dynamic(index, 0)  # its own size: a subset of the batch
+    params = state.derived("sigma_params", lambda st: {p.name: st.params[p.name] for p in SIGMA_RULE.params})
+    return index, params, m
 
 
 def _sigma_rows(state: BatchState) -> torch.Tensor:
@@ -386,24 +428,20 @@ def _rows_using(state: BatchState, rule: str) -> list[int] | None:
     return [i for i, own in enumerate(state.row_rules) if rule in own]
 
 
-def _candidate_rules(sig, logits, state, cmax, tau, temperature, shift, m, s, p_max) -> tuple[torch.Tensor, ...]:
-    """After the threshold program: select the largest logits of the rows whose rules read them
-    (host data), each row as many as it needs, in one call from the program's chunk maxima
-    (:func:`~sample_smart.processors.select.largest_values`; on CPU the native selection), then
-    the program :func:`candidates` applies top-k, dynamic top-k and top-p's first stage on those
-    rows. ``(tau, need, v_last)``: ``need`` marks the top-p rows whose nucleus is larger than their
-    candidates, ``v_last`` their smallest candidate (both for the search; ``v_last`` is only read
-    where ``need``)."""
+def _candidate_inputs(logits: torch.Tensor, state: BatchState, cmax: torch.Tensor) -> tuple:
+    """``(params, index, width, values, vocab)`` of :func:`candidates`: the largest logits of the
+    rows whose rules read them (host data), each row as many as it needs, selected in one call from
+    the threshold program's chunk maxima (:func:`~sample_smart.processors.select.largest_values`;
+    on CPU the native selection)."""
     index, ks, width, k = state.derived("candidate_rows", _candidate_rows)
     values = largest_values(logits, k, cmax.index_select(0, index), index, ks)
     params = state.derived("value_params", lambda st: {p.name: st.params[p.name] for p in VALUE_PARAMS})
-    args = (tau, temperature, shift, m, s, p_max, params, index, width, values, sig[0])
     if _marking[0]:
-        _mark_shapes(args[:7])
+        _mark_shapes((state.temperature, params))
         for t in (index, width, values):
             torch._dynamo.maybe_mark_dynamic(t, 0)  # their own rows: a subset of the batch
         torch._dynamo.maybe_mark_dynamic(values, 1)  # and the largest need of those rows
-    return _region("candidates", candidates, sig)(*args)
+    return params, index, width, values, logits.shape[-1]
 
 
 def _candidate_rows(state: BatchState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -424,14 +462,15 @@ def _candidate_rows(state: BatchState) -> tuple[torch.Tensor, torch.Tensor, torc
     return index, ks, ks.to(state.device, non_blocking=True), max(2, *need)
 
 
-def candidates(tau, temperature, shift, m, s, p_max, params, index, width, values, vocab: int):
+def candidates(tau, temperature, shift, m, s, p_max, cand: tuple):
     """The rules that read the largest logits (top-k, dynamic top-k, top-p's first stage), each on
     every row of ``index`` (int64 [R], R >= 2; duplicates allowed) with those rows' parameters
     (``params``: the batch's; a rule a row does not use holds its neutral value, a no-op):
     ``values`` [R, K] are the rows' largest raw logits, descending, row r's first ``width[r]`` its
     own candidates (the rest is never read). ``(tau, need, v_last)`` [B]: ``tau`` with those
     thresholds, the top-p rows whose nucleus is larger than their candidates, their smallest
-    candidate (False and ``m`` on the other rows)."""
+    candidate (False and ``m`` on the other rows). ``cand``: ``(params, index, width, values, vocab)``."""
+    params, index, width, values, vocab = cand
     tau_r, temperature_r, shift_r, m_r, s_r, p_max_r = (
         t.index_select(0, index) for t in (tau, temperature, shift, m, s, p_max)
     )
@@ -490,7 +529,7 @@ def compiled_programs() -> int:
     of their code): constant after :func:`prepare`, whatever requests bring."""
     from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    programs = (thresholds, candidates, search, write)
+    programs = (thresholds, candidates, search, write, finish)
     return sum(len(_debug_get_cache_entry_list(fn.__code__)) for fn in programs)
 
 
@@ -615,9 +654,8 @@ def _compile_plans(sig: Signature, vocab_size: int, dtype: torch.dtype, device: 
     of candidates) runs through them without a new graph (a program specialised on a size it was
     meant to take dynamically would fail here, not serve a call it does not fit, see :func:`run`)."""
     g = torch.Generator().manual_seed(0)
-    edt_plans = ("none", "all") if device.type != "cpu" else ("none", "rows", "all")  # "rows": CPU only
-    for edt, uses_top_p in itertools.product(edt_plans, (False, True)):
-        cfgs = _prepare_configs(edt, uses_top_p, sigma=edt != "none")  # both write programs
+    for edt, uses_top_p in _plans_of(device):
+        cfgs = _prepare_configs(edt, uses_top_p)
         state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
         assert Plan.of(state) == (edt, uses_top_p)
         x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
@@ -626,33 +664,40 @@ def _compile_plans(sig: Signature, vocab_size: int, dtype: torch.dtype, device: 
             _run_compiled(x, state, True)
     _marking[0] = False
     with torch.compiler.set_stance("fail_on_recompile"):
-        for edt, uses_top_p in itertools.product(edt_plans, (False, True)):
-            cfgs = _prepare_configs(edt, uses_top_p, sigma=True, extra=3)
+        for edt, uses_top_p in _plans_of(device):
+            cfgs = _prepare_configs(edt, uses_top_p, extra=3)
             state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
             x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
             _run_compiled(x, state, sig.inplace)
 
 
-def _prepare_configs(edt: str, uses_top_p: bool, sigma: bool, extra: int = 1) -> list:
-    """Configs of a batch that takes ``Plan(edt, uses_top_p)``: two rows (``extra`` = 3: four) that
-    read candidates (top-k; with top-p, then more than half of the batch), with EDT for ``"all"``,
-    and ``extra`` rows with EDT for ``"rows"`` and ``"all"`` and, with ``sigma``, top-n-sigma (so
-    the rows ``edt="rows"`` and the sigma program read are a subset). Flat rows (the caller's) have
-    nuclei beyond the candidates, so the search program compiles too. ``extra`` = 3: the same with
-    other sizes (batch, subsets, largest k)."""
+def _plans_of(device: torch.device) -> list[tuple[str, bool]]:
+    """Every ``(Plan.edt, Plan.top_p)`` a batch on ``device`` can take (``"rows"``: CPU only)."""
+    return list(itertools.product(("none", "rows", "all") if device.type == "cpu" else ("none", "all"), (False, True)))
+
+
+def _prepare_configs(edt: str, uses_top_p: bool, extra: int = 1) -> list:
+    """Configs of a batch that takes ``Plan(edt, uses_top_p)``: two rows (``extra`` = 3: four) with
+    EDT for ``"all"``, with top-p (then more than half of the batch) for a top-p plan, and with
+    top-k unless the plan is ``("none"/"all", False)``, so that both programs after the threshold
+    program are compiled: the write alone (no candidates; :func:`finish` on CPU for batches with
+    them); and ``extra`` rows with EDT for ``"rows"`` and ``"all"`` and top-n-sigma but for
+    ``"none"`` (each program with and without it), so the rows ``edt="rows"`` and the sigma pass
+    read are a subset. Flat rows (the caller's) have nuclei beyond the candidates, so the search
+    program compiles too. ``extra`` = 3: the same with other sizes (batch, subsets, largest k)."""
     from sample_smart.config import DecodeConfig
 
     edt_var = (0.8, 1.0, 1.0)
-    many = 2 if extra == 1 else 4
+    top_k = uses_top_p or edt == "rows"
     cfgs = [
         DecodeConfig(
-            top_k=50 + 37 * i * (extra > 1),
+            top_k=50 + 37 * i * (extra > 1) if top_k else None,
             top_p=(0.5 if i == 0 else 0.99) if uses_top_p else None,
             edt_var=edt_var if edt == "all" else None,
         )
-        for i in range(many)
+        for i in range(2 if extra == 1 else 4)
     ]
-    own = {"top_n_sigma": 1.0 if sigma else None, "edt_var": edt_var if edt != "none" else None, "min_p": 0.1}
+    own = {"top_n_sigma": 1.0 if edt != "none" else None, "edt_var": edt_var if edt != "none" else None, "min_p": 0.1}
     return cfgs + [DecodeConfig(**own) for _ in range(extra)]
 
 

@@ -361,12 +361,15 @@ def test_prepare_checks_every_dynamic_size_with_other_values(edt, uses_top_p):
     program that specialised one of them fails there instead of serving calls it does not fit."""
 
     def sizes(extra: int) -> dict:
-        cfgs = plans._prepare_configs(edt, uses_top_p, sigma=True, extra=extra)
+        cfgs = plans._prepare_configs(edt, uses_top_p, extra=extra)
         state = BatchState.from_configs(cfgs, vocab_size=VOCAB)
         assert plans.Plan.of(state) == (edt, uses_top_p)
-        index, _, _, k = plans._candidate_rows(state)
-        out = {"batch": state.batch_size, "candidate rows": index.numel(), "k": k}
-        out["sigma rows"] = plans._sigma_rows(state).numel()
+        out = {"batch": state.batch_size}
+        if state.candidates:
+            index, _, _, k = plans._candidate_rows(state)
+            out.update({"candidate rows": index.numel(), "k": k})
+        if state.uses("top_n_sigma"):
+            out["sigma rows"] = plans._sigma_rows(state).numel()
         if edt == "rows":
             out["edt rows"] = plans._two_rows_at_least(plans._few_rows(state, "edt")).numel()
         return out
