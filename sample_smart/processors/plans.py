@@ -35,15 +35,16 @@ EDT and sigma passes only on the rows that use them; on a device they run on the
 ``where`` selects (no host sync). A call is: :func:`thresholds` (temperature, the one exp pass,
 every rule that needs nothing else, combined: one ``tau`` per row), :func:`candidates`,
 :func:`search` (each only when needed), :func:`write` (top-n-sigma's rows when needed, then
-``x >= tau`` kept, the rest ``-inf``; in place or not). On CPU a batch with candidates takes
-:func:`finish` instead: candidates, sigma and write in one program, which leaves the rows that
-need the search as they are; when there are any (reading ``need`` waits for nothing), they are
-searched and written after it. The temperature is recomputed in each program with the same float
-operations, so the tempered row is stored only for the search.
+``x >= tau`` kept, the rest ``-inf``; in place or not). On CPU a batch with candidates and at
+most half of its rows on top-p takes :func:`finish` instead: candidates, sigma and write in one
+program, which leaves the rows that need the search as they are; when there are any (reading
+``need`` waits for nothing), they are searched and written after it. The temperature is
+recomputed in each program with the same float operations, so the tempered row is stored only
+for the search.
 
 So six threshold programs (EDT none/rows/all x top-p off/on; four on a device, without "rows"),
-one search, two write programs (with and without top-n-sigma) and two finish programs (CPU; on a
-device one candidates program instead) per (vocabulary, dtype, device, in place, grad mode) exist,
+one candidates, one search, two write programs (with and without top-n-sigma) and two finish
+programs (CPU only) per (vocabulary, dtype, device, in place, grad mode) exist,
 all compiled by :func:`prepare` before the
 first request, which then checks with dynamo's guards that batches of other sizes take them
 without a new graph; after that :func:`run` never compiles (a call whose signature was not
@@ -343,7 +344,9 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
     if not state.candidates:
         return _call("write", write, key, logits, tau, temperature, shift, inplace, top_n_sigma)
     cand = _candidate_inputs(logits, state, cmax)
-    if logits.device.type != "cpu":  # the search (on every row: choosing would be a host sync), then the write
+    if logits.device.type != "cpu" or plan.top_p:
+        # the search (on a device on every row: choosing would be a host sync; a CPU batch most of
+        # whose rows use top-p may need it on most rows), then the write
         tau, need, v_last = _call("candidates", candidates, sig, tau, temperature, shift, m, s, p_max, cand)
         if state.uses("top_p"):
             tau = _top_p_search(sig, rows, (logits, temperature, shift), state, m, s, v_last, need, tau)
@@ -679,16 +682,17 @@ def _plans_of(device: torch.device) -> list[tuple[str, bool]]:
 def _prepare_configs(edt: str, uses_top_p: bool, extra: int = 1) -> list:
     """Configs of a batch that takes ``Plan(edt, uses_top_p)``: two rows (``extra`` = 3: four) with
     EDT for ``"all"``, with top-p (then more than half of the batch) for a top-p plan, and with
-    top-k unless the plan is ``("none"/"all", False)``, so that both programs after the threshold
-    program are compiled: the write alone (no candidates; :func:`finish` on CPU for batches with
-    them); and ``extra`` rows with EDT for ``"rows"`` and ``"all"`` and top-n-sigma but for
+    top-k unless the plan is ``("all", False)``, so that every program after the threshold program
+    is compiled with and without top-n-sigma: the write alone (no candidates), :func:`finish` (CPU,
+    candidates, few top-p rows) and candidates + write (a device, or many top-p rows); and
+    ``extra`` rows with EDT for ``"rows"`` and ``"all"`` and top-n-sigma but for
     ``"none"`` (each program with and without it), so the rows ``edt="rows"`` and the sigma pass
     read are a subset. Flat rows (the caller's) have nuclei beyond the candidates, so the search
     program compiles too. ``extra`` = 3: the same with other sizes (batch, subsets, largest k)."""
     from sample_smart.config import DecodeConfig
 
     edt_var = (0.8, 1.0, 1.0)
-    top_k = uses_top_p or edt == "rows"
+    top_k = uses_top_p or edt != "all"
     cfgs = [
         DecodeConfig(
             top_k=50 + 37 * i * (extra > 1) if top_k else None,
