@@ -348,7 +348,7 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
         # the search (on a device on every row: choosing would be a host sync; a CPU batch most of
         # whose rows use top-p may need it on most rows), then the write
         tau, need, v_last = _call("candidates", candidates, sig, tau, temperature, shift, m, s, p_max, cand)
-        if state.uses("top_p"):
+        if state.uses("top_p") and (logits.device.type != "cpu" or bool(need.any())):
             tau = _top_p_search(sig, rows, (logits, temperature, shift), state, m, s, v_last, need, tau)
         return _call("write", write, key, logits, tau, temperature, shift, inplace, top_n_sigma)
     out, tau, need, v_last = _call(
@@ -570,7 +570,7 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
             # dynamo specialises size 1: run two identical rows (our own copy) instead
             pair = _run_compiled(torch.cat([logits, logits]), state.derived("pair", lambda s: s.tiled(2)), True)
     except RuntimeError as exc:
-        if "fail_on_recompile" not in str(exc):
+        if not refused_recompile(exc):
             raise
         _fallbacks[0] += 1
         key = ("recompile", Plan.of(state), tuple(logits.shape[1:]), logits.dtype)
@@ -579,6 +579,14 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     if inplace:
         return logits.copy_(pair[:1])
     return pair[:1].clone()
+
+
+def refused_recompile(exc: BaseException) -> bool:
+    """Whether ``exc`` is dynamo refusing to compile under :func:`run`'s stance: ``fail_on_recompile``
+    with guards evaluated says so by name; without guard evaluation a call that misses the one graph
+    (e.g. a 0/1-specialised size) says ``skip_guard_eval_unsafe``. Either way the batch runs eager."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("fail_on_recompile" in text or "skip_guard_eval_unsafe" in text)
 
 
 def _fits(logits: torch.Tensor, state: BatchState, inplace: bool) -> bool:

@@ -378,3 +378,36 @@ def test_prepare_checks_every_dynamic_size_with_other_values(edt, uses_top_p):
     assert compiled.keys() == checked.keys()
     assert all(compiled[name] != checked[name] for name in compiled), (compiled, checked)
     assert all(size >= 2 for size in (*compiled.values(), *checked.values()))  # no 0/1 specialisation
+
+
+def test_a_top_p_batch_whose_rows_need_no_search_takes_the_programs(prepared):
+    """Most rows on top-p (the candidates -> search -> write order) and peaked rows, whose nuclei
+    lie within their candidates: no search runs (none on zero rows), no call leaves the programs."""
+    cfgs = [{"top_p": 0.5}, {"top_p": 0.9, "temperature": 0.8}, {"top_p": 0.95, "top_k": 40}]
+    x = torch.randn(len(cfgs), VOCAB, generator=torch.Generator().manual_seed(11))
+    x[:, :4] += torch.tensor([20.0, 19.0, 18.5, 18.0])  # nearly all the mass on 4 tokens
+    state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
+    assert plans.Plan.of(state).top_p
+    before = plans.fallbacks()
+    for inplace in (False, True):
+        got = plans.run(x.clone(), state, inplace)
+        assert got is not None and plans.fallbacks() == before
+        _same_as_eager(x, state, got)
+
+
+def test_a_refused_recompile_is_recognised_with_and_without_guard_evaluation():
+    """Dynamo's refusals under run()'s stances (guards evaluated, and skipped: a size-0 call of a
+    graph compiled for dynamic sizes) both count as 'run eager', not as an error."""
+    fn = torch.compile(lambda t: t * 2.0, fullgraph=True, dynamic=None)
+    t = torch.ones(3)
+    torch._dynamo.maybe_mark_dynamic(t, 0)
+    fn(t)
+    refused = []
+    for stance in ({}, {"skip_guard_eval_unsafe": True}):
+        with torch.compiler.set_stance("fail_on_recompile", **stance):
+            try:
+                fn(torch.ones(0) if stance else torch.ones(3, dtype=torch.float64))
+            except RuntimeError as exc:
+                refused.append(plans.refused_recompile(exc))
+    assert refused == [True, True]
+    assert not plans.refused_recompile(RuntimeError("something else"))
