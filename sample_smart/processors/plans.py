@@ -241,9 +241,7 @@ def write(
     in the input dtype (half precision: see :func:`~sample_smart.processors.chain.tempered_half_output`).
     ``top_n_sigma``: ``(index, params, m)`` of the rows that use it, whose ``tau`` first takes its
     threshold (:func:`sigma`, in the same program). ``keep`` (bool [B]): rows left as they are."""
-    if top_n_sigma is not None:
-        index, params, m = top_n_sigma
-        tau = sigma(logits, index, params, temperature, shift, m, tau)
+    tau = _with_top_n_sigma(logits, tau, temperature, shift, top_n_sigma)
     dtype = logits.dtype
     xt = _tempered(chain.in_work_dtype(logits), temperature, shift)
     t = tau.unsqueeze(-1)
@@ -266,9 +264,17 @@ def finish(logits, tau, temperature, shift, m, s, p_max, inplace: bool, cand: tu
     ``(out, tau, need, v_last)``. The top-p rows whose nucleus is larger than their candidates
     (``need``) are left as they are (``keep``): the caller searches and writes them."""
     tau, need, v_last = candidates(tau, temperature, shift, m, s, p_max, cand)
-    if top_n_sigma is not None:
-        tau = sigma(logits, *top_n_sigma[:2], temperature, shift, top_n_sigma[2], tau)
+    tau = _with_top_n_sigma(logits, tau, temperature, shift, top_n_sigma)
     return write(logits, tau, temperature, shift, inplace, keep=need), tau, need, v_last
+
+
+def _with_top_n_sigma(logits, tau, temperature, shift, top_n_sigma: tuple | None) -> torch.Tensor:
+    """``tau`` with top-n-sigma's threshold on its rows (:func:`sigma`; ``top_n_sigma``: their
+    ``(index, params, m)``), or ``tau`` itself when no row uses it."""
+    if top_n_sigma is None:
+        return tau
+    index, params, m = top_n_sigma
+    return sigma(logits, index, params, temperature, shift, m, tau)
 
 
 # ------------------------------------------------------------------ compiled regions

@@ -25,11 +25,6 @@ from sample_smart.processors.rules import RULES, RULES_BY_NAME, Rule
 __all__ = ["BatchState"]
 
 
-def rows_of(source: Mapping[str, torch.Tensor], index: torch.Tensor) -> Mapping[str, torch.Tensor]:
-    """The rows ``index`` of a mapping of row tensors, each gathered when first read (eager use only)."""
-    return _RowsOf(source, index)
-
-
 class _RowsOf(Mapping):
     """The rows ``index`` of a mapping of row tensors, each gathered when first read (eager use
     only: a compiled program is never handed a selected state)."""
