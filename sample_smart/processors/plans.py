@@ -52,7 +52,9 @@ prepared runs the eager chain) and calls the programs without evaluating dynamo'
 they would check is fixed by the signature and the state's layout, checked once per state
 (:func:`run`). A batch of one row (also a one-row subset) is
 run as two identical rows (dynamo would specialise size 1 into another compile). The kept sets
-equal the eager chain's (tests/processors/test_plans.py).
+equal the eager chain's (tests/processors/test_plans.py). On CPU the programs' ``exp`` is ATen's
+fast vectorised one (:mod:`~sample_smart.processors.fast_exp`: the threshold program is bound by
+its exp passes).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import torch
 
-from sample_smart.processors import chain, native_select, top_p
+from sample_smart.processors import chain, fast_exp, native_select, top_p
 from sample_smart.processors.rules import RULES, RULES_BY_NAME, Stats
 from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
 from sample_smart.processors.state import BatchState
@@ -290,9 +292,12 @@ _marking = [False]
 
 
 def _region(name: str, fn: Callable, key: tuple) -> Callable:
+    """The compiled ``fn`` for ``key`` (``(vocabulary, dtype, device type, ...)``); on CPU with
+    ATen's fast exp (:mod:`~sample_smart.processors.fast_exp`), as :func:`prepare` compiles it."""
     region = _regions.get((name,) + key)
     if region is None:
-        region = torch.compile(fn, fullgraph=True, dynamic=None, isolate_recompiles=True)
+        options = fast_exp.options() if key[2] == "cpu" else None
+        region = torch.compile(fn, fullgraph=True, dynamic=None, isolate_recompiles=True, options=options)
         _regions[(name,) + key] = region
     return region
 
@@ -658,7 +663,8 @@ def prepare(
             native_select.load()  # the candidates' selection without aten's topk (or topk, with a warning)
         _marking[0] = True
         try:
-            _compile_plans(sig, vocab_size, dtype, device)
+            with fast_exp.compiling():
+                _compile_plans(sig, vocab_size, dtype, device)
         finally:
             _marking[0] = False
         _prepared.add(sig)
