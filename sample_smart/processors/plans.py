@@ -125,9 +125,11 @@ class Signature(NamedTuple):
 
 # ------------------------------------------------------------------ the three programs
 def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``(x - shift) / T`` per row: the same float operations in every program and eager step
-    (a row without EDT has ``shift = 0``, and ``x - 0`` is ``x`` bit for bit)."""
-    return (x - shift.unsqueeze(-1)) / temperature.unsqueeze(-1)
+    """``(x - shift) * (1 / T)`` per row: the same float operations in every program and eager step
+    (a row without EDT has ``shift = 0``, and ``x - 0`` is ``x`` bit for bit; ``T = 1`` leaves it
+    too). A multiply, not ``/ T``: on CPU a vector division costs as much as the fast exp, and
+    the two differ by at most one rounding (monotone in ``x`` either way, so no order changes)."""
+    return (x - shift.unsqueeze(-1)) * temperature.reciprocal().unsqueeze(-1)
 
 
 def thresholds(
