@@ -59,6 +59,7 @@ its exp passes).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -105,7 +106,10 @@ class Plan(NamedTuple):
         which costs less than the extra pass (the two extra writes) over the whole batch."""
 
         def build(s: BatchState) -> "Plan":
-            edt = "none" if not s.any_edt else "all" if _few_rows(s, "edt") is None else "rows"
+            if not s.any_edt or _no_row_uses(s, "edt"):
+                edt = "none"
+            else:
+                edt = "all" if _few_rows(s, "edt") is None else "rows"
             return cls(edt, s.uses("top_p") and _few_rows(s, "top_p") is None)
 
         return state.derived("plan_of", build)
@@ -354,7 +358,7 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
     )
     top_n_sigma = _top_n_sigma(state, m)
     key = sig + (inplace, top_n_sigma is not None)
-    if not state.candidates:
+    if not _reads_candidates(state):
         return _call("write", write, key, logits, tau, temperature, shift, inplace, top_n_sigma)
     cand = _candidate_inputs(logits, state, cmax)
     if logits.device.type != "cpu" or plan.top_p:
@@ -385,7 +389,7 @@ def _write_searched_rows(sig, out, rows, state, temperature, shift, m, s, v_last
 def _top_n_sigma(state: BatchState, m: torch.Tensor) -> tuple | None:
     """``(index, params, m)`` of the rows the write's top-n-sigma stage reads (:func:`_sigma_rows`),
     or None when no row uses it."""
-    if not state.uses(SIGMA_RULE.name):
+    if not state.uses(SIGMA_RULE.name) or _no_row_uses(state, SIGMA_RULE.name):
         return None
     index = state.derived("sigma_rows", _sigma_rows)
     if _marking[0]:
@@ -432,6 +436,14 @@ def _few_rows(state: BatchState, rule: str) -> torch.Tensor | None:
     return state.derived(("few_rows", rule), build)
 
 
+def _no_row_uses(state: BatchState, rule: str) -> bool:
+    """Whether, on CPU, no row of ``state`` uses ``rule`` although its host values name it: a slice
+    (``state.rows(a, b)``) keeps the batch's rules and flags. A program would then run that rule's
+    pass on zero rows, a size dynamo specialises (the call would fall back to eager): it is skipped."""
+    index = _few_rows(state, rule)
+    return index is not None and index.numel() == 0
+
+
 def _rows_using(state: BatchState, rule: str) -> list[int] | None:
     """The rows whose config uses ``rule`` (``"edt"`` or a rule's name), from the state's host
     values, or None when it does not have them (a hand-built or derived state). A row that names
@@ -442,6 +454,13 @@ def _rows_using(state: BatchState, rule: str) -> list[int] | None:
     if len(state.row_rules) != state.batch_size:
         return None
     return [i for i, own in enumerate(state.row_rules) if rule in own]
+
+
+def _reads_candidates(state: BatchState) -> bool:
+    """Whether some row reads the largest logits: the batch needs candidates and, where the state
+    has per-row needs, one of its rows does (a slice, ``state.rows(a, b)``, keeps the batch's
+    ``candidates`` but only its own rows' needs)."""
+    return state.candidates > 0 and (not state.row_candidates or any(state.row_candidates))
 
 
 def _candidate_inputs(logits: torch.Tensor, state: BatchState, cmax: torch.Tensor) -> tuple:
@@ -573,7 +592,7 @@ def run(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor 
     guards could only pass; skipping them saves their evaluation on every program call."""
     if not _fits(logits, state, inplace):
         return None
-    state = _in_grad_mode(state)
+    state = _in_grad_mode(_with_params_gathered(state))
     if not state.derived(("layout", logits.device), lambda s: s.has_layout(logits.device)):
         return None
     try:
@@ -612,6 +631,14 @@ def _fits(logits: torch.Tensor, state: BatchState, inplace: bool) -> bool:
     if logits.is_inference() != torch.is_inference_mode_enabled() or logits.shape[0] != state.batch_size:
         return False
     return prepared(logits, inplace)
+
+
+def _with_params_gathered(state: BatchState) -> BatchState:
+    """``state`` with its parameters in a dict: a selected state (:meth:`BatchState.select`) gathers
+    each when first read, which the programs (traced with a dict) do not take; gathered once."""
+    if type(state.params) is dict:
+        return state
+    return state.derived("params_gathered", lambda s: dataclasses.replace(s, params=dict(s.params)))
 
 
 def _in_grad_mode(state: BatchState) -> BatchState:

@@ -191,6 +191,29 @@ def test_inplace_and_one_row(prepared):
     assert fresh is not x and torch.equal(torch.isfinite(fresh), torch.isfinite(out))
 
 
+def test_a_slice_or_subset_of_a_state_runs_as_its_own_rows(prepared):
+    """``state.rows(a, b)`` and ``state.select(rows)`` on the matching logits give what the whole
+    batch gives on those rows, through the programs (no fallback, no new graph), also when the
+    rows picked read no candidates while the batch's other rows do."""
+    rng = random.Random(11)
+    before, fell = _graphs(), plans.fallbacks()
+    for trial in range(6):
+        dicts = [{"top_k": 5}, {"min_p": 0.1}, {}] + [_random_config(rng) for _ in range(rng.randint(0, 4))]
+        rng.shuffle(dicts)
+        cfgs = [DecodeConfig.from_dict(d) for d in dicts]
+        state = BatchState.from_configs(cfgs, vocab_size=VOCAB)
+        x = _batch(dicts, 40 + trial)
+        whole = process_core(x, state)
+        b = len(cfgs)
+        for a, z in [(i, j) for i in range(b) for j in range(i + 1, b + 1)]:
+            got = process_core(x[a:z].contiguous(), state.rows(a, z))
+            assert torch.equal(torch.isfinite(got), torch.isfinite(whole[a:z])), (dicts, a, z)
+        for rows in (rng.sample(range(b), rng.randint(1, b)) for _ in range(4)):
+            got = process_core(x[rows], state.select(rows))
+            assert torch.equal(torch.isfinite(got), torch.isfinite(whole[rows])), (dicts, rows)
+    assert plans.fallbacks() == fell and _graphs() == before
+
+
 def test_signatures_not_prepared_run_eager_and_compile_nothing(prepared):
     before = _graphs()
     with torch.inference_mode():  # prepared outside inference mode only: dynamo guards on it
