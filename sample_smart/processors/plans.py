@@ -50,7 +50,9 @@ first request, which then checks with dynamo's guards that batches of other size
 without a new graph; after that :func:`run` never compiles (a call whose signature was not
 prepared runs the eager chain) and calls the programs without evaluating dynamo's guards: what
 they would check is fixed by the signature and the state's layout, checked once per state
-(:func:`run`). A batch of one row (also a one-row subset) is
+(:func:`run`); a region holding its one graph is called through that graph's bytecode, without
+``torch.compile``'s wrapper, when the call's sizes are ones it was prepared for
+(:mod:`~sample_smart.processors.direct_calls`). A batch of one row (also a one-row subset) is
 run as two identical rows (dynamo would specialise size 1 into another compile). The kept sets
 equal the eager chain's (tests/processors/test_plans.py). On CPU the programs' ``exp`` is ATen's
 fast vectorised one (:mod:`~sample_smart.processors.fast_exp`: the threshold program is bound by
@@ -67,7 +69,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import torch
 
-from sample_smart.processors import chain, fast_exp, native_select, top_p
+from sample_smart.processors import chain, direct_calls, fast_exp, native_select, top_p
 from sample_smart.processors.rules import RULES, RULES_BY_NAME, Stats
 from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
 from sample_smart.processors.state import BatchState
@@ -288,6 +290,7 @@ def _with_top_n_sigma(logits, tau, temperature, shift, top_n_sigma: tuple | None
 # ------------------------------------------------------------------ compiled regions
 _lock = threading.Lock()
 _regions: dict[tuple, Callable] = {}
+_programs: dict[tuple, Callable] = {}  # the function each region compiles
 _prepared: set[Signature] = set()
 _warned: set[tuple] = set()
 _fallbacks = [0]  # calls that a program would have had to recompile for (they ran eager)
@@ -295,16 +298,23 @@ _fallbacks = [0]  # calls that a program would have had to recompile for (they r
 # prepare() compiles; the marks steer tracing only, and after it nothing traces (run() calls under
 # fail_on_recompile), so a serving step skips them (~50 us of Python per threshold call)
 _marking = [False]
+# what prepare() learns about each region (program and key) it compiled: the sizes its calls had,
+# and, once the region holds one compiled graph, that graph's bytecode to call without
+# torch.compile's wrapper (:mod:`~sample_smart.processors.direct_calls`)
+_preparing = threading.local()
+_shapes: dict[tuple, direct_calls.Shapes] = {}
+_direct: dict[tuple, Callable] = {}
 
 
 def _region(name: str, fn: Callable, key: tuple) -> Callable:
-    """The compiled ``fn`` for ``key`` (``(vocabulary, dtype, device type, ...)``); on CPU with
+    """The compiled ``fn`` for ``key`` (``(vocabulary, dtype, device, inference mode, ...)``); on CPU with
     ATen's fast exp (:mod:`~sample_smart.processors.fast_exp`), as :func:`prepare` compiles it."""
     region = _regions.get((name,) + key)
     if region is None:
         options = fast_exp.options() if key[2] == "cpu" else None
         region = torch.compile(fn, fullgraph=True, dynamic=None, isolate_recompiles=True, options=options)
         _regions[(name,) + key] = region
+        _programs[(name,) + key] = fn
     return region
 
 
@@ -313,10 +323,33 @@ def _call(name: str, fn: Callable, key: tuple, *args):
     tuple, a dict or the state) has a dynamic batch dimension, so no batch size (but 1) compiles
     again, and static other dimensions: a process that prepares a second vocabulary gets programs
     specialised on it, not one generic (slower) program for both. The first argument holds a
-    batch-sized tensor."""
+    batch-sized tensor. After :func:`prepare`, a call whose arguments fit the sizes the region was
+    prepared with runs its one graph's bytecode directly (:mod:`~sample_smart.processors.direct_calls`)."""
+    full = (name,) + key
     if _marking[0]:
         _mark_shapes(args)
+    if getattr(_preparing, "active", False):
+        _shapes.setdefault(full, direct_calls.Shapes()).note(_sized(args))
+    else:
+        direct = _direct.get(full)
+        if direct is not None and _shapes[full].fit(_sized(args)):
+            return direct(*args)
     return _region(name, fn, key)(*args)
+
+
+def _refresh_direct() -> None:
+    """The direct bytecode of every region that holds exactly one graph and whose prepared calls
+    agreed on their arguments' layout; a region that gained a second graph loses its entry."""
+    global _direct
+    found = {}
+    for full, region in _regions.items():
+        shapes = _shapes.get(full)
+        if shapes is None or shapes.spec() is None:
+            continue
+        bytecode = direct_calls.bytecode_of(_programs[full], region)
+        if bytecode is not None:
+            found[full] = bytecode
+    _direct = found  # one assignment: a call in another thread sees the old table or the new one
 
 
 def _mark_shapes(args: tuple) -> None:
@@ -339,13 +372,26 @@ def _tensors_in(value) -> list[torch.Tensor]:
     return [t for item in items for t in _tensors_in(item)]
 
 
+def _sized(value) -> list[torch.Tensor]:
+    """The tensors in ``value`` whose sizes a direct call checks: all of :func:`_tensors_in` but a
+    state's, whose every tensor has the logits' rows (checked by ``_fits`` and, once per state,
+    ``BatchState.has_layout`` before any program runs)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, BatchState):
+        return []
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
+    return [t for item in items for t in _sized(item)]
+
+
 def _universal(state: BatchState) -> BatchState:
     """The state with every rule active (neutral parameters where a row does not use one)."""
     return state.derived("plan", lambda s: s.with_host(rules=ALL_RULES, any_temperature=True))
 
 
 def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor:
-    sig = (logits.shape[-1], logits.dtype, logits.device.type)
+    # a region per device (with its index) and grad mode: each holds one graph (see _call)
+    sig = (logits.shape[-1], logits.dtype, str(logits.device), torch.is_inference_mode_enabled())
     plan = Plan.of(state)
     temperature, shift = state.temperature, state.derived("no_shift", lambda s: torch.zeros_like(s.temperature))
     edt_index = None
@@ -691,11 +737,14 @@ def prepare(
         if device.type == "cpu":
             native_select.load()  # the candidates' selection without aten's topk (or topk, with a warning)
         _marking[0] = True
+        _preparing.active = True
         try:
             with fast_exp.compiling():
                 _compile_plans(sig, vocab_size, dtype, device)
         finally:
             _marking[0] = False
+            _preparing.active = False
+        _refresh_direct()
         _prepared.add(sig)
     return time.perf_counter() - started
 
@@ -792,6 +841,9 @@ def reset() -> None:
     """Forget every prepared signature and compiled region."""
     with _lock:
         _regions.clear()
+        _programs.clear()
+        _shapes.clear()
+        _direct.clear()
         _prepared.clear()
         _warned.clear()
         _fallbacks[0] = 0

@@ -108,6 +108,31 @@ def test_no_compile_after_prepare_for_a_stream_of_random_knob_combinations(prepa
     assert large_k >= 2  # the stream also took the second selection, of top_k > CANDIDATES
 
 
+def test_after_prepare_the_programs_run_their_one_graph_without_the_compile_wrapper(prepared, monkeypatch):
+    """Each prepared region holds one graph, whose bytecode the calls run directly: a stream of
+    random knob combinations never enters torch.compile's wrapper, and gives eager's kept sets; a
+    call with a size the graph was not made for (1 on a dynamic dimension) is left to the wrapper,
+    which refuses it instead of running the graph on it."""
+    ours = {k: v for k, v in plans._regions.items() if k[1] == VOCAB}
+    assert ours and all(k in plans._direct for k in ours)
+    entered = []
+    region_of = plans._region
+    monkeypatch.setattr(plans, "_region", lambda *a: entered.append(a[0]) or region_of(*a))
+    rng = random.Random(5)
+    for step in range(10):
+        cfgs = [_random_config(rng) for _ in range(rng.randint(2, 7))]
+        x = _batch(cfgs, 300 + step)
+        state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
+        _same_as_eager(x, state, process_core(x.clone(), state, inplace=True))
+    assert entered == []
+    key = (VOCAB, torch.float32, "cpu", False, True, False)  # write, in place, no top-n-sigma
+    one = [torch.zeros(1, VOCAB), torch.zeros(1), torch.ones(1), torch.zeros(1)]
+    assert not plans._shapes[("write",) + key].fit(plans._sized((*one, True, None)))
+    with torch.no_grad(), torch.compiler.set_stance("fail_on_recompile"), pytest.raises(RuntimeError) as refused:
+        plans._call("write", plans.write, key, *one, True, None)
+    assert plans.refused_recompile(refused.value) and entered == ["write"]
+
+
 def test_rows_asking_for_more_candidates_are_selected_once_with_their_own_k(prepared, monkeypatch):
     """The rows whose rules read candidates are selected in one call, each row as far as its own
     need (top-p's CANDIDATES, a top_k or dynamic top-k; a row with top-p and a larger top_k reads
