@@ -376,12 +376,14 @@ def _sized(value) -> list[torch.Tensor]:
     """The tensors in ``value`` whose sizes a direct call checks: all of :func:`_tensors_in` but a
     state's, whose every tensor has the logits' rows (checked by ``_fits`` and, once per state,
     ``BatchState.has_layout`` before any program runs)."""
+    kind = type(value)  # the programs' arguments are plain tensors, tuples, dicts and states
+    if kind is torch.Tensor or kind is torch.nn.Parameter:
+        return [value]
+    if kind is tuple or kind is list or kind is dict:
+        return [t for item in (value.values() if kind is dict else value) for t in _sized(item)]
     if isinstance(value, torch.Tensor):
         return [value]
-    if isinstance(value, BatchState):
-        return []
-    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
-    return [t for item in items for t in _sized(item)]
+    return []  # a state (its tensors have the logits' rows), None, a number, a flag
 
 
 def _universal(state: BatchState) -> BatchState:
