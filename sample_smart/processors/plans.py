@@ -842,10 +842,10 @@ def forget(vocab_size: int) -> None:
 def reset() -> None:
     """Forget every prepared signature and compiled region."""
     with _lock:
+        _direct.clear()  # first: a call that finds a direct entry also finds its shapes
         _regions.clear()
         _programs.clear()
         _shapes.clear()
-        _direct.clear()
         _prepared.clear()
         _warned.clear()
         _fallbacks[0] = 0
