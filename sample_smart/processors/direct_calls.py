@@ -64,7 +64,7 @@ class Shapes:
         self.bad = False  # the calls seen disagreed on the arguments' number or ranks
 
     def note(self, tensors: Sequence[torch.Tensor]) -> None:
-        """One call's tensor arguments (in :func:`plans._tensors_in` order), while preparing."""
+        """One call's tensor arguments (in ``plans._tensors_in(args, states=False)`` order), while preparing."""
         shapes = [tuple(t.shape) for t in tensors]
         if self._seen is None:
             self._seen = [[{n} for n in shape] for shape in shapes]

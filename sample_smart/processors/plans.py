@@ -329,10 +329,10 @@ def _call(name: str, fn: Callable, key: tuple, *args):
     if _marking[0]:
         _mark_shapes(args)
     if getattr(_preparing, "active", False):
-        _shapes.setdefault(full, direct_calls.Shapes()).note(_sized(args))
+        _shapes.setdefault(full, direct_calls.Shapes()).note(_tensors_in(args, states=False))
     else:
         direct = _direct.get(full)
-        if direct is not None and _shapes[full].fit(_sized(args)):
+        if direct is not None and _shapes[full].fit(_tensors_in(args, states=False)):
             return direct(*args)
     return _region(name, fn, key)(*args)
 
@@ -362,28 +362,25 @@ def _mark_shapes(args: tuple) -> None:
                 torch._dynamo.mark_static(t, dim)
 
 
-def _tensors_in(value) -> list[torch.Tensor]:
-    """Every tensor in ``value``: a tensor, a state, or a tuple or dict of them (nested)."""
+def _tensors_in(value, states: bool = True) -> list[torch.Tensor]:
+    """Every tensor in ``value``: a tensor, a state, or a tuple or dict of them (nested). With
+    ``states=False`` a state's tensors are left out: those a direct call checks (:func:`_call`),
+    since every tensor of a state has the logits' rows (checked by ``_fits`` and, once per state,
+    ``BatchState.has_layout`` before any program runs). Runs on every program call, so the plain
+    kinds the programs take are told apart by their type before any ``isinstance``."""
+    kind = type(value)
+    if kind is torch.Tensor:
+        return [value]
+    if kind is tuple or kind is list or kind is dict:
+        return [t for item in (value.values() if kind is dict else value) for t in _tensors_in(item, states)]
+    if value is None or kind is bool or kind is int or kind is float:
+        return []
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, BatchState):
-        return value.tensors()
+        return value.tensors() if states else []
     items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
-    return [t for item in items for t in _tensors_in(item)]
-
-
-def _sized(value) -> list[torch.Tensor]:
-    """The tensors in ``value`` whose sizes a direct call checks: all of :func:`_tensors_in` but a
-    state's, whose every tensor has the logits' rows (checked by ``_fits`` and, once per state,
-    ``BatchState.has_layout`` before any program runs)."""
-    kind = type(value)  # the programs' arguments are plain tensors, tuples, dicts and states
-    if kind is torch.Tensor or kind is torch.nn.Parameter:
-        return [value]
-    if kind is tuple or kind is list or kind is dict:
-        return [t for item in (value.values() if kind is dict else value) for t in _sized(item)]
-    if isinstance(value, torch.Tensor):
-        return [value]
-    return []  # a state (its tensors have the logits' rows), None, a number, a flag
+    return [t for item in items for t in _tensors_in(item, states)]
 
 
 def _universal(state: BatchState) -> BatchState:

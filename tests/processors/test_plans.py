@@ -127,7 +127,7 @@ def test_after_prepare_the_programs_run_their_one_graph_without_the_compile_wrap
     assert entered == []
     key = (VOCAB, torch.float32, "cpu", False, True, False)  # write, in place, no top-n-sigma
     one = [torch.zeros(1, VOCAB), torch.zeros(1), torch.ones(1), torch.zeros(1)]
-    assert not plans._shapes[("write",) + key].fit(plans._sized((*one, True, None)))
+    assert not plans._shapes[("write",) + key].fit(plans._tensors_in((*one, True, None), states=False))
     with torch.no_grad(), torch.compiler.set_stance("fail_on_recompile"), pytest.raises(RuntimeError) as refused:
         plans._call("write", plans.write, key, *one, True, None)
     assert plans.refused_recompile(refused.value) and entered == ["write"]
