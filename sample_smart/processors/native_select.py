@@ -19,28 +19,22 @@ A row whose maxima hold a NaN is selected exactly as ``topk`` does (NaN above ev
 Each row may have its own k (``ks``, at most the call's k; the rest of its output row is ``-inf``),
 so rows that need 20, 50 and 300 values are selected in one call, each as far as it needs. Rows
 and ks are checked against the tensors' bounds before anything is read. Rows run in parallel
-(OpenMP, the caller's torch thread count). The library is compiled once per source
-(``$SAMPLE_SMART_CACHE/native/<hash>/``, the compiler inductor uses: ``$CXX`` or g++) when
-:func:`load` is first called (``plans.prepare``, at start-up); without a compiler :func:`load`
-returns False and callers keep aten's ``topk``.
+(OpenMP, the caller's torch thread count). The kernel is part of the library of
+:mod:`~sample_smart.processors.native`, built once per source and machine when :func:`load` is
+first called (``plans.prepare``, at start-up); without a compiler :func:`load` returns False and
+callers keep aten's ``topk``.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import logging
-import os
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
 
 import torch
 
+from sample_smart.processors import native
+
 __all__ = ["available", "largest_values", "load"]
 
-logger = logging.getLogger(__name__)
 
 SOURCE = r"""
 #include <algorithm>
@@ -128,73 +122,19 @@ extern "C" int ss_largest_values_f32(const float* x, int64_t B, int64_t V, const
 }
 """
 
-FLAGS = ("-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC")  # part of the cached library's name, as SOURCE
-
-_lock = threading.Lock()
-_lib: list = []  # [ctypes function] once loaded, [None] once it could not be
-
-
-def _library_path() -> Path:
-    from sample_smart.models import cache_dir
-
-    digest = hashlib.sha256(" ".join((SOURCE, *FLAGS, torch.__version__)).encode()).hexdigest()[:16]
-    return cache_dir() / "native" / digest / "select.so"
-
-
-def _compiler() -> str:
-    from torch._inductor.cpp_builder import get_cpp_compiler  # inductor's own search ($CXX, g++)
-
-    return get_cpp_compiler()
-
-
-def _build(path: Path) -> None:
-    """Compile :data:`SOURCE` into ``path`` (written under another name, then renamed: a process
-    that loads it meanwhile never sees a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        src = Path(tmp) / "select.cpp"
-        src.write_text(SOURCE)
-        part = Path(tmp) / "select.so"
-        cmd = [_compiler(), *FLAGS, str(src), "-o", str(part)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            raise RuntimeError(f"compiling the native selection failed: {done.stderr.strip()[-500:]}")
-        os.replace(part, path)
-
-
-def _open(path: Path):
-    # PyDLL: the call keeps the GIL (it never calls Python), so returning never waits for another
-    # thread of the process (an engine's) to hand the GIL back
-    fn = ctypes.PyDLL(str(path)).ss_largest_values_f32
-    fn.restype = ctypes.c_int
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes = [ptr, i64, i64, ptr, i64, i64, ptr, i64, i64, ptr, ptr, ctypes.c_int]
-    return fn
+I64, PTR = ctypes.c_int64, ctypes.c_void_p
+ARGTYPES = [PTR, I64, I64, PTR, I64, I64, PTR, I64, I64, PTR, PTR, ctypes.c_int]
 
 
 def load() -> bool:
-    """Build (once per source) and load the library; False (with one log line) when it cannot be."""
-    with _lock:
-        if not _lib:
-            try:
-                path = _library_path()
-                if not path.exists():
-                    _build(path)
-                try:
-                    fn = _open(path)
-                except OSError:  # a damaged file in the cache: built again, once
-                    _build(path)
-                    fn = _open(path)
-                _lib.append(fn)
-            except Exception as exc:  # noqa: BLE001 - no compiler, a read-only cache, a failed build
-                logger.warning("sample_smart: the native candidate selection is unavailable (%s); using topk", exc)
-                _lib.append(None)
-        return _lib[0] is not None
+    """Build (once) and load the native kernels' library (:mod:`~sample_smart.processors.native`);
+    False (with one warning) when it cannot be."""
+    return native.load()
 
 
 def available() -> bool:
-    """Whether :func:`load` succeeded in this process (never builds)."""
-    return bool(_lib) and _lib[0] is not None
+    """Whether the library is loaded in this process (never builds)."""
+    return native.available()
 
 
 def largest_values(
@@ -225,7 +165,7 @@ def largest_values(
     if tuple(cmax.shape) != (n, -(-vocab // width)):
         return None
     out = torch.empty(n, k, dtype=torch.float32)
-    status = _lib[0](
+    status = native.function("ss_largest_values_f32", ARGTYPES)(
         x.data_ptr(),
         batch,
         vocab,

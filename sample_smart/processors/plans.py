@@ -69,11 +69,11 @@ from typing import Callable, Mapping, NamedTuple
 
 import torch
 
-from sample_smart.processors import chain, direct_calls, fast_exp, native_select, top_p
+from sample_smart.processors import chain, direct_calls, fast_exp, native, native_stats, top_p
 from sample_smart.processors.rules import RULES, RULES_BY_NAME, Stats
 from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
 from sample_smart.processors.state import BatchState
-from sample_smart.processors.stats import finite_std, row_stats
+from sample_smart.processors.stats import RowStats, finite_std, row_stats
 from sample_smart.processors.temperature import edt_temperature
 
 __all__ = ["CANDIDATES", "Plan", "prepare", "prepared", "reset", "run"]
@@ -160,23 +160,52 @@ def thresholds(
     if plan.edt == "rows":
         edt = (state.edt_theta, state.edt_log_n, state.edt_log_t0)
         temperature, shift = edt_rows(logits, edt_index, edt, temperature, shift)
-    cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], 1) else x.amax(dim=-1, keepdim=True)
-    m_raw = cmax.amax(dim=-1)
-    if plan.edt == "all":
-        raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
-        edt = edt_temperature(raw.entropy, state.edt_theta, state.edt_log_n, state.edt_log_t0)
-        temperature = torch.where(state.edt, edt, temperature)
-        shift = torch.where(state.edt, m_raw, shift)
-    xt = _tempered(x, temperature, shift)  # read by reductions only, so never stored
-    m = _tempered(m_raw.unsqueeze(-1), temperature, shift).squeeze(-1)
-    base = row_stats(xt, need_z=True, need_entropy=True, m=m, keep_exp=plan.top_p)
+    if not plan.top_p and native_stats.applies(logits) and uses_chunks(x.shape[-1], 1):
+        base, cmax, temperature, shift = _native_stats(x, state, plan, temperature, shift)
+    else:
+        cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], 1) else x.amax(dim=-1, keepdim=True)
+        m_raw = cmax.amax(dim=-1)
+        if plan.edt == "all":
+            raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
+            temperature, shift = _edt_all(state, raw.entropy, m_raw, temperature, shift)
+        xt = _tempered(x, temperature, shift)  # read by reductions only, so never stored
+        m = _tempered(m_raw.unsqueeze(-1), temperature, shift).squeeze(-1)
+        base = row_stats(xt, need_z=True, need_entropy=True, m=m, keep_exp=plan.top_p)
+    m = base.m
     p_max = (m - base.z).exp()
-    stats = Stats(xt, m, base.z, p_max, base.entropy, None, base.s, None, None)
+    stats = Stats(x, m, base.z, p_max, base.entropy, None, base.s, None, None)  # no rule here reads x
     tau = torch.full_like(m, float("-inf"))
     for rule in IN_PROGRAM:
         tau = torch.maximum(tau, rule.tau(stats, state.params))
     tau = torch.minimum(tau, m)  # the argmax always survives
-    return tau, temperature, shift, m, base.s, p_max, cmax, (xt, base.e) if plan.top_p else None
+    rows = (_tempered(x, temperature, shift), base.e) if plan.top_p else None
+    return tau, temperature, shift, m, base.s, p_max, cmax, rows
+
+
+def _native_stats(x, state: BatchState, plan: Plan, temperature, shift) -> tuple:
+    """``(stats, cmax, temperature, shift)`` of the tempered rows from
+    :func:`~sample_smart.processors.native_stats.row_exp_sums`, one C++ pass per row (two for
+    ``plan.edt == "all"``: the untempered rows' entropy first)."""
+    if plan.edt == "all":
+        _, raw = native_stats.row_exp_sums(x, torch.ones_like(temperature), torch.zeros_like(shift))
+        temperature, shift = _edt_all(state, _from_sums(raw[:, 0], raw).entropy, raw[:, 0], temperature, shift)
+    cmax, sums = native_stats.row_exp_sums(x, temperature.reciprocal(), shift)
+    m = _tempered(sums[:, :1], temperature, shift).squeeze(-1)
+    return _from_sums(m, sums), cmax, temperature, shift
+
+
+def _from_sums(m: torch.Tensor, sums: torch.Tensor) -> RowStats:
+    """The statistics of rows with max ``m`` from their ``(M, S, T)`` sums
+    (:func:`~sample_smart.processors.native_stats.row_exp_sums`): ``z = m + ln S``, ``H = ln S - T / S``."""
+    log_s = sums[:, 1].log()
+    return RowStats(m, m + log_s, log_s - sums[:, 2] / sums[:, 1], None, sums[:, 1])
+
+
+def _edt_all(state: BatchState, entropy, m_raw, temperature, shift) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(temperature, shift)`` with every EDT row's temperature from its untempered ``entropy`` and
+    its shift the row max ``m_raw`` (``Plan.edt == "all"``)."""
+    edt = edt_temperature(entropy, state.edt_theta, state.edt_log_n, state.edt_log_t0)
+    return torch.where(state.edt, edt, temperature), torch.where(state.edt, m_raw, shift)
 
 
 def edt_rows(
@@ -734,7 +763,7 @@ def prepare(
         if sig in _prepared:
             return 0.0
         if device.type == "cpu":
-            native_select.load()  # the candidates' selection without aten's topk (or topk, with a warning)
+            native.load()  # the C++ selection and exp pass (else topk and inductor's pass, with a warning)
         _marking[0] = True
         _preparing.active = True
         try:

@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sample_smart.processors import native as native_library
 from sample_smart.processors import native_select, select
 from sample_smart.processors.select import CHUNK, chunk_maxima
 
@@ -122,17 +123,17 @@ def test_largest_values_routes_to_it_with_known_maxima_and_to_topk_without(nativ
 
 
 def test_a_failed_build_keeps_topk_with_one_warning(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(native_select, "_lib", [])
-    monkeypatch.setattr(native_select, "_library_path", lambda: tmp_path / "native" / "select.so")
-    monkeypatch.setattr(native_select, "_compiler", lambda: str(tmp_path / "no-such-compiler"))
-    with caplog.at_level(logging.WARNING, logger=native_select.__name__):
+    monkeypatch.setattr(native_library, "_lib", [])
+    monkeypatch.setattr(native_library, "_library_path", lambda: tmp_path / "native" / "kernels.so")
+    monkeypatch.setattr(native_library, "_compiler", lambda: str(tmp_path / "no-such-compiler"))
+    with caplog.at_level(logging.WARNING, logger=native_library.__name__):
         assert not native_select.load() and not native_select.load()
-    assert len([r for r in caplog.records if "native candidate selection" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "native kernels" in r.getMessage()]) == 1
     assert not native_select.available()
     x = torch.randn(3, 100 * CHUNK)
     assert native_select.largest_values(x, 5, chunk_maxima(x), CHUNK) is None
     assert torch.equal(select.largest_values(x, 5, chunk_maxima(x)), torch.topk(x, 5, dim=-1).values)
-    assert not (tmp_path / "native" / "select.so").exists()  # nothing partial left behind
+    assert not (tmp_path / "native" / "kernels.so").exists()  # nothing partial left behind
 
 
 def test_maxima_that_are_not_the_rows_maxima_still_give_the_k_largest(native):
@@ -145,11 +146,11 @@ def test_maxima_that_are_not_the_rows_maxima_still_give_the_k_largest(native):
 
 
 def test_a_damaged_library_in_the_cache_is_built_again(monkeypatch, tmp_path):
-    path = tmp_path / "native" / "select.so"
+    path = tmp_path / "native" / "kernels.so"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a shared library")
-    monkeypatch.setattr(native_select, "_lib", [])
-    monkeypatch.setattr(native_select, "_library_path", lambda: path)
+    monkeypatch.setattr(native_library, "_lib", [])
+    monkeypatch.setattr(native_library, "_library_path", lambda: path)
     assert native_select.load()
     x = torch.randn(3, 40 * CHUNK)
     assert torch.equal(native_select.largest_values(x, 9, chunk_maxima(x), CHUNK), torch.topk(x, 9, dim=-1).values)

@@ -17,7 +17,7 @@ from support import MIXED, REPO, check_against_reference, make_logits
 from torch._dynamo.utils import counters
 
 from sample_smart import BatchState, DecodeConfig, process, process_core
-from sample_smart.processors import chain, get_backend, plans, prepare, set_backend
+from sample_smart.processors import chain, get_backend, native, plans, prepare, set_backend
 
 VOCAB = 40000  # > 4 * 128 * 64: the two-level candidate selection runs
 
@@ -74,6 +74,31 @@ def _same_as_eager(x: torch.Tensor, state: BatchState, got: torch.Tensor) -> Non
     assert torch.equal(torch.isfinite(got), torch.isfinite(want))
     kept = torch.isfinite(want)
     assert torch.allclose(got[kept], want[kept], rtol=1e-6, atol=1e-6)
+
+
+def test_the_threshold_program_takes_its_exp_pass_from_the_native_kernel(prepared, monkeypatch):
+    """A float32 CPU batch's row statistics come from native_stats' kernel, called from inside the
+    compiled program: once per call, twice when every row uses EDT (the untempered rows' entropy
+    first), not at all when the program must keep exp for top-p's search (whose kept sets the
+    other tests compare); the kept sets stay the eager chain's."""
+    calls = []
+    real = native.function
+    monkeypatch.setattr(native, "function", lambda name, *a: calls.append(name) or real(name, *a))
+    cases = [
+        ([{"greedy_threshold": 0.3, "min_p": 0.1}, {"cal_acc": "-0.4,0.6,0.05"}, {"hewitt_epsilon": 1e-3}], 1),
+        ([{"edt_var": "0.8,1.0,1.0", "min_p": 0.05}] * 3, 2),
+        ([{"temperature": 0.7, "prob_threshold": 3e-4}, {"edt_var": "0.8,1.0,1.0"}, {}, {"min_p": 0.2}], 1),
+        ([{"top_p": 0.9}] * 3, 0),
+    ]
+    for i, (cfgs, n_calls) in enumerate(cases):
+        x = _batch(cfgs, seed=40 + i)
+        state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
+        calls.clear()
+        with torch.no_grad():
+            got = process_core(x, state)
+        assert calls.count("ss_row_exp_sums_f32") == n_calls, cfgs
+        if n_calls:
+            _same_as_eager(x, state, got)
 
 
 def test_every_knob_matches_eager_and_the_textbook_after_prepare(prepared):
