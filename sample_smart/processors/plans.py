@@ -57,9 +57,9 @@ run as two identical rows (dynamo would specialise size 1 into another compile).
 equal the eager chain's (tests/processors/test_plans.py). On CPU the programs' ``exp`` is ATen's
 fast vectorised one (:mod:`~sample_smart.processors.fast_exp`: the threshold program is bound by
 its exp passes), and for float32 logits the threshold program's chunk maxima and exp pass (a
-program that keeps no ``exp`` for top-p's search and runs no EDT on every row) are one C++ loop per row that reads the row
-once, an operator the program calls (:mod:`~sample_smart.processors.native_stats`; inductor
-compiles them as two loops over the batch)."""
+program that keeps no ``exp`` for top-p's search and runs no EDT on every row) are one C++ loop
+per row that reads the row once, an operator the program calls
+(:mod:`~sample_smart.processors.native_stats`; inductor compiles them as two loops over the batch)."""
 
 from __future__ import annotations
 
