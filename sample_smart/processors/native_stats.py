@@ -12,6 +12,10 @@ returns (:func:`row_exp_sums`):
   :mod:`~sample_smart.processors.stats` gives ``z = m + ln S`` and the entropy ``H = ln S - T / S``
   in nats.
 
+:func:`row_exp_sums_at` gives the same sums of rows whose raw max is already known (one pass of
+the exp terms, no chunk maxima): the tempered rows' sums after an untempered pass has given their
+max and, through their entropy, their EDT temperature.
+
 Why: inductor compiles the chunk maxima and the exp pass as two loops over the batch, so each row
 comes from memory twice, and it keeps a sum of more than 4096 terms in its cascade helper (an
 accumulator in memory); two sums made the exp pass 1.5x the one-sum pass (benchmarks/README.md).
@@ -42,7 +46,7 @@ import torch
 from sample_smart.processors import native
 from sample_smart.processors.select import CHUNK, chunk_maxima
 
-__all__ = ["SOURCE", "applies", "row_exp_sums"]
+__all__ = ["SOURCE", "applies", "row_exp_sums", "row_exp_sums_at"]
 
 SOURCE = r"""
 #include <algorithm>
@@ -145,6 +149,21 @@ inline void add_terms(const float* x, int64_t b, int64_t e, float c_, float a, f
   }
 }
 
+// the sums over a row whose raw max M is known: no chunk maxima, no rescaling
+void row_at(const float* x, int64_t V, float a, float c, float M, float* out) {
+  double S = 0.0, T = 0.0;
+  const float m = (M - c) * a;
+  if (M > -INFINITY) {
+    for (int64_t b = 0; b < V; b += 1024) {  // float32 lanes within a block, float64 across blocks
+      if (c == 0.0f) add_terms<false>(x, b, std::min(V, b + 1024), c, a, m, S, T);
+      else add_terms<true>(x, b, std::min(V, b + 1024), c, a, m, S, T);
+    }
+  }
+  out[0] = M;
+  out[1] = static_cast<float>(S);
+  out[2] = static_cast<float>(T);
+}
+
 void row(const float* x, int64_t V, int64_t W, int64_t C, float a, float c, float* cm, float* out) {
   const int64_t per_block = std::max<int64_t>(1, 1024 / W);  // chunks read per block
   float M = -INFINITY;  // the raw max so far
@@ -175,18 +194,23 @@ void row(const float* x, int64_t V, int64_t W, int64_t C, float a, float c, floa
 }
 }  // namespace stats
 
+// known_max: null, or the rows' raw maxima (then cmax is not written: the chunk maxima are known too)
 extern "C" int ss_row_exp_sums_f32(const float* x, int64_t B, int64_t V, int64_t W, const float* inv_t,
-                                   const float* shift, float* cmax, float* sums, int threads) {
+                                   const float* shift, const float* known_max, float* cmax, float* sums,
+                                   int threads) {
   if (B < 0 || V <= 0 || W <= 0) return 1;
   const int64_t C = (V + W - 1) / W;
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < B; ++r) stats::row(x + r * V, V, W, C, inv_t[r], shift[r], cmax + r * C, sums + 3 * r);
+  for (int64_t r = 0; r < B; ++r) {
+    if (known_max) stats::row_at(x + r * V, V, inv_t[r], shift[r], known_max[r], sums + 3 * r);
+    else stats::row(x + r * V, V, W, C, inv_t[r], shift[r], cmax + r * C, sums + 3 * r);
+  }
   return 0;
 }
 """
 
 I64, PTR = ctypes.c_int64, ctypes.c_void_p
-ARGTYPES = [PTR, I64, I64, I64, PTR, PTR, PTR, PTR, ctypes.c_int]
+ARGTYPES = [PTR, I64, I64, I64, PTR, PTR, PTR, PTR, PTR, ctypes.c_int]
 
 
 def applies(x: torch.Tensor) -> bool:
@@ -216,6 +240,7 @@ def row_exp_sums(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor) -> t
         CHUNK,
         inv_t.data_ptr(),
         shift.data_ptr(),
+        None,
         cmax.data_ptr(),
         sums.data_ptr(),
         torch.get_num_threads(),
@@ -225,16 +250,50 @@ def row_exp_sums(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor) -> t
     return cmax, sums
 
 
+@torch.library.custom_op("sample_smart::row_exp_sums_at", mutates_args=(), device_types="cpu")
+def row_exp_sums_at(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor, raw_max: torch.Tensor) -> torch.Tensor:
+    """:func:`row_exp_sums`' ``sums`` [B, 3] of rows whose raw max ``raw_max`` (float32 [B], its
+    ``M`` column, e.g. from an earlier call on the same rows) is known: one pass of the exp terms,
+    no chunk maxima (EDT on every row: the tempered sums after the untempered ones)."""
+    fn = native.function("ss_row_exp_sums_f32", ARGTYPES) if applies(x) else None
+    if fn is None:
+        return _torch_sums(x, inv_t, shift, raw_max)[1]
+    x = x.contiguous()
+    inv_t, shift, raw_max = (t.to(torch.float32).contiguous() for t in (inv_t, shift, raw_max))
+    batch, vocab = x.shape
+    sums = torch.empty(batch, 3, dtype=torch.float32)
+    status = fn(
+        x.data_ptr(),
+        batch,
+        vocab,
+        CHUNK,
+        inv_t.data_ptr(),
+        shift.data_ptr(),
+        raw_max.data_ptr(),
+        None,
+        sums.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return sums if status == 0 else _torch_sums(x, inv_t, shift, raw_max)[1]
+
+
+@row_exp_sums_at.register_fake
+def _(x, inv_t, shift, raw_max):
+    return x.new_empty(x.shape[0], 3)
+
+
 @row_exp_sums.register_fake
 def _(x, inv_t, shift):
     batch, vocab = x.shape
     return x.new_empty(batch, -(-vocab // CHUNK)), x.new_empty(batch, 3)
 
 
-def _torch_sums(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _torch_sums(
+    x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor, raw_max: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`row_exp_sums` in torch (no library, another device): the same formulas, ``torch.exp``."""
     cmax = chunk_maxima(x)
-    big = cmax.amax(dim=-1)
+    big = cmax.amax(dim=-1) if raw_max is None else raw_max
     m = (big - shift) * inv_t
     d = ((x - shift.unsqueeze(-1)) * inv_t.unsqueeze(-1) - m.unsqueeze(-1)).clamp(min=-87.33654475)
     e = d.exp()

@@ -57,8 +57,8 @@ run as two identical rows (dynamo would specialise size 1 into another compile).
 equal the eager chain's (tests/processors/test_plans.py). On CPU the programs' ``exp`` is ATen's
 fast vectorised one (:mod:`~sample_smart.processors.fast_exp`: the threshold program is bound by
 its exp passes), and for float32 logits the threshold program's chunk maxima and exp pass (a
-program that keeps no ``exp`` for top-p's search and runs no EDT on every row) are one C++ loop
-per row that reads the row once, an operator the program calls
+program that keeps no ``exp`` for top-p's search) are one C++ loop per row that reads the row
+once, an operator the program calls
 (:mod:`~sample_smart.processors.native_stats`; inductor compiles them as two loops over the batch)."""
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def thresholds(
         edt = (state.edt_theta, state.edt_log_n, state.edt_log_t0)
         temperature, shift = edt_rows(logits, edt_index, edt, temperature, shift)
     if _native_pass(x, plan):
-        base, cmax = _native_stats(x, temperature, shift)
+        base, cmax, temperature, shift = _native_stats(x, state, plan, temperature, shift)
     else:
         cmax = chunk_maxima(x) if uses_chunks(x.shape[-1], 1) else x.amax(dim=-1, keepdim=True)
         m_raw = cmax.amax(dim=-1)
@@ -187,18 +187,24 @@ def thresholds(
 def _native_pass(x: torch.Tensor, plan: Plan) -> bool:
     """Whether the threshold program takes its chunk maxima and exp pass from the C++ loop of
     :mod:`~sample_smart.processors.native_stats`: float32 CPU rows long enough for chunks, and a
-    plan that keeps no ``exp`` (top-p's search reads it) and has no EDT on every row (its two
-    passes, untempered then tempered, cost the kernel two full reads: at [32, 49152] 0.95 ms
-    against 0.90 for inductor's program, benchmarks/README.md)."""
-    return not plan.top_p and plan.edt != "all" and native_stats.applies(x) and uses_chunks(x.shape[-1], 1)
+    plan that keeps no ``exp`` (top-p's search reads it)."""
+    return not plan.top_p and native_stats.applies(x) and uses_chunks(x.shape[-1], 1)
 
 
-def _native_stats(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor) -> tuple[RowStats, torch.Tensor]:
-    """``(stats, cmax)`` of the tempered rows ``(x - shift) / temperature`` from one call of
-    :func:`~sample_smart.processors.native_stats.row_exp_sums` (one C++ pass per row)."""
-    cmax, sums = native_stats.row_exp_sums(x, temperature.reciprocal(), shift)
+def _native_stats(x, state: BatchState, plan: Plan, temperature, shift) -> tuple:
+    """``(stats, cmax, temperature, shift)`` of the tempered rows ``(x - shift) / temperature`` from
+    :func:`~sample_smart.processors.native_stats.row_exp_sums`, one C++ pass per row. With EDT on
+    every row that pass is over the untempered rows (their entropy gives the EDT temperatures), and
+    a second one, of the exp terms alone (the max is known), gives the tempered rows' sums."""
+    if plan.edt == "all":
+        cmax, raw = native_stats.row_exp_sums(x, torch.ones_like(temperature), torch.zeros_like(shift))
+        m_raw = raw[:, 0]
+        temperature, shift = _edt_all(state, _from_sums(m_raw, raw).entropy, m_raw, temperature, shift)
+        sums = native_stats.row_exp_sums_at(x, temperature.reciprocal(), shift, m_raw)
+    else:
+        cmax, sums = native_stats.row_exp_sums(x, temperature.reciprocal(), shift)
     m = _tempered(sums[:, :1], temperature, shift).squeeze(-1)
-    return _from_sums(m, sums), cmax
+    return _from_sums(m, sums), cmax, temperature, shift
 
 
 def _from_sums(m: torch.Tensor, sums: torch.Tensor) -> RowStats:

@@ -1,8 +1,8 @@
 """The native exp pass (sample_smart.processors.native_stats): the chunk maxima and the row max bit
 for bit, ``S`` and ``T`` within float32 rounding of their float64 definitions, for every shape,
 shift, temperature and masked layout (the max in the first or the last block, rising in every
-block); the same sums from its torch formulation. That the compiled threshold program calls it:
-tests/processors/test_plans.py."""
+block), also at a known max in one pass of the exp terms; the same sums from its torch
+formulation. That the compiled threshold program calls it: tests/processors/test_plans.py."""
 
 from __future__ import annotations
 
@@ -76,6 +76,10 @@ def test_matches_the_float64_definition(loaded, batch, vocab, kind, temperature,
     # T's terms e d: its scale is S * (the largest |d| that counts)
     scale = s * (torch.where(torch.isfinite(y), y.abs(), 0.0).amax(dim=-1) * 2 + 1.0).clamp(max=-LN_FLT_MIN)
     assert ((sums[:, 2].double() - t).abs() <= rtol * scale).all(), (sums[:, 2], t)
+    # the same sums in one pass of the exp terms when the raw max is known (EDT on every row)
+    at = native_stats.row_exp_sums_at(x, inv_t, shift, sums[:, 0])
+    assert torch.equal(at[:, 0], sums[:, 0])
+    assert ((at[:, 1].double() - s).abs() <= rtol * s).all() and ((at[:, 2].double() - t).abs() <= rtol * scale).all()
     torch_cmax, torch_sums = native_stats._torch_sums(x, inv_t, shift)
     assert torch.equal(torch_cmax, cmax) and torch.equal(torch_sums[:, 0], sums[:, 0])
     assert ((torch_sums[:, 1:].double() - sums[:, 1:].double()).abs() <= 2 * (rtol * scale).unsqueeze(-1)).all()
@@ -102,3 +106,4 @@ def test_without_the_library_it_is_the_torch_formulation(monkeypatch):
     cmax, sums = native_stats.row_exp_sums(x, inv_t, shift)
     want_cmax, want_sums = native_stats._torch_sums(x, inv_t, shift)
     assert torch.equal(cmax, want_cmax) and torch.equal(sums, want_sums)
+    assert torch.equal(native_stats.row_exp_sums_at(x, inv_t, shift, x.amax(dim=-1)), want_sums)

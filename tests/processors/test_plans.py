@@ -78,15 +78,16 @@ def _same_as_eager(x: torch.Tensor, state: BatchState, got: torch.Tensor) -> Non
 
 def test_the_threshold_program_takes_its_exp_pass_from_the_native_kernel(prepared, monkeypatch):
     """A float32 CPU batch's row statistics come from native_stats' kernel, called from inside the
-    compiled program: once per call (EDT on a few rows included), not at all when the program must
-    keep exp for top-p's search (whose kept sets the other tests compare) or runs EDT on every row
-    (inductor's program is faster there); the kept sets stay the eager chain's."""
+    compiled program: once per call, twice when every row uses EDT (the untempered rows' entropy
+    first, then the tempered rows' exp terms at the known max), not at all when the program must
+    keep exp for top-p's search (whose kept sets the other tests compare); the kept sets stay the
+    eager chain's."""
     calls = []
     real = native.function
     monkeypatch.setattr(native, "function", lambda name, *a: calls.append(name) or real(name, *a))
     cases = [
         ([{"greedy_threshold": 0.3, "min_p": 0.1}, {"cal_acc": "-0.4,0.6,0.05"}, {"hewitt_epsilon": 1e-3}], 1),
-        ([{"edt_var": "0.8,1.0,1.0", "min_p": 0.05}] * 3, 0),
+        ([{"edt_var": "0.8,1.0,1.0", "min_p": 0.05}] * 3, 2),
         ([{"temperature": 0.7, "prob_threshold": 3e-4}, {"edt_var": "0.8,1.0,1.0"}, {}, {"min_p": 0.2}], 1),
         ([{"top_p": 0.9}] * 3, 0),
     ]
