@@ -8,7 +8,7 @@ returns (:func:`row_exp_sums`):
   bit for bit), and ``M``, the raw row max;
 - with the tempered row ``y_i = (x_i - c) a`` and its max ``m = (M - c) a`` (the float operations of
   :func:`~sample_smart.processors.plans.thresholds`), ``d_i = y_i - m``:
-  ``S = sum_i exp(d_i)`` and ``T = sum_i exp(d_i) max(d_i, ln FLT_MIN)``, from which
+  ``S = sum_i exp(d_i)`` and ``T = sum_i exp(d_i) d_i`` with ``d_i`` clamped at ``D_MIN = -87``, from which
   :mod:`~sample_smart.processors.stats` gives ``z = m + ln S`` and the entropy ``H = ln S - T / S``
   in nats.
 
@@ -28,8 +28,12 @@ as accurate as the compiled pass's.
 
 Conventions, where they differ from ``torch.exp``: the ``exp`` is ATen's ``exp_u20`` polynomial
 (:mod:`~sample_smart.processors.fast_exp`; relative error below 4e-7) with ``n = rint(d log2 e)``
-taken from the float's bits; ``d`` is first clamped to ``ln FLT_MIN = -87.34`` (a ``-inf`` logit
-adds ``1.2e-38`` to ``S``, where ``S >= 1``: nothing a float32 sum keeps). ``y_i - m`` is one fused
+taken from the float's bits; ``d`` is first clamped to :data:`D_MIN` ``= -87``, just above
+``ln FLT_MIN = -87.34``, so every term and product is a normal float (a token that far below the
+top, ``-inf`` included, adds ``1.6e-38`` to ``S``, where ``S >= 1``: nothing a float32 sum keeps).
+Clamped at ``ln FLT_MIN`` itself, ``exp`` rounds to subnormals, and on x86 every vector operation
+on a subnormal takes a microcode assist: rows whose tokens mostly lie that far below the top (a
+low EDT temperature) then took ten times as long. ``y_i - m`` is one fused
 multiply-add, ``(x_i - c) a - m``. The kernel is part of the library of
 :mod:`~sample_smart.processors.native` (built for the machine's vector instructions); without it,
 and off the CPU, :func:`row_exp_sums` is the same formulas in torch. Rows run in parallel (OpenMP,
@@ -60,13 +64,13 @@ typedef float vf __attribute__((vector_size(64)));
 typedef int32_t vi __attribute__((vector_size(64)));
 typedef float vfu __attribute__((vector_size(64), aligned(4)));  // an unaligned load
 constexpr int64_t L = 16;  // float lanes of vf
-constexpr float LN_FLT_MIN = -87.33654475f;
+constexpr float D_MIN = -87.0f;  // exp(D_MIN) = 1.6e-38 > FLT_MIN: no subnormals
 
 inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
 inline vf splat(float v) { return vf{} + v; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 
-// exp(v) for v >= ln(FLT_MIN): 2^n P(r), n = rint(v log2 e) (the low bits of v log2 e + 1.5 2^23),
+// exp(v) for v >= D_MIN: 2^n P(r), n = rint(v log2 e) (the low bits of v log2 e + 1.5 2^23),
 // r = v - n ln 2 in [-ln2/2, ln2/2], P ATen's exp_u20 polynomial
 inline vf vexp(vf v) {
   const float magic = 12582912.0f;
@@ -117,12 +121,12 @@ inline float chunk_max(const float* x, int64_t b, int64_t e) {
   return mx;
 }
 
-// S += sum exp(d), T += sum exp(d) d over x[b, e), d = max((x - c) a - m, ln FLT_MIN); instantiated
+// S += sum exp(d), T += sum exp(d) d over x[b, e), d = max((x - c) a - m, D_MIN); instantiated
 // without the subtraction for c = 0 (x - 0 is x bit for bit)
 template <bool SHIFTED>
 inline void add_terms(const float* x, int64_t b, int64_t e, float c_, float a, float m, double& S, double& T) {
   const float c = SHIFTED ? c_ : 0.0f;
-  const vf lo = splat(LN_FLT_MIN);
+  const vf lo = splat(D_MIN);
   vf s0{}, s1{}, t0{}, t1{};
   int64_t j = b;
   for (; j + 2 * L <= e; j += 2 * L) {
@@ -209,6 +213,7 @@ extern "C" int ss_row_exp_sums_f32(const float* x, int64_t B, int64_t V, int64_t
 }
 """
 
+D_MIN = -87.0  # the clamp of d (module docstring), as the kernel's
 I64, PTR = ctypes.c_int64, ctypes.c_void_p
 ARGTYPES = [PTR, I64, I64, I64, PTR, PTR, PTR, PTR, PTR, ctypes.c_int]
 
@@ -295,6 +300,6 @@ def _torch_sums(
     cmax = chunk_maxima(x)
     big = cmax.amax(dim=-1) if raw_max is None else raw_max
     m = (big - shift) * inv_t
-    d = ((x - shift.unsqueeze(-1)) * inv_t.unsqueeze(-1) - m.unsqueeze(-1)).clamp(min=-87.33654475)
+    d = ((x - shift.unsqueeze(-1)) * inv_t.unsqueeze(-1) - m.unsqueeze(-1)).clamp(min=D_MIN)
     e = d.exp()
     return cmax, torch.stack([big, e.sum(dim=-1), (e * d).sum(dim=-1)], dim=-1)

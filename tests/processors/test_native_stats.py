@@ -16,8 +16,6 @@ from hypothesis import strategies as st
 from sample_smart.processors import native, native_stats
 from sample_smart.processors.select import CHUNK, chunk_maxima
 
-LN_FLT_MIN = -87.33654475
-
 
 @pytest.fixture(scope="module")
 def loaded():
@@ -25,10 +23,10 @@ def loaded():
 
 
 def _reference(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``S = sum exp(d)``, ``T = sum exp(d) d`` in float64, ``d = max(y - max y, ln FLT_MIN)`` of the
+    """``S = sum exp(d)``, ``T = sum exp(d) d`` in float64, ``d = max(y - max y, D_MIN)`` of the
     tempered row ``y = (x - shift) * inv_t`` (the module's definition)."""
     y = (x.double() - shift.double().unsqueeze(-1)) * inv_t.double().unsqueeze(-1)
-    d = (y - y.amax(dim=-1, keepdim=True)).clamp(min=LN_FLT_MIN)
+    d = (y - y.amax(dim=-1, keepdim=True)).clamp(min=native_stats.D_MIN)
     e = d.exp()
     return e.sum(dim=-1), (e * d).sum(dim=-1)
 
@@ -42,6 +40,8 @@ def _rows(kind: str, batch: int, vocab: int, g: torch.Generator) -> torch.Tensor
         x = x + torch.linspace(0.0, 60.0, vocab)
     elif kind == "max_first":
         x[:, 0] = 40.0
+    elif kind == "wide":  # most tokens more than 87 nats below the top: clamped (a low EDT temperature)
+        x = x * 40.0
     elif kind == "ties":
         x = x.round()
     elif kind == "masked_start":  # whole blocks of -inf before the first finite logit
@@ -53,7 +53,7 @@ def _rows(kind: str, batch: int, vocab: int, g: torch.Generator) -> torch.Tensor
 @given(
     batch=st.integers(1, 5),
     vocab=st.integers(1, 3 * 1024 + 2 * CHUNK + 37),
-    kind=st.sampled_from(["randn", "masked", "rising", "max_first", "ties", "masked_start"]),
+    kind=st.sampled_from(["randn", "masked", "rising", "max_first", "ties", "masked_start", "wide"]),
     temperature=st.floats(0.05, 20.0),
     shifted=st.booleans(),
     seed=st.integers(0, 2**16),
@@ -74,7 +74,7 @@ def test_matches_the_float64_definition(loaded, batch, vocab, kind, temperature,
     rtol = 2e-6 + 2.4e-7 * torch.where(torch.isfinite(y), y.abs(), 0.0).amax(dim=-1)
     assert ((sums[:, 1].double() - s).abs() <= rtol * s).all(), (sums[:, 1], s)
     # T's terms e d: its scale is S * (the largest |d| that counts)
-    scale = s * (torch.where(torch.isfinite(y), y.abs(), 0.0).amax(dim=-1) * 2 + 1.0).clamp(max=-LN_FLT_MIN)
+    scale = s * (torch.where(torch.isfinite(y), y.abs(), 0.0).amax(dim=-1) * 2 + 1.0).clamp(max=-native_stats.D_MIN)
     assert ((sums[:, 2].double() - t).abs() <= rtol * scale).all(), (sums[:, 2], t)
     # the same sums in one pass of the exp terms when the raw max is known (EDT on every row)
     at = native_stats.row_exp_sums_at(x, inv_t, shift, sums[:, 0])
