@@ -1,9 +1,10 @@
 """The one C++ library of the CPU kernels: built once per source and machine, loaded with ctypes.
 
-Its source is the kernels of :mod:`~sample_smart.processors.native_select` (the candidates'
-selection) and :mod:`~sample_smart.processors.native_stats` (the row statistics' exp pass),
-compiled together by the compiler inductor uses (``$CXX`` or g++) into
-``$SAMPLE_SMART_CACHE/native/<hash>/kernels.so`` when :func:`load` is first called
+Its source is the C++ files of ``sample_smart/processors/kernels/``: the kernels of
+:mod:`~sample_smart.processors.native_select` (the candidates' selection) and
+:mod:`~sample_smart.processors.native_stats` (the row statistics' exp pass), compiled together
+by the compiler inductor uses (``$CXX`` or g++) into ``$SAMPLE_SMART_CACHE/native/<hash>/kernels.so``
+when :func:`load` is first called
 (``plans.prepare``, at start-up). The hash names the source, the flags, torch's version and the
 CPU's instruction sets: the library is built for the machine that builds it (``-march=native``;
 where the compiler refuses that flag, for its default target), and a cache shared by machines of
@@ -36,11 +37,14 @@ _lock = threading.Lock()
 _lib: list = []  # [ctypes library] once loaded, [None] once it could not be
 
 
-def source() -> str:
-    """The library's C++ source: every kernel module's ``SOURCE``, one after the other."""
-    from sample_smart.processors import native_select, native_stats
+KERNELS = Path(__file__).with_name("kernels")  # one .cpp file per kernel module
 
-    return "\n".join((native_select.SOURCE, native_stats.SOURCE))
+
+def source() -> str:
+    """The library's C++ source: the files of :data:`KERNELS` (``select.cpp`` for
+    :mod:`~sample_smart.processors.native_select`, ``stats.cpp`` for
+    :mod:`~sample_smart.processors.native_stats`), in name order."""
+    return "\n".join(path.read_text() for path in sorted(KERNELS.glob("*.cpp")))
 
 
 def _machine() -> str:
