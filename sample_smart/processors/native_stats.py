@@ -18,7 +18,8 @@ max and, through their entropy, their EDT temperature.
 
 Why: inductor compiles the chunk maxima and the exp pass as two loops over the batch, so each row
 comes from memory twice, and it keeps a sum of more than 4096 terms in its cascade helper (an
-accumulator in memory); two sums made the exp pass 1.5x the one-sum pass (benchmarks/README.md).
+accumulator in memory), which made the two-sum pass markedly slower than a one-sum pass
+(benchmarks/README.md).
 Here each row is read in blocks of 16 chunks: the block's chunk maxima (from memory), then its
 ``exp`` terms (from the L1 cache), summed in float32 lanes within the block (at most 32 terms per
 lane) and in float64 across blocks, relative to the running max (``S <- S e^{m_old - m_new}``,
@@ -33,7 +34,7 @@ taken from the float's bits; ``d`` is first clamped to :data:`D_MIN` ``= -87``, 
 top, ``-inf`` included, adds ``1.6e-38`` to ``S``, where ``S >= 1``: nothing a float32 sum keeps).
 Clamped at ``ln FLT_MIN`` itself, ``exp`` rounds to subnormals, and on x86 every vector operation
 on a subnormal takes a microcode assist: rows whose tokens mostly lie that far below the top (a
-low EDT temperature) then took ten times as long. ``y_i - m`` is one fused
+low EDT temperature) then took many times as long (benchmarks/README.md). ``y_i - m`` is one fused
 multiply-add, ``(x_i - c) a - m``. The kernel (``kernels/stats.cpp``) is part of the library of
 :mod:`~sample_smart.processors.native` (built for the machine's vector instructions); without it,
 and off the CPU, :func:`row_exp_sums` is the same formulas in torch. Rows run in parallel (OpenMP,
@@ -63,7 +64,7 @@ def applies(x: torch.Tensor) -> bool:
     return native.available() and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
 
 
-@torch.library.custom_op("sample_smart::row_exp_sums", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("sample_smart::row_exp_sums", mutates_args=())
 def row_exp_sums(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cmax, sums)`` of the rows of ``x`` ([B, V] float32): ``cmax`` [B, ceil(V / CHUNK)] the raw
     chunk maxima, ``sums`` [B, 3] the columns ``(M, S, T)`` (module docstring) for the tempered rows
@@ -94,7 +95,7 @@ def row_exp_sums(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor) -> t
     return cmax, sums
 
 
-@torch.library.custom_op("sample_smart::row_exp_sums_at", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("sample_smart::row_exp_sums_at", mutates_args=())
 def row_exp_sums_at(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor, raw_max: torch.Tensor) -> torch.Tensor:
     """:func:`row_exp_sums`' ``sums`` [B, 3] of rows whose raw max ``raw_max`` (float32 [B], its
     ``M`` column, e.g. from an earlier call on the same rows) is known: one pass of the exp terms,
