@@ -59,8 +59,8 @@ ARGTYPES = [PTR, I64, I64, I64, PTR, PTR, PTR, PTR, PTR, ctypes.c_int]
 
 
 def applies(x: torch.Tensor) -> bool:
-    """Whether :func:`row_exp_sums` of ``x`` runs the native kernel: float32 rows on the CPU, the
-    library loaded, and at least one chunk per row."""
+    """Whether :func:`row_exp_sums` of ``x`` runs the native kernel: float32 rows ([B, V]) on the
+    CPU and the library loaded."""
     return native.available() and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
 
 
@@ -70,61 +70,8 @@ def row_exp_sums(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor) -> t
     chunk maxima, ``sums`` [B, 3] the columns ``(M, S, T)`` (module docstring) for the tempered rows
     ``(x - shift) * inv_t`` (``inv_t``, ``shift``: float32 [B]). An operator of its own, so a
     compiled program calls it as one opaque kernel."""
-    fn = native.function("ss_row_exp_sums_f32", ARGTYPES) if applies(x) else None
-    if fn is None:
-        return _torch_sums(x, inv_t, shift)
-    x = x.contiguous()
-    inv_t, shift = (t.to(torch.float32).contiguous() for t in (inv_t, shift))
-    batch, vocab = x.shape
-    cmax = torch.empty(batch, -(-vocab // CHUNK), dtype=torch.float32)
-    sums = torch.empty(batch, 3, dtype=torch.float32)
-    status = fn(
-        x.data_ptr(),
-        batch,
-        vocab,
-        CHUNK,
-        inv_t.data_ptr(),
-        shift.data_ptr(),
-        None,
-        cmax.data_ptr(),
-        sums.data_ptr(),
-        torch.get_num_threads(),
-    )
-    if status != 0:  # a shape the kernel refuses (it checks before reading anything)
-        return _torch_sums(x, inv_t, shift)
-    return cmax, sums
-
-
-@torch.library.custom_op("sample_smart::row_exp_sums_at", mutates_args=())
-def row_exp_sums_at(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor, raw_max: torch.Tensor) -> torch.Tensor:
-    """:func:`row_exp_sums`' ``sums`` [B, 3] of rows whose raw max ``raw_max`` (float32 [B], its
-    ``M`` column, e.g. from an earlier call on the same rows) is known: one pass of the exp terms,
-    no chunk maxima (EDT on every row: the tempered sums after the untempered ones)."""
-    fn = native.function("ss_row_exp_sums_f32", ARGTYPES) if applies(x) else None
-    if fn is None:
-        return _torch_sums(x, inv_t, shift, raw_max)[1]
-    x = x.contiguous()
-    inv_t, shift, raw_max = (t.to(torch.float32).contiguous() for t in (inv_t, shift, raw_max))
-    batch, vocab = x.shape
-    sums = torch.empty(batch, 3, dtype=torch.float32)
-    status = fn(
-        x.data_ptr(),
-        batch,
-        vocab,
-        CHUNK,
-        inv_t.data_ptr(),
-        shift.data_ptr(),
-        raw_max.data_ptr(),
-        None,
-        sums.data_ptr(),
-        torch.get_num_threads(),
-    )
-    return sums if status == 0 else _torch_sums(x, inv_t, shift, raw_max)[1]
-
-
-@row_exp_sums_at.register_fake
-def _(x, inv_t, shift, raw_max):
-    return x.new_empty(x.shape[0], 3)
+    done = _kernel(x, inv_t, shift, None)
+    return done if done is not None else _torch_sums(x, inv_t, shift)
 
 
 @row_exp_sums.register_fake
@@ -133,11 +80,53 @@ def _(x, inv_t, shift):
     return x.new_empty(batch, -(-vocab // CHUNK)), x.new_empty(batch, 3)
 
 
+@torch.library.custom_op("sample_smart::row_exp_sums_at", mutates_args=())
+def row_exp_sums_at(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor, raw_max: torch.Tensor) -> torch.Tensor:
+    """:func:`row_exp_sums`' ``sums`` [B, 3] of rows whose raw max ``raw_max`` (float32 [B], its
+    ``M`` column, e.g. from an earlier call on the same rows) is known: one pass of the exp terms,
+    no chunk maxima (EDT on every row: the tempered sums after the untempered ones)."""
+    done = _kernel(x, inv_t, shift, raw_max)
+    return (done if done is not None else _torch_sums(x, inv_t, shift, raw_max))[1]
+
+
+@row_exp_sums_at.register_fake
+def _(x, inv_t, shift, raw_max):
+    return x.new_empty(x.shape[0], 3)
+
+
+def _kernel(x, inv_t, shift, raw_max) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+    """``(cmax, sums)`` from the C++ kernel (``cmax`` None when ``raw_max`` is given: the kernel then
+    computes no chunk maxima), or None when it does not apply (:func:`applies`) or refuses the
+    shape (it checks before reading anything)."""
+    fn = native.function("ss_row_exp_sums_f32", ARGTYPES) if applies(x) else None
+    if fn is None:
+        return None
+    x = x.contiguous()
+    given = [t.to(torch.float32).contiguous() for t in (inv_t, shift, *(() if raw_max is None else (raw_max,)))]
+    batch, vocab = x.shape
+    cmax = torch.empty(batch, -(-vocab // CHUNK), dtype=torch.float32) if raw_max is None else None
+    sums = torch.empty(batch, 3, dtype=torch.float32)
+    status = fn(
+        x.data_ptr(),
+        batch,
+        vocab,
+        CHUNK,
+        given[0].data_ptr(),
+        given[1].data_ptr(),
+        None if raw_max is None else given[2].data_ptr(),  # null: the kernel finds the maxima
+        None if cmax is None else cmax.data_ptr(),
+        sums.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return (cmax, sums) if status == 0 else None
+
+
 def _torch_sums(
     x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor, raw_max: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`row_exp_sums` in torch (no library, another device): the same formulas, ``torch.exp``."""
-    cmax = chunk_maxima(x)
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """:func:`row_exp_sums` (and, with ``raw_max``, :func:`row_exp_sums_at`, ``cmax`` None) in torch
+    (no library, another device): the same formulas, ``torch.exp``."""
+    cmax = chunk_maxima(x) if raw_max is None else None
     big = cmax.amax(dim=-1) if raw_max is None else raw_max
     m = (big - shift) * inv_t
     d = ((x - shift.unsqueeze(-1)) * inv_t.unsqueeze(-1) - m.unsqueeze(-1)).clamp(min=D_MIN)

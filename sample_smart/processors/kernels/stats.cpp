@@ -100,19 +100,26 @@ inline void add_terms(const float* x, int64_t b, int64_t e, float c_, float a, f
   }
 }
 
-// the sums over a row whose raw max M is known: no chunk maxima, no rescaling
-void row_at(const float* x, int64_t V, float a, float c, float M, float* out) {
-  double S = 0.0, T = 0.0;
-  const float m = (M - c) * a;
-  if (M > -INFINITY) {
-    for (int64_t b = 0; b < V; b += 1024) {  // float32 lanes within a block, float64 across blocks
-      if (c == 0.0f) add_terms<false>(x, b, std::min(V, b + 1024), c, a, m, S, T);
-      else add_terms<true>(x, b, std::min(V, b + 1024), c, a, m, S, T);
-    }
-  }
+// add_terms over x[b, e) at the raw max M, without the subtraction when c = 0
+inline void add_block(const float* x, int64_t b, int64_t e, float c, float a, float M, double& S, double& T) {
+  const float m = (M - c) * a;  // the tempered max, as plans.thresholds computes it
+  if (c == 0.0f) add_terms<false>(x, b, e, c, a, m, S, T);
+  else add_terms<true>(x, b, e, c, a, m, S, T);
+}
+
+inline void write_sums(float M, double S, double T, float* out) {
   out[0] = M;
   out[1] = static_cast<float>(S);
   out[2] = static_cast<float>(T);
+}
+
+// the sums over a row whose raw max M is known: no chunk maxima, no rescaling
+void row_at(const float* x, int64_t V, float a, float c, float M, float* out) {
+  double S = 0.0, T = 0.0;
+  if (M > -INFINITY) {  // blocks of 1024: float32 lanes within one, float64 across them
+    for (int64_t b = 0; b < V; b += 1024) add_block(x, b, std::min(V, b + 1024), c, a, M, S, T);
+  }
+  write_sums(M, S, T, out);
 }
 
 void row(const float* x, int64_t V, int64_t W, int64_t C, float a, float c, float* cm, float* out) {
@@ -135,13 +142,9 @@ void row(const float* x, int64_t V, int64_t W, int64_t C, float a, float c, floa
       }
       M = bm;
     }
-    if (!(M > -INFINITY)) continue;
-    if (c == 0.0f) add_terms<false>(x, c0 * W, std::min(V, c1 * W), c, a, (M - c) * a, S, T);
-    else add_terms<true>(x, c0 * W, std::min(V, c1 * W), c, a, (M - c) * a, S, T);
+    if (M > -INFINITY) add_block(x, c0 * W, std::min(V, c1 * W), c, a, M, S, T);
   }
-  out[0] = M;
-  out[1] = static_cast<float>(S);
-  out[2] = static_cast<float>(T);
+  write_sums(M, S, T, out);
 }
 }  // namespace stats
 
