@@ -27,31 +27,15 @@ patched and the programs use Sleef's exp (a slower, equally correct program).
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
+from sample_smart.processors.scoped_patch import ScopedPatch
 
 __all__ = ["compiling", "options", "installed"]
 
 _VERSION = "sample_smart.fast_exp/exp_u20/1"
-_here = threading.local()
-_installed: list[bool] = []  # [True/False] once install() has run
-_lock = threading.Lock()
 
 
-def _active() -> bool:
-    return bool(getattr(_here, "depth", 0))
-
-
-def _install() -> bool:
-    """Wrap inductor's vectorised ``exp`` writer once (True when it is wrapped)."""
-    with _lock:
-        if not _installed:
-            _installed.append(_wrap())
-        return _installed[0]
-
-
-def _wrap() -> bool:
+def _wrap(active) -> bool:
+    """Wrap inductor's vectorised ``exp`` writer: ``exp_u20`` while ``active()``."""
     try:
         from torch._inductor.codegen.cpp import CppVecOverrides
     except ImportError:
@@ -62,28 +46,18 @@ def _wrap() -> bool:
     usual = original.__func__
 
     def exp(x):
-        return f"{x}.exp_u20()" if _active() else usual(x)
+        return f"{x}.exp_u20()" if active() else usual(x)
 
     exp.__wrapped__ = usual
     CppVecOverrides.exp = staticmethod(exp)
     return True
 
 
-def installed() -> bool:
-    """Whether this torch's inductor writes the fast exp inside :func:`compiling`."""
-    return _install()
-
-
-@contextlib.contextmanager
-def compiling() -> Iterator[None]:
-    """Inside: the CPU compiles this thread runs write ``exp_u20`` (they must be given
-    :func:`options`, which keeps their cache entries apart)."""
-    _install()
-    _here.depth = getattr(_here, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _here.depth -= 1
+_patch = ScopedPatch(_wrap)
+installed = _patch.installed  # whether this torch's inductor writes the fast exp inside compiling()
+# Inside: the CPU compiles this thread runs write ``exp_u20`` (they must be given options(), which
+# keeps their cache entries apart).
+compiling = _patch.compiling
 
 
 _options: list[dict] = []
@@ -93,7 +67,7 @@ def options() -> dict:
     """``torch.compile(options=...)`` for a CPU program compiled inside :func:`compiling`: empty
     when the writer could not be wrapped (the usual exp, the usual cache entries)."""
     if not _options:
-        _options.append({"post_grad_custom_post_pass": _cache_key_pass()} if _install() else {})
+        _options.append({"post_grad_custom_post_pass": _cache_key_pass()} if installed() else {})
     return dict(_options[0])
 
 

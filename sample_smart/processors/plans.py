@@ -71,7 +71,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import torch
 
-from sample_smart.processors import chain, direct_calls, fast_exp, native, native_stats, top_p
+from sample_smart.processors import chain, direct_calls, fast_exp, native, native_stats, opt_level, top_p
 from sample_smart.processors.rules import RULES, RULES_BY_NAME, Stats
 from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
 from sample_smart.processors.state import BatchState
@@ -780,7 +780,7 @@ def prepare(
         _marking[0] = True
         _preparing.active = True
         try:
-            with fast_exp.compiling():
+            with fast_exp.compiling(), opt_level.compiling():  # the fast exp, g++ -O2
                 _compile_plans(sig, vocab_size, dtype, device)
         finally:
             _marking[0] = False
