@@ -12,9 +12,10 @@ returns (:func:`row_exp_sums`):
   :mod:`~sample_smart.processors.stats` gives ``z = m + ln S`` and the entropy ``H = ln S - T / S``
   in nats.
 
-:func:`row_exp_sums_at` gives the same sums of rows whose raw max is already known (one pass of
-the exp terms, no chunk maxima): the tempered rows' sums after an untempered pass has given their
-max and, through their entropy, their EDT temperature.
+Given row numbers, :func:`row_exp_sums` reads those rows of ``x`` in place (EDT on a few rows of a
+batch: their untempered entropy). :func:`row_exp_sums_at` gives the same sums of rows whose raw
+max is already known (one pass of the exp terms, no chunk maxima): the tempered rows' sums after
+an untempered pass has given their max and, through their entropy, their EDT temperature.
 
 Why: inductor compiles the chunk maxima and the exp pass as two loops over the batch, so each row
 comes from memory twice, and it keeps a sum of more than 4096 terms in its cascade helper (an
@@ -55,7 +56,7 @@ __all__ = ["applies", "row_exp_sums", "row_exp_sums_at"]
 
 D_MIN = -87.0  # the clamp of d (module docstring), D_MIN of kernels/stats.cpp
 I64, PTR = ctypes.c_int64, ctypes.c_void_p
-ARGTYPES = [PTR, I64, I64, I64, PTR, PTR, PTR, PTR, PTR, ctypes.c_int]
+ARGTYPES = [PTR, I64, PTR, I64, I64, I64, PTR, PTR, PTR, PTR, PTR, ctypes.c_int]
 
 
 def applies(x: torch.Tensor) -> bool:
@@ -65,18 +66,22 @@ def applies(x: torch.Tensor) -> bool:
 
 
 @torch.library.custom_op("sample_smart::row_exp_sums", mutates_args=())
-def row_exp_sums(x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def row_exp_sums(
+    x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cmax, sums)`` of the rows of ``x`` ([B, V] float32): ``cmax`` [B, ceil(V / CHUNK)] the raw
     chunk maxima, ``sums`` [B, 3] the columns ``(M, S, T)`` (module docstring) for the tempered rows
-    ``(x - shift) * inv_t`` (``inv_t``, ``shift``: float32 [B]). An operator of its own, so a
+    ``(x - shift) * inv_t`` (``inv_t``, ``shift``: float32 [B]). With ``rows`` (int64 [R], row
+    numbers of ``x``, repeats allowed) the same of the rows ``x[rows]``, read in place (no copy):
+    ``cmax`` [R, C], ``sums`` [R, 3], ``inv_t`` and ``shift`` [R]. An operator of its own, so a
     compiled program calls it as one opaque kernel."""
-    done = _kernel(x, inv_t, shift, None)
-    return done if done is not None else _torch_sums(x, inv_t, shift)
+    done = _kernel(x, inv_t, shift, None, rows)
+    return done if done is not None else _torch_sums(x, inv_t, shift, None, rows)
 
 
 @row_exp_sums.register_fake
-def _(x, inv_t, shift):
-    batch, vocab = x.shape
+def _(x, inv_t, shift, rows=None):
+    batch, vocab = x.shape if rows is None else (rows.shape[0], x.shape[1])
     return x.new_empty(batch, -(-vocab // CHUNK)), x.new_empty(batch, 3)
 
 
@@ -94,20 +99,26 @@ def _(x, inv_t, shift, raw_max):
     return x.new_empty(x.shape[0], 3)
 
 
-def _kernel(x, inv_t, shift, raw_max) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+def _kernel(x, inv_t, shift, raw_max, rows=None) -> tuple[torch.Tensor | None, torch.Tensor] | None:
     """``(cmax, sums)`` from the C++ kernel (``cmax`` None when ``raw_max`` is given: the kernel then
-    computes no chunk maxima), or None when it does not apply (:func:`applies`) or refuses the
-    shape (it checks before reading anything)."""
-    fn = native.function("ss_row_exp_sums_f32", ARGTYPES) if applies(x) else None
+    computes no chunk maxima), of the rows ``rows`` of ``x`` (None: all), or None when it does not
+    apply (:func:`applies`) or refuses the shape or a row number (it checks before reading anything)."""
+    on_cpu = applies(x) and (rows is None or rows.device.type == "cpu")
+    fn = native.function("ss_row_exp_sums_f32", ARGTYPES) if on_cpu else None
     if fn is None:
         return None
     x = x.contiguous()
     given = [t.to(torch.float32).contiguous() for t in (inv_t, shift, *(() if raw_max is None else (raw_max,)))]
-    batch, vocab = x.shape
+    if rows is not None:
+        rows = rows.to(torch.int64).contiguous()
+    vocab = x.shape[1]
+    batch = x.shape[0] if rows is None else rows.shape[0]
     cmax = torch.empty(batch, -(-vocab // CHUNK), dtype=torch.float32) if raw_max is None else None
     sums = torch.empty(batch, 3, dtype=torch.float32)
     status = fn(
         x.data_ptr(),
+        x.shape[0],
+        None if rows is None else rows.data_ptr(),  # null: every row of x, in order
         batch,
         vocab,
         CHUNK,
@@ -122,10 +133,16 @@ def _kernel(x, inv_t, shift, raw_max) -> tuple[torch.Tensor | None, torch.Tensor
 
 
 def _torch_sums(
-    x: torch.Tensor, inv_t: torch.Tensor, shift: torch.Tensor, raw_max: torch.Tensor | None = None
+    x: torch.Tensor,
+    inv_t: torch.Tensor,
+    shift: torch.Tensor,
+    raw_max: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """:func:`row_exp_sums` (and, with ``raw_max``, :func:`row_exp_sums_at`, ``cmax`` None) in torch
     (no library, another device): the same formulas, ``torch.exp``."""
+    if rows is not None:
+        x = x.index_select(0, rows)
     cmax = chunk_maxima(x) if raw_max is None else None
     big = cmax.amax(dim=-1) if raw_max is None else raw_max
     m = (big - shift) * inv_t

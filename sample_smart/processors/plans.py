@@ -10,7 +10,7 @@ bit for bit). Only what is expensive *and* data-dependent is switched:
 
 - ``edt``: entropy-dependent temperature needs the untempered row's entropy, one more pass: over
   the whole batch, or (on CPU, a batch whose EDT rows are at most half of it) over those rows
-  alone (:func:`edt_rows`, inside the threshold program);
+  alone (:func:`edt_rows`, a program of its own before the threshold program of ``edt="none"``);
 - ``top_p``: a batch with a top-p row takes a threshold program that also returns the tempered
   rows and their ``exp(x - m)`` (two writes), which top-p's search reads instead of computing them
   again;
@@ -42,8 +42,8 @@ program, which leaves the rows that need the search as they are; when there are 
 recomputed in each program with the same float operations, so the tempered row is stored only
 for the search.
 
-So six threshold programs (EDT none/rows/all x top-p off/on; four on a device, without "rows"),
-one candidates, one search, two write programs (with and without top-n-sigma) and two finish
+So four threshold programs (EDT none/all x top-p off/on), one EDT-rows program (CPU only), one
+candidates, one search, two write programs (with and without top-n-sigma) and two finish
 programs (CPU only) per (vocabulary, dtype, device, in place, grad mode) exist,
 all compiled by :func:`prepare` before the
 first request, which then checks with dynamo's guards that batches of other sizes take them
@@ -93,9 +93,10 @@ logger = logging.getLogger(__name__)
 
 
 class Plan(NamedTuple):
-    """Which fixed threshold program a batch takes: ``edt`` ``"none"`` (no EDT row), ``"rows"``
-    (the EDT rows' temperatures from their own entropy pass, on those rows alone, inside the
-    program) or ``"all"`` (one more pass over the whole batch), and whether some row uses top-p
+    """Which fixed programs a batch takes: ``edt`` ``"none"`` (no EDT row), ``"rows"`` (the EDT
+    rows' temperatures from their own entropy pass, on those rows alone, in :func:`edt_rows`; then
+    the threshold program of ``"none"``) or ``"all"`` (one more pass over the whole batch, inside
+    the threshold program), and whether some row uses top-p
     (the program then also returns the tempered rows and their ``exp(x - m)`` for the search: its
     passes read them instead of computing them again)."""
 
@@ -141,27 +142,19 @@ def _tempered(x: torch.Tensor, temperature: torch.Tensor, shift: torch.Tensor) -
 
 
 def thresholds(
-    logits: torch.Tensor,
-    state: BatchState,
-    plan: Plan,
-    temperature: torch.Tensor,
-    shift: torch.Tensor,
-    edt_index: torch.Tensor | None,
+    logits: torch.Tensor, state: BatchState, plan: Plan, temperature: torch.Tensor, shift: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
     """Every threshold that needs no candidates and no std, combined:
     ``(tau, temperature, shift, m, s, p_max, cmax, rows)``, ``rows = (x, exp(x - m))`` for a
-    ``plan.top_p`` (else None). ``temperature``, ``shift`` [B]: the rows' own; the EDT rows' are
-    computed here: on the rows ``edt_index`` alone (:func:`edt_rows`) for ``plan.edt == "rows"``,
-    on every row for ``"all"``.
+    ``plan.top_p`` (else None). ``temperature``, ``shift`` [B]: the rows' own (a ``Plan.edt ==
+    "rows"`` batch: with its EDT rows' from :func:`edt_rows`, and this program is the one of
+    ``edt="none"``); for ``plan.edt == "all"`` the EDT rows' are computed here, on every row.
 
     ``tau`` [B] keeps ``x >= tau`` of the tempered row ``x = (logits - shift) / temperature``;
     ``m``, ``s``: the tempered max and ``sum exp(x - m)``; ``cmax``: the chunk maxima of the raw
     row (or its max, ``[B, 1]``, for a vocabulary too small for chunks), from which the
     candidates are selected after the program (:func:`_candidate_inputs`)."""
     x = chain.in_work_dtype(logits)
-    if plan.edt == "rows":
-        edt = (state.edt_theta, state.edt_log_n, state.edt_log_t0)
-        temperature, shift = edt_rows(logits, edt_index, edt, temperature, shift)
     if _native_pass(x, plan):
         base, cmax, temperature, shift = _native_stats(x, state, plan, temperature, shift)
     else:
@@ -230,13 +223,20 @@ def edt_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(temperature, shift)`` [B] with the EDT temperature and the row max (the shift) of the rows
     ``index`` (int64 [R], R >= 2; duplicates allowed): the untempered row's entropy is one exp pass
-    over those R rows instead of the whole batch (part of the threshold program of a
-    ``Plan.edt == "rows"``). ``edt``: ``(edt_theta, edt_log_n, edt_log_t0)``
-    of the batch; the rows are read through ``index`` inside the program (no copy of them)."""
-    x = chain.in_work_dtype(logits.index_select(0, index))
-    m_raw = x.amax(dim=-1)
-    raw = row_stats(x, need_z=False, need_entropy=True, m=m_raw)
-    own = edt_temperature(raw.entropy, *(t.index_select(0, index) for t in edt))
+    over those R rows instead of the whole batch (the program a ``Plan.edt == "rows"`` batch runs
+    before the threshold program of ``edt="none"``). ``edt``: ``(edt_theta, edt_log_n, edt_log_t0)``
+    of the batch; the rows are read through ``index`` (no copy of them): by the C++ pass of
+    :mod:`~sample_smart.processors.native_stats` for float32 CPU logits, else inside the program."""
+    if native_stats.applies(logits):
+        ones = torch.ones_like(index, dtype=logits.dtype)
+        sums = native_stats.row_exp_sums(logits, ones, torch.zeros_like(ones), index)[1]
+        m_raw = sums[:, 0]
+        entropy = _from_sums(m_raw, sums).entropy
+    else:
+        x = chain.in_work_dtype(logits.index_select(0, index))
+        m_raw = x.amax(dim=-1)
+        entropy = row_stats(x, need_z=False, need_entropy=True, m=m_raw).entropy
+    own = edt_temperature(entropy, *(t.index_select(0, index) for t in edt))
     return temperature.index_copy(0, index, own), shift.index_copy(0, index, m_raw)
 
 
@@ -435,13 +435,15 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
     sig = (logits.shape[-1], logits.dtype, str(logits.device), torch.is_inference_mode_enabled())
     plan = Plan.of(state)
     temperature, shift = state.temperature, state.derived("no_shift", lambda s: torch.zeros_like(s.temperature))
-    edt_index = None
-    if plan.edt == "rows":
+    if plan.edt == "rows":  # the EDT rows' temperatures, then the threshold program of edt="none"
         edt_index = state.derived("edt_rows", lambda st: _two_rows_at_least(_few_rows(st, "edt")))
-    if _marking[0] and edt_index is not None:
-        torch._dynamo.maybe_mark_dynamic(edt_index, 0)  # its own size: a subset of the batch
+        if _marking[0]:
+            torch._dynamo.maybe_mark_dynamic(edt_index, 0)  # its own size: a subset of the batch
+        edt = (state.edt_theta, state.edt_log_n, state.edt_log_t0)
+        temperature, shift = _call("edt_rows", edt_rows, sig, logits, edt_index, edt, temperature, shift)
+        plan = Plan("none", plan.top_p)
     tau, temperature, shift, m, s, p_max, cmax, rows = _call(
-        "thresholds", thresholds, sig + plan, logits, _universal(state), plan, temperature, shift, edt_index
+        "thresholds", thresholds, sig + plan, logits, _universal(state), plan, temperature, shift
     )
     top_n_sigma = _top_n_sigma(state, m)
     key = sig + (inplace, top_n_sigma is not None)
@@ -651,7 +653,7 @@ def compiled_programs() -> int:
     of their code): constant after :func:`prepare`, whatever requests bring."""
     from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    programs = (thresholds, candidates, search, write, finish)
+    programs = (edt_rows, thresholds, candidates, search, write, finish)
     return sum(len(_debug_get_cache_entry_list(fn.__code__)) for fn in programs)
 
 

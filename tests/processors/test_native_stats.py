@@ -107,3 +107,37 @@ def test_without_the_library_it_is_the_torch_formulation(monkeypatch):
     want_cmax, want_sums = native_stats._torch_sums(x, inv_t, shift)
     assert torch.equal(cmax, want_cmax) and torch.equal(sums, want_sums)
     assert torch.equal(native_stats.row_exp_sums_at(x, inv_t, shift, x.amax(dim=-1)), want_sums)
+    rows = torch.tensor([2, 0, 2])
+    got = native_stats.row_exp_sums(x, inv_t, shift, rows)
+    want = native_stats._torch_sums(x[rows], inv_t, shift)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    batch=st.integers(1, 6),
+    vocab=st.integers(1, 2 * 1024 + CHUNK + 11),
+    picks=st.lists(st.integers(0, 5), min_size=1, max_size=7),
+    seed=st.integers(0, 2**16),
+)
+def test_given_rows_it_reads_those_rows_in_place(loaded, batch, vocab, picks, seed):
+    """Row numbers (repeats allowed): the same results, bit for bit, as the kernel on a copy of
+    those rows, the copy never made."""
+    g = torch.Generator().manual_seed(seed)
+    x = _rows("randn", batch, vocab, g)
+    rows = torch.tensor([p % batch for p in picks])
+    inv_t, shift = torch.rand(len(picks), generator=g) + 0.5, torch.zeros(len(picks))
+    cmax, sums = native_stats.row_exp_sums(x, inv_t, shift, rows)
+    want_cmax, want_sums = native_stats.row_exp_sums(x[rows].contiguous(), inv_t, shift)
+    assert torch.equal(cmax, want_cmax) and torch.equal(sums, want_sums)
+
+
+def test_a_row_number_out_of_range_is_never_read(loaded):
+    """The kernel checks the row numbers before it reads: one out of range falls to the torch
+    formulation, whose index check refuses it."""
+    x = torch.randn(3, 4096)
+    ones = torch.ones(2)
+    assert native_stats._kernel(x, ones, torch.zeros(2), None, torch.tensor([0, 3])) is None
+    assert native_stats._kernel(x, ones, torch.zeros(2), None, torch.tensor([-1, 0])) is None
+    with pytest.raises(IndexError):
+        native_stats.row_exp_sums(x, ones, torch.zeros(2), torch.tensor([0, 3]))

@@ -79,7 +79,8 @@ def _same_as_eager(x: torch.Tensor, state: BatchState, got: torch.Tensor) -> Non
 def test_the_threshold_program_takes_its_exp_pass_from_the_native_kernel(prepared, monkeypatch):
     """A float32 CPU batch's row statistics come from native_stats' kernel, called from inside the
     compiled program: once per call, twice when every row uses EDT (the untempered rows' entropy
-    first, then the tempered rows' exp terms at the known max), not at all when the program must
+    first, then the tempered rows' exp terms at the known max) and when a few rows do (their
+    untempered entropy, read in place by the EDT-rows program), not at all when the program must
     keep exp for top-p's search (whose kept sets the other tests compare); the kept sets stay the
     eager chain's."""
     calls = []
@@ -88,7 +89,7 @@ def test_the_threshold_program_takes_its_exp_pass_from_the_native_kernel(prepare
     cases = [
         ([{"greedy_threshold": 0.3, "min_p": 0.1}, {"cal_acc": "-0.4,0.6,0.05"}, {"hewitt_epsilon": 1e-3}], 1),
         ([{"edt_var": "0.8,1.0,1.0", "min_p": 0.05}] * 3, 2),
-        ([{"temperature": 0.7, "prob_threshold": 3e-4}, {"edt_var": "0.8,1.0,1.0"}, {}, {"min_p": 0.2}], 1),
+        ([{"temperature": 0.7, "prob_threshold": 3e-4}, {"edt_var": "0.8,1.0,1.0"}, {}, {"min_p": 0.2}], 2),
         ([{"top_p": 0.9}] * 3, 0),
     ]
     for i, (cfgs, n_calls) in enumerate(cases):

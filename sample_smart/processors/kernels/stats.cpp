@@ -148,16 +148,24 @@ void row(const float* x, int64_t V, int64_t W, int64_t C, float a, float c, floa
 }
 }  // namespace stats
 
-// known_max: null, or the rows' raw maxima (then cmax is not written: the chunk maxima are known too)
-extern "C" int ss_row_exp_sums_f32(const float* x, int64_t B, int64_t V, int64_t W, const float* inv_t,
-                                   const float* shift, const float* known_max, float* cmax, float* sums,
-                                   int threads) {
-  if (B < 0 || V <= 0 || W <= 0) return 1;
+// known_max: null, or the rows' raw maxima (then cmax is not written: the chunk maxima are known too).
+// rows: null (row r of the output is row r of x), or B row numbers of x, each below X, the rows of x
+// (row r of the output is row rows[r] of x; the caller's index, checked here before anything is read).
+extern "C" int ss_row_exp_sums_f32(const float* x, int64_t X, const int64_t* rows, int64_t B, int64_t V, int64_t W,
+                                   const float* inv_t, const float* shift, const float* known_max, float* cmax,
+                                   float* sums, int threads) {
+  if (B < 0 || V <= 0 || W <= 0 || X < 0 || (!rows && B > X)) return 1;
+  if (rows) {
+    for (int64_t r = 0; r < B; ++r) {
+      if (rows[r] < 0 || rows[r] >= X) return 1;
+    }
+  }
   const int64_t C = (V + W - 1) / W;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < B; ++r) {
-    if (known_max) stats::row_at(x + r * V, V, inv_t[r], shift[r], known_max[r], sums + 3 * r);
-    else stats::row(x + r * V, V, W, C, inv_t[r], shift[r], cmax + r * C, sums + 3 * r);
+    const float* row = x + (rows ? rows[r] : r) * V;
+    if (known_max) stats::row_at(row, V, inv_t[r], shift[r], known_max[r], sums + 3 * r);
+    else stats::row(row, V, W, C, inv_t[r], shift[r], cmax + r * C, sums + 3 * r);
   }
   return 0;
 }
