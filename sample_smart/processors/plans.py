@@ -777,7 +777,9 @@ def prepare(
     with _lock, torch.inference_mode() if sig.inference else torch.no_grad():
         if sig in _prepared:
             return 0.0
+        probe = None
         if device.type == "cpu":
+            probe = _probe_vector_isa()  # while the first program is traced
             native.load()  # the C++ selection and exp pass (else topk and inductor's pass, with a warning)
         _marking[0] = True
         _preparing.active = True
@@ -789,7 +791,34 @@ def prepare(
             _preparing.active = False
         _refresh_direct()
         _prepared.add(sig)
+        if probe is not None:
+            probe.join()
     return time.perf_counter() - started
+
+
+def _probe_vector_isa() -> threading.Thread | None:
+    """Inductor's check of the CPU's vector instruction sets (which it runs once per process, the
+    first time it generates CPU code: a probe library loaded by a child Python per instruction set,
+    ~1.3 s here), started in a thread; its result is cached, so the compile that needs it, ~2 s into
+    :func:`prepare` (the first program's tracing comes first), finds it done. Nothing when this
+    torch has no such function (the compile then runs its own check) or the check has run already."""
+    try:
+        from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+    except ImportError:
+        return None
+    info = getattr(valid_vec_isa_list, "cache_info", None)
+    if info is None or info().currsize:
+        return None
+
+    def check() -> None:
+        try:
+            valid_vec_isa_list()
+        except Exception:  # noqa: BLE001 - the compile runs the check again and raises in its thread
+            return
+
+    thread = threading.Thread(target=check, name="sample_smart-isa-probe", daemon=True)
+    thread.start()
+    return thread
 
 
 def _compile_plans(sig: Signature, vocab_size: int, dtype: torch.dtype, device: torch.device) -> None:

@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -486,3 +487,25 @@ def test_a_refused_recompile_is_recognised_with_and_without_guard_evaluation():
                 refused.append(plans.refused_recompile(exc))
     assert refused == [True, True]
     assert not plans.refused_recompile(RuntimeError("something else"))
+
+
+def test_prepare_starts_inductors_isa_check_in_a_thread_whose_result_the_compile_reads(monkeypatch):
+    """The vector-ISA check (child processes, ~1 s) runs beside the first program's tracing: a
+    thread calls inductor's cached function, and a later call in this thread is a cache hit."""
+    import functools
+
+    from torch._inductor import cpu_vec_isa
+
+    threads = []
+
+    @functools.cache
+    def check():
+        threads.append(threading.current_thread().name)
+        return ["probed"]
+
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", check)
+    probe = plans._probe_vector_isa()
+    assert probe is not None and probe.name != threading.current_thread().name
+    probe.join()
+    assert check() == ["probed"] and threads == [probe.name]  # computed once, in the thread
+    assert plans._probe_vector_isa() is None  # cached already: no thread
