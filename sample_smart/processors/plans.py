@@ -190,14 +190,23 @@ def _native_stats(x, state: BatchState, plan: Plan, temperature, shift) -> tuple
     every row that pass is over the untempered rows (their entropy gives the EDT temperatures), and
     a second one, of the exp terms alone (the max is known), gives the tempered rows' sums."""
     if plan.edt == "all":
-        cmax, raw = native_stats.row_exp_sums(x, torch.ones_like(temperature), torch.zeros_like(shift))
-        m_raw = raw[:, 0]
-        temperature, shift = _edt_all(state, _from_sums(m_raw, raw).entropy, m_raw, temperature, shift)
+        cmax, m_raw, entropy = _native_untempered(x)
+        temperature, shift = _edt_all(state, entropy, m_raw, temperature, shift)
         sums = native_stats.row_exp_sums_at(x, temperature.reciprocal(), shift, m_raw)
     else:
         cmax, sums = native_stats.row_exp_sums(x, temperature.reciprocal(), shift)
     m = _tempered(sums[:, :1], temperature, shift).squeeze(-1)
     return _from_sums(m, sums), cmax, temperature, shift
+
+
+def _native_untempered(x: torch.Tensor, rows: torch.Tensor | None = None) -> tuple:
+    """``(cmax, m_raw, entropy)`` of the untempered rows of ``x`` (the rows ``rows`` of it, read in
+    place; None: all) from one call of :func:`~sample_smart.processors.native_stats.row_exp_sums`
+    (temperature 1, shift 0)."""
+    ones = x.new_ones(x.shape[0] if rows is None else rows.shape[0])
+    cmax, sums = native_stats.row_exp_sums(x, ones, torch.zeros_like(ones), rows)
+    m_raw = sums[:, 0]
+    return cmax, m_raw, _from_sums(m_raw, sums).entropy
 
 
 def _from_sums(m: torch.Tensor, sums: torch.Tensor) -> RowStats:
@@ -228,10 +237,7 @@ def edt_rows(
     of the batch; the rows are read through ``index`` (no copy of them): by the C++ pass of
     :mod:`~sample_smart.processors.native_stats` for float32 CPU logits, else inside the program."""
     if native_stats.applies(logits):
-        ones = torch.ones_like(index, dtype=logits.dtype)
-        sums = native_stats.row_exp_sums(logits, ones, torch.zeros_like(ones), index)[1]
-        m_raw = sums[:, 0]
-        entropy = _from_sums(m_raw, sums).entropy
+        _, m_raw, entropy = _native_untempered(logits, index)
     else:
         x = chain.in_work_dtype(logits.index_select(0, index))
         m_raw = x.amax(dim=-1)
