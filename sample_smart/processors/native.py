@@ -1,8 +1,10 @@
 """The one C++ library of the CPU kernels: built once per source and machine, loaded with ctypes.
 
 Its source is the C++ files of ``sample_smart/processors/kernels/``: the kernels of
-:mod:`~sample_smart.processors.native_select` (the candidates' selection) and
-:mod:`~sample_smart.processors.native_stats` (the row statistics' exp pass), compiled together
+:mod:`~sample_smart.processors.native_select` (the candidates' selection),
+:mod:`~sample_smart.processors.native_stats` (the row statistics' exp pass) and
+:mod:`~sample_smart.processors.native_top_p` (top-p's threshold of the rows the candidates do not
+settle), compiled together
 by the compiler inductor uses (``$CXX`` or g++) into ``$SAMPLE_SMART_CACHE/native/<hash>/kernels.so``
 when :func:`load` is first called
 (``plans.prepare``, at start-up). The hash names the source, the flags, torch's version and the
@@ -43,7 +45,8 @@ KERNELS = Path(__file__).with_name("kernels")  # one .cpp file per kernel module
 def source() -> str:
     """The library's C++ source: the files of :data:`KERNELS` (``select.cpp`` for
     :mod:`~sample_smart.processors.native_select`, ``stats.cpp`` for
-    :mod:`~sample_smart.processors.native_stats`), in name order."""
+    :mod:`~sample_smart.processors.native_stats`, ``top_p.cpp`` for
+    :mod:`~sample_smart.processors.native_top_p`), in name order: one translation unit."""
     return "\n".join(path.read_text() for path in sorted(KERNELS.glob("*.cpp")))
 
 

@@ -26,7 +26,9 @@ bit for bit). Only what is expensive *and* data-dependent is switched:
 - top-p's search for rows whose nucleus is larger than its candidates: a program of its own
   (:func:`search`). So no program holds a ``torch.cond``, and every program is cacheable on disk
   by inductor. The exact bisection that finishes adversarial rows (never seen on language-model
-  rows) runs eager.
+  rows) runs eager. On CPU float32 rows neither runs: those rows take the native radix select
+  (:mod:`~sample_smart.processors.native_top_p`), exact for every row, which reads them from the
+  raw logits (and, after :func:`finish`, writes them), so the search program is not compiled there.
 
 Which of these a batch needs is host data of its :class:`BatchState` (the rules it uses, how many
 candidates each row reads), so choosing never reads the device. On CPU, where reading a tensor
@@ -43,8 +45,8 @@ recomputed in each program with the same float operations, so the tempered row i
 for the search.
 
 So four threshold programs (EDT none/all x top-p off/on), one EDT-rows program (CPU only), one
-candidates, one search, two write programs (with and without top-n-sigma) and two finish
-programs (CPU only) per (vocabulary, dtype, device, in place, grad mode) exist,
+candidates, one search (not on CPU float32), two write programs (with and without top-n-sigma)
+and two finish programs (CPU only) per (vocabulary, dtype, device, in place, grad mode) exist,
 all compiled by :func:`prepare` before the
 first request, which then checks with dynamo's guards that batches of other sizes take them
 without a new graph; after that :func:`run` never compiles (a call whose signature was not
@@ -71,7 +73,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import torch
 
-from sample_smart.processors import chain, direct_calls, fast_exp, native, native_stats, opt_level, top_p
+from sample_smart.processors import chain, direct_calls, fast_exp, native, native_stats, native_top_p, opt_level, top_p
 from sample_smart.processors.rules import RULES, RULES_BY_NAME, Stats
 from sample_smart.processors.select import chunk_maxima, largest_values, uses_chunks
 from sample_smart.processors.state import BatchState
@@ -473,12 +475,27 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
 
 def _write_searched_rows(sig, out, rows, state, temperature, shift, m, s, v_last, need, tau) -> torch.Tensor:
     """After :func:`finish` (CPU): the top-p rows whose nucleus is larger than their candidates
-    (``need``), which it left as they were, get their tau from the search and are written (the
-    write's own code, eager: a few rows, rarely)."""
-    tau = _top_p_search(sig, rows, (out, temperature, shift), state, m, s, v_last, need, tau)
+    (``need``), which it left as they were, get their tau and are written: by the native kernel in
+    place (float32), else from the search and the write's own code, eagerly."""
     index = need.nonzero().squeeze(1)
+    if _native_top_p(out, index, state, temperature, shift, m, s, tau, write=True) is not None:
+        return out  # the kernel wrote the rows
+    tau = _top_p_search(sig, rows, (out, temperature, shift), state, m, s, v_last, need, tau)
     picked = [t.index_select(0, index) for t in (out, tau, temperature, shift)]
     return out.index_copy_(0, index, write(*picked, False))
+
+
+def _native_top_p(logits, index, state, temperature, shift, m, s, tau, write: bool) -> torch.Tensor | None:
+    """CPU float32: ``tau`` with the exact top-p threshold of the rows ``index`` (int64 [R]) from
+    :func:`~sample_smart.processors.native_top_p.top_p_rows`, read from the raw ``logits`` in place
+    (``write``: those rows written too, as :func:`write` writes them). None when the kernel does not
+    apply (another dtype or device, no library): then nothing was written."""
+    if not native_top_p.applies(logits):
+        return None
+    picked = [t.index_select(0, index) for t in (temperature, shift, m, s, state.params["top_p"], tau)]
+    picked[0] = picked[0].reciprocal()  # _tempered's multiplier
+    found = native_top_p.top_p_rows(logits, index, *picked, write=write)
+    return None if found is None else tau.index_copy(0, index, found)
 
 
 def _top_n_sigma(state: BatchState, m: torch.Tensor) -> tuple | None:
@@ -619,15 +636,21 @@ def candidates(tau, temperature, shift, m, s, p_max, cand: tuple):
 
 
 def _top_p_search(sig, rows, raw, state, m, s, v_last, need, tau) -> torch.Tensor:
-    """The search program on the top-p rows ``need`` marks, then the exact bisection (eager) of the
-    adversarial rows it could not settle. On CPU (where reading ``need`` waits for nothing) only
-    those rows go through the search when they are at most half the batch (in a mixed batch they
-    are a few of its rows; copying most of a batch out would cost more than searching all of it).
+    """tau of the top-p rows ``need`` marks. CPU float32: the native kernel on those rows, read
+    from the raw logits (:func:`_native_top_p`). Otherwise the search program on them, then the
+    exact bisection (eager) of the adversarial rows it could not settle. On CPU (where reading
+    ``need`` waits for nothing) only those rows go through the search when they are at most half
+    the batch (in a mixed batch they are a few of its rows; copying most of a batch out would cost
+    more than searching all of it).
     ``rows``: the tempered rows and their ``exp(x - m)`` from the threshold program, or None from a
     plan without top-p (a CPU batch whose top-p rows are at most half of it); then the searched
     rows are tempered here from ``raw = (logits, temperature, shift)`` as the program does."""
-    p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
     index = need.nonzero().squeeze(1) if m.device.type == "cpu" else None
+    if index is not None:
+        found = _native_top_p(raw[0], index, state, raw[1], raw[2], m, s, tau, write=False)
+        if found is not None:
+            return found
+    p = torch.where(state.params["top_p"] < 1.0, state.params["top_p"], 0.0)
     if index is not None and 2 * index.numel() <= need.shape[0]:
         pick = _two_rows_at_least(index)
         sub = [t.index_select(0, pick) for t in (m, s, p, v_last, need, tau)]
@@ -864,7 +887,8 @@ def _prepare_configs(edt: str, uses_top_p: bool, extra: int = 1) -> list:
     ``extra`` rows with EDT for ``"rows"`` and ``"all"`` and top-n-sigma but for
     ``"none"`` (each program with and without it), so the rows ``edt="rows"`` and the sigma pass
     read are a subset. Flat rows (the caller's) have nuclei beyond the candidates, so the search
-    program compiles too. ``extra`` = 3: the same with other sizes (batch, subsets, largest k)."""
+    program compiles too where the native top-p kernel does not take them (a device, another
+    dtype, no library). ``extra`` = 3: the same with other sizes (batch, subsets, largest k)."""
     from sample_smart.config import DecodeConfig
 
     edt_var = (0.8, 1.0, 1.0)

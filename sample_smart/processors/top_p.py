@@ -26,6 +26,10 @@ as with a stable sort-and-cumsum). Masses are handled in units of ``e_i = exp(x_
    depends on the sample. Rows whose bracket still holds more than ``BAND`` distinct tokens (rare:
    adversarial rows) finish with a bisection on the order-preserving integer image of the floats
    (32 steps for float32), which is exact for any row.
+   On CPU float32 rows (the library of :mod:`~sample_smart.processors.native` loaded) steps 2's
+   search and bisection are replaced by :mod:`~sample_smart.processors.native_top_p`'s radix select
+   on the masses, exact in float64 for every row, in the eager chain and in the compiled programs
+   alike (both then keep the same tokens).
 3. **No host sync.** On CUDA every step runs for every row and ``where`` picks the result. On CPU
    the search and the bisection run only when some row needs them: decided by ``torch.cond``
    under ``torch.compile`` and by reading the CPU flag in eager mode (a CPU tensor has no device
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import torch
 
+from sample_smart.processors import native_top_p
 from sample_smart.processors.select import largest_values
 
 __all__ = ["CANDIDATES", "BAND", "top_p_tau"]
@@ -258,6 +263,23 @@ def candidate_tau(
     return torch.where(on & ~need, tau, torch.full_like(tau, float("-inf"))), need, v_last
 
 
+def _native_rows(
+    x: torch.Tensor, m: torch.Tensor, s: torch.Tensor, p: torch.Tensor, need: torch.Tensor, tau: torch.Tensor
+) -> torch.Tensor | None:
+    """Eager CPU float32: ``tau`` with the rows ``need`` marks settled by the C++ radix select of
+    :mod:`~sample_smart.processors.native_top_p` (the compiled programs' CPU path takes the same
+    kernel, so both keep the same tokens); None where it does not apply (then the search runs)."""
+    if _where_running(x) != "eager_cpu" or not native_top_p.applies(x):
+        return None
+    index = need.nonzero().squeeze(1)
+    if not index.numel():
+        return tau
+    one, zero = torch.ones_like(m), torch.zeros_like(m)  # x is tempered already
+    picked = [t.index_select(0, index) for t in (one, zero, m, s, p, torch.full_like(tau, float("-inf")))]
+    found = native_top_p.top_p_rows(x, index, *picked)
+    return None if found is None else tau.index_copy(0, index, found)
+
+
 def top_p_tau(
     x: torch.Tensor,
     m: torch.Tensor,
@@ -296,5 +318,9 @@ def top_p_tau(
             found = _run_if(bad, _bisect_rows, (x, e, p * s, lo, hi, bad, found), found)
             return torch.where(need, found, tau)
 
-        tau = _run_if(need, search, (x, m, e, s, p, v_last, need, tau, offsets, steps), tau)
+        found = _native_rows(x, m, s, p, need, tau)
+        if found is not None:
+            tau = found
+        else:
+            tau = _run_if(need, search, (x, m, e, s, p, v_last, need, tau, offsets, steps), tau)
     return torch.where(on, tau, torch.full_like(tau, float("-inf")))

@@ -18,7 +18,7 @@ from support import MIXED, REPO, check_against_reference, make_logits
 from torch._dynamo.utils import counters
 
 from sample_smart import BatchState, DecodeConfig, process, process_core
-from sample_smart.processors import chain, get_backend, native, plans, prepare, set_backend
+from sample_smart.processors import chain, get_backend, native, native_top_p, plans, prepare, set_backend
 
 VOCAB = 40000  # > 4 * 128 * 64: the two-level candidate selection runs
 
@@ -38,6 +38,27 @@ def prepared():
 def _graphs() -> tuple[int, int]:
     """Compiled graphs of the plans' programs (dynamo's cache entries), and all graphs dynamo made."""
     return plans.compiled_programs(), counters["stats"]["unique_graphs"]
+
+
+def _record_searches(monkeypatch) -> list[tuple[str, int]]:
+    """``(route, rows)`` of every top-p search a call makes: ``"native"`` (the CPU float32 kernel,
+    the rows it reads) or ``"program"`` (the search program, the rows it is given)."""
+    searched = []
+    kernel, program = native_top_p.top_p_rows, plans._search_rows
+
+    def recorded_kernel(x, rows, *a, **k):
+        found = kernel(x, rows, *a, **k)
+        if found is not None:
+            searched.append(("native", rows.shape[0]))
+        return found
+
+    def recorded_program(sig, rows, *a):
+        searched.append(("program", rows[0].shape[0]))
+        return program(sig, rows, *a)
+
+    monkeypatch.setattr(native_top_p, "top_p_rows", recorded_kernel)
+    monkeypatch.setattr(plans, "_search_rows", recorded_program)
+    return searched
 
 
 def _random_config(rng: random.Random) -> dict:
@@ -177,14 +198,11 @@ def test_rows_asking_for_more_candidates_are_selected_once_with_their_own_k(prep
         return largest(x, k, cmax, rows, ks)
 
     monkeypatch.setattr(plans, "largest_values", recorded)
-    searched = []
-    search = plans._search_rows
-    monkeypatch.setattr(
-        plans, "_search_rows", lambda sig, rows, *a: searched.append(rows[0].shape[0]) or search(sig, rows, *a)
-    )
+    searched = _record_searches(monkeypatch)
     got = process_core(x.clone(), state)
     assert selected == [(1024, [0, 1, 2, 3], [300, 1024, plans.CANDIDATES, 20])]
-    assert searched, "the flat top-p rows' nuclei exceed their candidates: the search ran"
+    # the flat top-p rows' nuclei exceed their candidates: the native kernel searched them
+    assert searched and all(route == "native" for route, _ in searched), searched
     _same_as_eager(x, state, got)
     for i, cfg in enumerate(cfgs):
         check_against_reference(x[i : i + 1].double(), got[i : i + 1], DecodeConfig.from_dict(cfg).to_dict())
@@ -201,22 +219,22 @@ def test_few_edt_and_top_p_rows_are_computed_on_those_rows_alone(prepared, monke
     x = _batch(cfgs, 5)
     state = BatchState.from_configs([DecodeConfig.from_dict(c) for c in cfgs], vocab_size=VOCAB)
     assert plans.Plan.of(state) == ("rows" if few else "all", not few)
-    searched = []
-    search = plans._search_rows
-    monkeypatch.setattr(
-        plans, "_search_rows", lambda sig, rows, *a: searched.append(rows[0].shape) or search(sig, rows, *a)
-    )
+    searched = _record_searches(monkeypatch)
     before = _graphs()
     got = process_core(x.clone(), state)
     assert _graphs() == before
-    _same_as_eager(x, state, got)
     n_top_p = sum("top_p" in c for c in cfgs)
-    assert searched == [(2 if few else len(cfgs), VOCAB)] or (not few and searched[0][0] <= n_top_p)
+    # the kernel reads the top-p rows whose nuclei exceed their candidates, and no other row
+    assert [route for route, _ in searched] == ["native"] and 1 <= searched[0][1] <= n_top_p, searched
+    if few:
+        assert searched == [("native", 1)]
+    _same_as_eager(x, state, got)  # whose top-p rows take the same kernel
 
 
-def test_top_p_rows_the_search_cannot_settle_take_the_exact_bisection(prepared, monkeypatch):
-    """A row whose crossing hides among 4000 nearly equal logits off the sample's stride: the
-    compiled search leaves it inexact and the eager bisection finishes it, exactly."""
+def test_top_p_rows_the_search_cannot_settle_are_exact_on_both_routes(prepared, monkeypatch):
+    """A row whose crossing hides among 4000 nearly equal logits off the sample's stride: the CPU
+    kernel settles it exactly in the prepared programs; without the kernel (the route of a device,
+    another dtype, no library) the search leaves it inexact and the bisection finishes it, exactly."""
     import top_p_rows
 
     from sample_smart.processors import top_p as top_p_mod
@@ -226,10 +244,20 @@ def test_top_p_rows_the_search_cannot_settle_take_the_exact_bisection(prepared, 
     monkeypatch.setattr(top_p_mod, "_bisect_keys", lambda *a: calls.append(1) or bisect(*a))
     x64 = torch.stack([top_p_rows.adversarial_row(VOCAB), make_logits("random", 1, VOCAB, seed=1)[0]])
     for p in (0.5, 0.9):
-        calls.clear()
+        searched = _record_searches(monkeypatch)
         out = process(x64.float(), DecodeConfig(top_p=p))
-        assert calls, "the adversarial row must need the bisection"
+        assert [route for route, _ in searched] == ["native"] and not calls
         check_against_reference(x64, out, {"top_p": p})
+    monkeypatch.setattr(native_top_p, "applies", lambda x: False)
+    set_backend("eager")  # the search program was never needed on CPU float32: it is not prepared
+    try:
+        for p in (0.5, 0.9):
+            calls.clear()
+            out = process(x64.float(), DecodeConfig(top_p=p))
+            assert calls, "the adversarial row must need the bisection"
+            check_against_reference(x64, out, {"top_p": p})
+    finally:
+        set_backend(None)
 
 
 def test_inplace_and_one_row(prepared):

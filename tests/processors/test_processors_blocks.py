@@ -11,7 +11,7 @@ from support import check_against_reference, make_logits
 import sample_smart.processors.cpu_blocks as cpu_blocks
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import DecodeConfig, process
-from sample_smart.processors import BatchState, process_core
+from sample_smart.processors import BatchState, native_top_p, process_core
 
 MIXED = [
     {"top_p": 0.9},
@@ -89,6 +89,7 @@ def test_cuda_style_top_p_equals_cpu_path(monkeypatch):
         return fn(*operands)
 
     monkeypatch.setattr(top_p_mod, "_run_if", always)
+    monkeypatch.setattr(native_top_p, "applies", lambda x: False)  # a device never takes the CPU kernel
     sync_free = process_core(x, state)
     assert len(calls) == 2  # the search and the bisection both ran, for every row
     diff = int((torch.isfinite(cpu) != torch.isfinite(sync_free)).sum())

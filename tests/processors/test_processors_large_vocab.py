@@ -14,7 +14,7 @@ from support import check_against_reference, make_logits
 
 import sample_smart.processors.top_p as top_p_mod
 from sample_smart import DecodeConfig, process
-from sample_smart.processors import select
+from sample_smart.processors import native_top_p, select
 from sample_smart.processors.select import CHUNK, chunk_maxima, largest_values, uses_chunks
 
 
@@ -80,6 +80,8 @@ def test_mixed_batch_at_a_real_vocabulary_size_matches_textbook(vocab, kind):
 
 
 def test_top_p_bisection_fallback_is_exact(monkeypatch):
+    """The route without the CPU kernel (a device, another dtype, no library)."""
+    monkeypatch.setattr(native_top_p, "applies", lambda x: False)
     calls = []
     bisect = top_p_mod._bisect_keys
     monkeypatch.setattr(top_p_mod, "_bisect_keys", lambda *a: calls.append(1) or bisect(*a))
