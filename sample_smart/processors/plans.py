@@ -45,8 +45,10 @@ recomputed in each program with the same float operations, so the tempered row i
 for the search.
 
 So four threshold programs (EDT none/all x top-p off/on), one EDT-rows program (CPU only), one
-candidates, one search (not on CPU float32), two write programs (with and without top-n-sigma)
-and two finish programs (CPU only) per (vocabulary, dtype, device, in place, grad mode) exist,
+candidates, one search, two write programs (with and without top-n-sigma) and two finish
+programs (CPU only) per (vocabulary, dtype, device, in place, grad mode) exist; on CPU float32
+with the native top-p kernel (:func:`_plan_for`) no top-p plan, candidates or search program:
+two threshold programs, the EDT-rows one, two finish and two write programs,
 all compiled by :func:`prepare` before the
 first request, which then checks with dynamo's guards that batches of other sizes take them
 without a new graph; after that :func:`run` never compiles (a call whose signature was not
@@ -110,7 +112,9 @@ class Plan(NamedTuple):
         """On a device: EDT on every row when some row uses it, top-p when some row does. On CPU a
         batch whose EDT rows (top-p rows) are at most half of it computes those rows' temperatures
         (tempered rows) on those rows alone (``edt="rows"``; eagerly in :func:`_top_p_search`),
-        which costs less than the extra pass (the two extra writes) over the whole batch."""
+        which costs less than the extra pass (the two extra writes) over the whole batch. A CPU
+        float32 call never takes a top-p plan where the native top-p kernel serves
+        (:func:`_plan_for`)."""
 
         def build(s: BatchState) -> "Plan":
             if not s.any_edt or _no_row_uses(s, "edt"):
@@ -441,7 +445,7 @@ def _universal(state: BatchState) -> BatchState:
 def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> torch.Tensor:
     # a region per device (with its index) and grad mode: each holds one graph (see _call)
     sig = (logits.shape[-1], logits.dtype, str(logits.device), torch.is_inference_mode_enabled())
-    plan = Plan.of(state)
+    plan = _plan_for(logits, state)
     temperature, shift = state.temperature, state.derived("no_shift", lambda s: torch.zeros_like(s.temperature))
     if plan.edt == "rows":  # the EDT rows' temperatures, then the threshold program of edt="none"
         edt_index = state.derived("edt_rows", lambda st: _two_rows_at_least(_few_rows(st, "edt")))
@@ -471,6 +475,23 @@ def _run_compiled(logits: torch.Tensor, state: BatchState, inplace: bool) -> tor
     if state.uses("top_p") and bool(need.any()):  # CPU: reading need waits for nothing
         out = _write_searched_rows(sig, out, rows, state, temperature, shift, m, s, v_last, need, tau)
     return out
+
+
+def _plan_for(logits: torch.Tensor, state: BatchState) -> Plan:
+    """:meth:`Plan.of` the state, but never a top-p plan where the native top-p kernel takes the
+    rows the candidates do not settle (:func:`_native_top_p`: CPU float32): the threshold program
+    then keeps no tempered rows for a search (two writes of the batch fewer) and takes the native
+    exp pass, and :func:`finish` writes every other row."""
+    plan = Plan.of(state)
+    if plan.top_p and _top_p_native_on(logits.device, logits.dtype):
+        return Plan(plan.edt, False)
+    return plan
+
+
+def _top_p_native_on(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether top-p's flat rows of logits on ``device`` of ``dtype`` take the native kernel
+    (:mod:`~sample_smart.processors.native_top_p`; contiguous rows, which :func:`run` requires)."""
+    return device.type == "cpu" and dtype == torch.float32 and native.available()
 
 
 def _write_searched_rows(sig, out, rows, state, temperature, shift, m, s, v_last, need, tau) -> torch.Tensor:
@@ -856,8 +877,8 @@ def _compile_plans(sig: Signature, vocab_size: int, dtype: torch.dtype, device: 
     of candidates) runs through them without a new graph (a program specialised on a size it was
     meant to take dynamically would fail here, not serve a call it does not fit, see :func:`run`)."""
     g = torch.Generator().manual_seed(0)
-    for edt, uses_top_p in _plans_of(device):
-        cfgs = _prepare_configs(edt, uses_top_p)
+    for edt, uses_top_p, sigma in _prepare_cases(device, dtype):
+        cfgs = _prepare_configs(edt, uses_top_p, sigma=sigma)
         state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
         assert Plan.of(state) == (edt, uses_top_p)
         x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
@@ -866,29 +887,44 @@ def _compile_plans(sig: Signature, vocab_size: int, dtype: torch.dtype, device: 
             _run_compiled(x, state, True)
     _marking[0] = False
     with torch.compiler.set_stance("fail_on_recompile"):
-        for edt, uses_top_p in _plans_of(device):
-            cfgs = _prepare_configs(edt, uses_top_p, extra=3)
+        for edt, uses_top_p, sigma in _prepare_cases(device, dtype):
+            cfgs = _prepare_configs(edt, uses_top_p, extra=3, sigma=sigma)
             state = BatchState.from_configs(cfgs, device=device, vocab_size=vocab_size)
             x = (torch.randn(len(cfgs), vocab_size, generator=g) * 2.0).to(device=device, dtype=dtype)
             _run_compiled(x, state, sig.inplace)
 
 
-def _plans_of(device: torch.device) -> list[tuple[str, bool]]:
-    """Every ``(Plan.edt, Plan.top_p)`` a batch on ``device`` can take (``"rows"``: CPU only)."""
-    return list(itertools.product(("none", "rows", "all") if device.type == "cpu" else ("none", "all"), (False, True)))
+def _plans_of(device: torch.device, dtype: torch.dtype) -> list[tuple[str, bool]]:
+    """Every ``(Plan.edt, Plan.top_p)`` a batch of ``dtype`` on ``device`` can take (``"rows"``: CPU
+    only; no top-p plan where the native top-p kernel serves, see :func:`_plan_for`)."""
+    edts = ("none", "rows", "all") if device.type == "cpu" else ("none", "all")
+    return list(itertools.product(edts, (False,) if _top_p_native_on(device, dtype) else (False, True)))
 
 
-def _prepare_configs(edt: str, uses_top_p: bool, extra: int = 1) -> list:
+def _prepare_cases(device: torch.device, dtype: torch.dtype) -> list[tuple[str, bool, bool]]:
+    """``(Plan.edt, Plan.top_p, top-n-sigma)`` of the batches :func:`prepare` runs: every plan
+    (:func:`_plans_of`), with top-n-sigma rows where the plan has EDT (:func:`_prepare_configs`
+    says which programs each compiles); without the top-p plans (native top-p) the write without
+    top-n-sigma, which their batches compiled, gets a batch of its own."""
+    plans = _plans_of(device, dtype)
+    cases = [(edt, uses_top_p, edt != "none") for edt, uses_top_p in plans]
+    if ("none", True) not in plans:
+        cases.append(("all", False, False))
+    return cases
+
+
+def _prepare_configs(edt: str, uses_top_p: bool, extra: int = 1, sigma: bool | None = None) -> list:
     """Configs of a batch that takes ``Plan(edt, uses_top_p)``: two rows (``extra`` = 3: four) with
     EDT for ``"all"``, with top-p (then more than half of the batch) for a top-p plan, and with
     top-k unless the plan is ``("all", False)``, so that every program after the threshold program
     is compiled with and without top-n-sigma: the write alone (no candidates), :func:`finish` (CPU,
     candidates, few top-p rows) and candidates + write (a device, or many top-p rows); and
     ``extra`` rows with EDT for ``"rows"`` and ``"all"`` and top-n-sigma but for
-    ``"none"`` (each program with and without it), so the rows ``edt="rows"`` and the sigma pass
-    read are a subset. Flat rows (the caller's) have nuclei beyond the candidates, so the search
-    program compiles too where the native top-p kernel does not take them (a device, another
-    dtype, no library). ``extra`` = 3: the same with other sizes (batch, subsets, largest k)."""
+    ``"none"`` (each program with and without it; ``sigma`` given: with it or not), so the rows
+    ``edt="rows"`` and the sigma pass read are a subset. Flat rows (the caller's) have nuclei
+    beyond the candidates, so the search program compiles too where the native top-p kernel does
+    not take them (a device, another dtype, no library). ``extra`` = 3: the same with other sizes
+    (batch, subsets, largest k)."""
     from sample_smart.config import DecodeConfig
 
     edt_var = (0.8, 1.0, 1.0)
@@ -901,7 +937,8 @@ def _prepare_configs(edt: str, uses_top_p: bool, extra: int = 1) -> list:
         )
         for i in range(2 if extra == 1 else 4)
     ]
-    own = {"top_n_sigma": 1.0 if edt != "none" else None, "edt_var": edt_var if edt != "none" else None, "min_p": 0.1}
+    sigma = edt != "none" if sigma is None else sigma
+    own = {"top_n_sigma": 1.0 if sigma else None, "edt_var": edt_var if edt != "none" else None, "min_p": 0.1}
     return cfgs + [DecodeConfig(**own) for _ in range(extra)]
 
 

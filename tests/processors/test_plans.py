@@ -100,11 +100,11 @@ def _same_as_eager(x: torch.Tensor, state: BatchState, got: torch.Tensor) -> Non
 
 def test_the_threshold_program_takes_its_exp_pass_from_the_native_kernel(prepared, monkeypatch):
     """A float32 CPU batch's row statistics come from native_stats' kernel, called from inside the
-    compiled program: once per call, twice when every row uses EDT (the untempered rows' entropy
-    first, then the tempered rows' exp terms at the known max) and when a few rows do (their
-    untempered entropy, read in place by the EDT-rows program), not at all when the program must
-    keep exp for top-p's search (whose kept sets the other tests compare); the kept sets stay the
-    eager chain's."""
+    compiled program: once per call, also for a batch of top-p rows (whose flat rows the native
+    top-p kernel reads from the raw logits: no program keeps exp for a search), twice when every
+    row uses EDT (the untempered rows' entropy first, then the tempered rows' exp terms at the
+    known max) and when a few rows do (their untempered entropy, read in place by the EDT-rows
+    program); the kept sets stay the eager chain's."""
     calls = []
     real = native.function
     monkeypatch.setattr(native, "function", lambda name, *a: calls.append(name) or real(name, *a))
@@ -112,7 +112,7 @@ def test_the_threshold_program_takes_its_exp_pass_from_the_native_kernel(prepare
         ([{"greedy_threshold": 0.3, "min_p": 0.1}, {"cal_acc": "-0.4,0.6,0.05"}, {"hewitt_epsilon": 1e-3}], 1),
         ([{"edt_var": "0.8,1.0,1.0", "min_p": 0.05}] * 3, 2),
         ([{"temperature": 0.7, "prob_threshold": 3e-4}, {"edt_var": "0.8,1.0,1.0"}, {}, {"min_p": 0.2}], 2),
-        ([{"top_p": 0.9}] * 3, 0),
+        ([{"top_p": 0.9}] * 3, 1),
     ]
     for i, (cfgs, n_calls) in enumerate(cases):
         x = _batch(cfgs, seed=40 + i)
@@ -121,7 +121,8 @@ def test_the_threshold_program_takes_its_exp_pass_from_the_native_kernel(prepare
         with torch.no_grad():
             got = process_core(x, state)
         assert calls.count("ss_row_exp_sums_f32") == n_calls, cfgs
-        if "top_p" not in cfgs[0]:
+        assert calls.count("ss_top_p_rows_f32") == ("top_p" in cfgs[0]), cfgs
+        if "top_p" not in cfgs[0]:  # top-p's s: the native exp pass here, torch's sum in eager
             _same_as_eager(x, state, got)
 
 
