@@ -1,4 +1,4 @@
-"""Top-p's threshold of a few CPU float32 rows whose nucleus is larger than their candidates, by a
+"""Top-p's threshold of the CPU float32 rows whose nucleus is larger than their candidates, by a
 radix select on the row's masses in one small C++ loop (and, on request, the row written in place).
 
 Nucleus sampling (Holtzman et al. 2020, arXiv 1904.09751) keeps the smallest set of most probable
@@ -12,11 +12,12 @@ Per row (:func:`top_p_rows`), with the order-preserving 32-bit key of each ``y``
 1. one pass: each token's ``exp(y - m)`` (the vector exp of :mod:`~sample_smart.processors.native_stats`,
    clamped at ``D_MIN``) summed in float64 into 2048 bins by the key's top 11 bits; from the top
    bin down, the bin where the running mass reaches ``p s``;
-2. a pass over that bin's tokens by the key's next 11 bits: the sub-bin where it does;
+2. a second pass keeps that bin's tokens with their terms; they are binned by the key's next 11
+   bits: the sub-bin where the running mass reaches ``p s``;
 3. the tokens sharing those 22 bits (a few, even on a flat row: the bin is 2^10 floats wide), sorted,
    equal values taken together: tau is the first value whose running mass reaches ``p s``.
 
-Three reads of the row, no sort of the vocabulary and no bisection, exact for every row (ties,
+Two reads of the row, no sort of the vocabulary and no bisection, exact for every row (ties,
 adversarial rows included) in the float64 masses of the kernel's ``exp``; where rounding leaves the
 running mass a hair short of ``p s`` (``p`` next to 1), the crossing is the lowest token of the
 bin that held it, and a row without a finite token keeps its ``tau_in``. The result is
@@ -39,22 +40,43 @@ import torch
 
 from sample_smart.processors import native
 
-__all__ = ["applies", "top_p_rows"]
+__all__ = ["applies", "serves", "settle", "top_p_rows"]
 
 I64, PTR = ctypes.c_int64, ctypes.c_void_p
 ARGTYPES = [PTR, I64, PTR, I64, I64, PTR, PTR, PTR, PTR, PTR, PTR, PTR, ctypes.c_int, ctypes.c_int]
 
 
+def serves(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the kernel takes logits of ``dtype`` on ``device``: float32 on the CPU, the library
+    loaded (:func:`applies` also asks for contiguous ``[B, V]`` rows)."""
+    return device.type == "cpu" and dtype == torch.float32 and native.available()
+
+
 def applies(x: torch.Tensor) -> bool:
     """Whether :func:`top_p_rows` runs on ``x``: contiguous float32 rows ([B, V]) on the CPU, and
     the library loaded."""
-    return (
-        native.available()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.dim() == 2
-        and x.is_contiguous()
-    )
+    return serves(x.device, x.dtype) and x.dim() == 2 and x.is_contiguous()
+
+
+def settle(
+    x: torch.Tensor,
+    index: torch.Tensor,
+    inv_t: torch.Tensor,
+    shift: torch.Tensor,
+    m: torch.Tensor,
+    s: torch.Tensor,
+    p: torch.Tensor,
+    tau: torch.Tensor,
+    write: bool = False,
+) -> torch.Tensor | None:
+    """``tau`` [B] with the rows ``index`` (int64 [R], row numbers of ``x``) given their
+    :func:`top_p_rows` value; the per-row arguments are the batch's ([B]), picked here. None when
+    the kernel does not apply or refuses the call (then nothing was written)."""
+    if not applies(x):
+        return None
+    picked = [t.index_select(0, index) for t in (inv_t, shift, m, s, p, tau)]
+    found = top_p_rows(x, index, *picked, write=write)
+    return None if found is None else tau.index_copy(0, index, found)
 
 
 def top_p_rows(

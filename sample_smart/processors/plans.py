@@ -483,15 +483,9 @@ def _plan_for(logits: torch.Tensor, state: BatchState) -> Plan:
     then keeps no tempered rows for a search (two writes of the batch fewer) and takes the native
     exp pass, and :func:`finish` writes every other row."""
     plan = Plan.of(state)
-    if plan.top_p and _top_p_native_on(logits.device, logits.dtype):
+    if plan.top_p and native_top_p.serves(logits.device, logits.dtype):  # contiguous: run() requires it
         return Plan(plan.edt, False)
     return plan
-
-
-def _top_p_native_on(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether top-p's flat rows of logits on ``device`` of ``dtype`` take the native kernel
-    (:mod:`~sample_smart.processors.native_top_p`; contiguous rows, which :func:`run` requires)."""
-    return device.type == "cpu" and dtype == torch.float32 and native.available()
 
 
 def _write_searched_rows(sig, out, rows, state, temperature, shift, m, s, v_last, need, tau) -> torch.Tensor:
@@ -511,12 +505,8 @@ def _native_top_p(logits, index, state, temperature, shift, m, s, tau, write: bo
     :func:`~sample_smart.processors.native_top_p.top_p_rows`, read from the raw ``logits`` in place
     (``write``: those rows written too, as :func:`write` writes them). None when the kernel does not
     apply (another dtype or device, no library): then nothing was written."""
-    if not native_top_p.applies(logits):
-        return None
-    picked = [t.index_select(0, index) for t in (temperature, shift, m, s, state.params["top_p"], tau)]
-    picked[0] = picked[0].reciprocal()  # _tempered's multiplier
-    found = native_top_p.top_p_rows(logits, index, *picked, write=write)
-    return None if found is None else tau.index_copy(0, index, found)
+    inv_t = temperature.reciprocal()  # _tempered's multiplier
+    return native_top_p.settle(logits, index, inv_t, shift, m, s, state.params["top_p"], tau, write=write)
 
 
 def _top_n_sigma(state: BatchState, m: torch.Tensor) -> tuple | None:
@@ -898,7 +888,7 @@ def _plans_of(device: torch.device, dtype: torch.dtype) -> list[tuple[str, bool]
     """Every ``(Plan.edt, Plan.top_p)`` a batch of ``dtype`` on ``device`` can take (``"rows"``: CPU
     only; no top-p plan where the native top-p kernel serves, see :func:`_plan_for`)."""
     edts = ("none", "rows", "all") if device.type == "cpu" else ("none", "all")
-    return list(itertools.product(edts, (False,) if _top_p_native_on(device, dtype) else (False, True)))
+    return list(itertools.product(edts, (False,) if native_top_p.serves(device, dtype) else (False, True)))
 
 
 def _prepare_cases(device: torch.device, dtype: torch.dtype) -> list[tuple[str, bool, bool]]:

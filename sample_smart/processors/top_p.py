@@ -274,10 +274,8 @@ def _native_rows(
     index = need.nonzero().squeeze(1)
     if not index.numel():
         return tau
-    one, zero = torch.ones_like(m), torch.zeros_like(m)  # x is tempered already
-    picked = [t.index_select(0, index) for t in (one, zero, m, s, p, torch.full_like(tau, float("-inf")))]
-    found = native_top_p.top_p_rows(x, index, *picked)
-    return None if found is None else tau.index_copy(0, index, found)
+    own = torch.where(need, float("-inf"), tau)  # the rows in need: the kernel's tau alone
+    return native_top_p.settle(x, index, torch.ones_like(m), torch.zeros_like(m), m, s, p, own)  # x is tempered
 
 
 def top_p_tau(

@@ -73,17 +73,9 @@ inline int crossing(const double* mass, double target, double& above) {
 }
 
 struct Scratch {
-  std::vector<double> mass = std::vector<double>(4 * BINS);
+  std::vector<double> mass = std::vector<double>(BINS);
   std::vector<std::pair<uint32_t, float>> band;
 };
-
-// bins of 4 interleaved histograms (consecutive tokens of one bin do not wait on each other's
-// store) folded into the first
-inline void fold(Scratch& w) {
-  for (int h = 1; h < 4; ++h) {
-    for (int b = 0; b < BINS; ++b) w.mass[b] += w.mass[h * BINS + b];
-  }
-}
 
 // tau = max { y_j : sum_{y_i >= y_j} exp(y_i - m) >= target } of one row (radix select on the
 // keys, masses summed in float64); -inf when the row holds no finite token
@@ -92,11 +84,8 @@ float row_tau(const float* x, int64_t V, float c, float a, float m, double targe
   std::fill(w.mass.begin(), w.mass.end(), 0.0);
   for (int64_t i = 0; i < V; i += stats::L) {
     const Group g = group(x, i, V, c, a, m);
-    for (int64_t l = 0; l < stats::L; ++l) {
-      w.mass[(l & 3) * BINS + (static_cast<uint32_t>(g.k[l]) >> (32 - BITS))] += g.e[l];
-    }
+    for (int64_t l = 0; l < stats::L; ++l) w.mass[static_cast<uint32_t>(g.k[l]) >> (32 - BITS)] += g.e[l];
   }
-  fold(w);
   double above = 0.0;
   const int b1 = crossing(w.mass.data(), target, above);
   if (b1 < 0) return -INFINITY;
@@ -114,7 +103,7 @@ float row_tau(const float* x, int64_t V, float c, float a, float m, double targe
   }
   // the band by the keys' next 11 bits, then the tokens sharing those 22 bits, largest first,
   // equal keys as one value
-  std::fill(w.mass.begin(), w.mass.begin() + BINS, 0.0);
+  std::fill(w.mass.begin(), w.mass.end(), 0.0);
   for (const auto& t : w.band) w.mass[(t.first >> (32 - 2 * BITS)) & (BINS - 1)] += t.second;
   const int b2 = crossing(w.mass.data(), target, above);
   const uint32_t prefix = (static_cast<uint32_t>(b1) << BITS) | static_cast<uint32_t>(b2);
